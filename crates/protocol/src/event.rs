@@ -1,0 +1,408 @@
+//! The event config: which fields a device collects, why, how it may show them, and the consent
+//! a visitor gives. Head office writes it; devices obey it.
+
+use crate::i18n::{Lang, Text};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fmt;
+
+/// A whole event's config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventConfig {
+    /// Stable id: lowercase letters, digits and `-`, at most 64.
+    pub id: String,
+    pub name: Text,
+    pub fields: Vec<FieldSpec>,
+    pub consent: Consent,
+    #[serde(default)]
+    pub kiosk: KioskSettings,
+}
+
+/// One form field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    /// Key in submissions: `[a-z][a-z0-9_]*`, at most 32, not `consent`.
+    pub key: String,
+    pub label: Text,
+    pub kind: FieldKind,
+    #[serde(default)]
+    pub required: bool,
+    /// Longest accepted value in characters (text, email; default 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
+    /// A regular expression the whole value must match (text only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// The choices of a `choice` or `multi` field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<ChoiceOption>,
+    /// Why the field is collected (minimum necessity): required, both languages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<Text>,
+    /// How a device may show the value.
+    pub display: Display,
+    /// Why a sensitive kind (national ID, bank card) is truly needed. Without it such a field
+    /// is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+}
+
+/// What a field collects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldKind {
+    Text,
+    Phone,
+    Email,
+    Choice,
+    Multi,
+    Checkbox,
+    /// A national ID number: refused unless justified.
+    NationalId,
+    /// A bank card number: refused unless justified.
+    BankCard,
+}
+
+impl FieldKind {
+    fn is_sensitive(self) -> bool {
+        matches!(self, FieldKind::NationalId | FieldKind::BankCard)
+    }
+}
+
+/// How a device may show a value, on screen and in its lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Display {
+    /// Partly hidden: `138****1234`, `张*`.
+    Masked,
+    /// Shown as entered.
+    Plain,
+    /// Never shown on the device.
+    Hidden,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChoiceOption {
+    pub value: String,
+    pub label: Text,
+}
+
+/// The consent a visitor gives; its version and hash are bound to each entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consent {
+    pub version: String,
+    /// How long head office keeps the data, in days.
+    pub retention_days: u32,
+    /// The consent text the visitor reads, with purpose and retention written out.
+    pub text: Text,
+}
+
+impl Consent {
+    /// SHA-256 (hex) over the consent's canonical JSON: version, retention and both texts.
+    pub fn sha256(&self) -> String {
+        // Serializing a struct of strings and a number cannot fail.
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        crate::sha256_hex(&bytes)
+    }
+}
+
+/// Kiosk behaviour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KioskSettings {
+    /// A half-filled form left alone this long is wiped.
+    pub idle_reset_seconds: u32,
+    /// "Thank you" stays this long before the form is empty again.
+    pub thank_you_seconds: u32,
+    /// The language the form starts in for each visitor.
+    pub default_lang: Lang,
+}
+
+impl Default for KioskSettings {
+    fn default() -> Self {
+        KioskSettings {
+            idle_reset_seconds: 60,
+            thank_you_seconds: 5,
+            default_lang: Lang::Zh,
+        }
+    }
+}
+
+/// Default longest value of a text or email field.
+pub const DEFAULT_MAX_LENGTH: usize = 200;
+/// The hard cap on any field's `max_length`.
+pub const MAX_MAX_LENGTH: usize = 2000;
+
+/// A config that cannot be used, with where the problem is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// Where: `fields[2] (phone).purpose`, or `line 4, column 7` for a syntax error.
+    pub at: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "event config, {}: {}", self.at, self.message)
+    }
+}
+
+impl ConfigError {
+    fn new(at: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            at: at.into(),
+            message: message.into(),
+        }
+    }
+}
+
+// Words that betray a field collecting an identity document or bank card number under an
+// innocent kind such as `text`.
+const SENSITIVE_HINTS: &[&str] = &[
+    "id_card",
+    "idcard",
+    "id_number",
+    "national_id",
+    "identity",
+    "passport",
+    "bank",
+    "card_number",
+    "iban",
+    "身份证",
+    "证件",
+    "护照",
+    "银行卡",
+    "卡号",
+];
+
+impl EventConfig {
+    /// Parses and validates a config from JSON.
+    pub fn from_json(json: &str) -> Result<Self, ConfigError> {
+        let config: EventConfig = serde_json::from_str(json).map_err(|e| {
+            let msg = e.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            ConfigError::new(format!("line {}, column {}", e.line(), e.column()), msg)
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks everything serde cannot: ids, purposes, options, sensitive kinds.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !is_event_id(&self.id) {
+            return Err(ConfigError::new(
+                "id",
+                "must be 1 to 64 lowercase letters, digits or '-'",
+            ));
+        }
+        if self.name.is_blank() {
+            return Err(ConfigError::new("name", "needs both zh and en"));
+        }
+        if self.fields.is_empty() {
+            return Err(ConfigError::new("fields", "an event needs at least one field"));
+        }
+        let mut seen = HashSet::new();
+        for (i, f) in self.fields.iter().enumerate() {
+            let at = |what: &str| format!("fields[{i}] ({}){what}", f.key);
+            if !is_field_key(&f.key) {
+                return Err(ConfigError::new(
+                    format!("fields[{i}].key"),
+                    "must be a lowercase letter then letters, digits or '_', at most 32, and not 'consent'",
+                ));
+            }
+            if !seen.insert(f.key.as_str()) {
+                return Err(ConfigError::new(at(".key"), "duplicate key"));
+            }
+            if f.label.is_blank() {
+                return Err(ConfigError::new(at(".label"), "needs both zh and en"));
+            }
+            match &f.purpose {
+                None => {
+                    return Err(ConfigError::new(
+                        at(".purpose"),
+                        "every field must state why it is collected (minimum necessity)",
+                    ))
+                }
+                Some(p) if p.is_blank() => {
+                    return Err(ConfigError::new(at(".purpose"), "needs both zh and en"))
+                }
+                Some(_) => {}
+            }
+            let looks_sensitive = {
+                let hay = format!("{} {} {}", f.key, f.label.zh, f.label.en).to_lowercase();
+                SENSITIVE_HINTS.iter().any(|h| hay.contains(h))
+            };
+            let justified = f
+                .justification
+                .as_deref()
+                .is_some_and(|j| j.trim().chars().count() >= 10);
+            if (f.kind.is_sensitive() || looks_sensitive) && !justified {
+                return Err(ConfigError::new(
+                    at(""),
+                    "collects national ID or bank card numbers: refused unless the field carries a justification (PIPL Art. 6)",
+                ));
+            }
+            match f.kind {
+                FieldKind::Choice | FieldKind::Multi => {
+                    if f.options.is_empty() {
+                        return Err(ConfigError::new(at(".options"), "a choice needs options"));
+                    }
+                    let mut vals = HashSet::new();
+                    for o in &f.options {
+                        if o.value.is_empty() || !vals.insert(o.value.as_str()) {
+                            return Err(ConfigError::new(
+                                at(".options"),
+                                "option values must be non-empty and distinct",
+                            ));
+                        }
+                        if o.label.is_blank() {
+                            return Err(ConfigError::new(
+                                at(".options"),
+                                "option labels need both zh and en",
+                            ));
+                        }
+                    }
+                }
+                _ if !f.options.is_empty() => {
+                    return Err(ConfigError::new(
+                        at(".options"),
+                        "only choice and multi fields have options",
+                    ))
+                }
+                _ => {}
+            }
+            if let Some(max) = f.max_length {
+                if max == 0 || max > MAX_MAX_LENGTH {
+                    return Err(ConfigError::new(
+                        at(".max_length"),
+                        format!("must be between 1 and {MAX_MAX_LENGTH}"),
+                    ));
+                }
+            }
+            if let Some(p) = &f.pattern {
+                if f.kind != FieldKind::Text {
+                    return Err(ConfigError::new(at(".pattern"), "only text fields take a pattern"));
+                }
+                if regex::Regex::new(p).is_err() {
+                    return Err(ConfigError::new(at(".pattern"), "is not a valid regular expression"));
+                }
+            }
+        }
+        let c = &self.consent;
+        if c.version.trim().is_empty() {
+            return Err(ConfigError::new("consent.version", "is required"));
+        }
+        if c.text.is_blank() {
+            return Err(ConfigError::new("consent.text", "needs both zh and en"));
+        }
+        if c.retention_days == 0 || c.retention_days > 3650 {
+            return Err(ConfigError::new(
+                "consent.retention_days",
+                "must be between 1 and 3650",
+            ));
+        }
+        let k = &self.kiosk;
+        if !(10..=3600).contains(&k.idle_reset_seconds) {
+            return Err(ConfigError::new(
+                "kiosk.idle_reset_seconds",
+                "must be between 10 and 3600",
+            ));
+        }
+        if !(1..=60).contains(&k.thank_you_seconds) {
+            return Err(ConfigError::new(
+                "kiosk.thank_you_seconds",
+                "must be between 1 and 60",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn field(&self, key: &str) -> Option<&FieldSpec> {
+        self.fields.iter().find(|f| f.key == key)
+    }
+}
+
+/// `[a-z0-9-]{1,64}`.
+pub fn is_event_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn is_field_key(s: &str) -> bool {
+    let mut b = s.bytes();
+    s.len() <= 32
+        && s != "consent"
+        && b.next().is_some_and(|c| c.is_ascii_lowercase())
+        && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const EXAMPLE: &str = include_str!("../../../examples/trade-show.json");
+
+    fn with(edit: impl FnOnce(&mut serde_json::Value)) -> Result<EventConfig, ConfigError> {
+        let mut v: serde_json::Value = serde_json::from_str(EXAMPLE).unwrap();
+        edit(&mut v);
+        EventConfig::from_json(&v.to_string())
+    }
+
+    #[test]
+    fn example_is_valid() {
+        let c = EventConfig::from_json(EXAMPLE).unwrap();
+        assert_eq!(c.fields.len(), 5);
+        assert_eq!(c.consent.retention_days, 30);
+        assert_eq!(c.consent.sha256().len(), 64);
+    }
+
+    #[test]
+    fn refusals_are_located() {
+        let e = with(|v| v["fields"][1]["kind"] = "telepathy".into()).unwrap_err();
+        assert!(e.at.starts_with("line "), "{e}");
+        assert!(e.message.contains("unknown variant"), "{e}");
+
+        let e = with(|v| v["fields"][1]["key"] = "name".into()).unwrap_err();
+        assert_eq!(e.at, "fields[1] (name).key");
+        assert!(e.message.contains("duplicate"));
+
+        let e = with(|v| {
+            v["fields"][2].as_object_mut().unwrap().remove("purpose");
+        })
+        .unwrap_err();
+        assert_eq!(e.at, "fields[2] (email).purpose");
+
+        let e = with(|v| {
+            v["fields"].as_array_mut().unwrap().push(serde_json::json!({
+                "key": "id_no", "label": {"zh": "身份证号", "en": "ID number"}, "kind": "text",
+                "purpose": {"zh": "核验", "en": "verification"}, "display": "hidden"
+            }))
+        })
+        .unwrap_err();
+        assert!(e.message.contains("national ID"), "{e}");
+
+        let ok = with(|v| {
+            v["fields"].as_array_mut().unwrap().push(serde_json::json!({
+                "key": "card", "label": {"zh": "银行卡号", "en": "Card"}, "kind": "bank_card",
+                "purpose": {"zh": "退款", "en": "refunds"}, "display": "hidden",
+                "justification": "refunds of the paid ticket are made to the card used"
+            }))
+        });
+        assert!(ok.is_ok());
+
+        let e = with(|v| v["fields"][0]["surprise"] = 1.into()).unwrap_err();
+        assert!(e.message.contains("unknown field"), "{e}");
+        let e = with(|v| v["consent"]["retention_days"] = 0.into()).unwrap_err();
+        assert_eq!(e.at, "consent.retention_days");
+        let e = with(|v| v["fields"][4]["options"] = serde_json::json!([])).unwrap_err();
+        assert_eq!(e.at, "fields[4] (interest).options");
+        let e = with(|v| v["fields"][0]["key"] = "consent".into()).unwrap_err();
+        assert_eq!(e.at, "fields[0].key");
+    }
+}

@@ -1,0 +1,33 @@
+//! Sealbox's shared wire and file formats.
+//!
+//! Everything that crosses a boundary between a device and head office lives here, with its
+//! validation, and nothing else: this crate does no I/O, so both sides can depend on it and on
+//! nothing of each other.
+//!
+//! Layout:
+//! - [`event`]: the event config a head office writes and devices obey, and its validation
+//!   (minimum necessity: every field states its purpose; ID and bank card numbers are refused
+//!   unless justified).
+//! - [`entry`]: validating a visitor's submission against the config, the display summary
+//!   (masked / plain / hidden), the sealed payload's plaintext and the envelope that carries it.
+//! - [`enrolment`]: the enrolment file head office hands to a device (secret).
+//! - [`secret`]: types for secrets: zeroized on drop, `[redacted]` in `Debug`.
+//! - [`i18n`]: the two languages every user-facing string exists in.
+
+pub mod enrolment;
+pub mod entry;
+pub mod event;
+pub mod i18n;
+pub mod secret;
+
+pub use enrolment::EnrolmentFile;
+pub use entry::{EntryEnvelope, EntryError, PayloadPlaintext, ValidEntry};
+pub use event::{ConfigError, EventConfig, FieldKind, FieldSpec};
+pub use i18n::{Lang, Text};
+pub use secret::{DeviceToken, Secret32};
+
+/// SHA-256 of `data` as lowercase hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
