@@ -58,16 +58,24 @@ impl EnrolmentFile {
             ));
         }
         if !f.ca_cert_pem.contains("BEGIN CERTIFICATE") {
-            return Err(EnrolmentError("ca_cert_pem is not a PEM certificate".into()));
+            return Err(EnrolmentError(
+                "ca_cert_pem is not a PEM certificate".into(),
+            ));
         }
         if !f.ho_recipient.starts_with("age1") {
-            return Err(EnrolmentError("ho_recipient is not an age recipient".into()));
+            return Err(EnrolmentError(
+                "ho_recipient is not an age recipient".into(),
+            ));
         }
         if crate::entry::b64_decode(&f.ho_verifying_key).map(|k| k.len()) != Some(32) {
-            return Err(EnrolmentError("ho_verifying_key is not 32 bytes of base64".into()));
+            return Err(EnrolmentError(
+                "ho_verifying_key is not 32 bytes of base64".into(),
+            ));
         }
         if f.device_name.trim().is_empty() || f.device_name.len() > 64 {
-            return Err(EnrolmentError("device_name must be 1 to 64 characters".into()));
+            return Err(EnrolmentError(
+                "device_name must be 1 to 64 characters".into(),
+            ));
         }
         f.event
             .validate()

@@ -108,8 +108,14 @@ impl EntryError {
     pub fn message(&self, lang: Lang) -> String {
         use EntryErrorCode::*;
         let (zh, en) = match self.code {
-            NotAnObject => ("提交内容应为一个对象", "the submission should be a JSON object"),
-            Malformed => ("提交内容不是有效的 JSON", "the submission is not valid JSON"),
+            NotAnObject => (
+                "提交内容应为一个对象",
+                "the submission should be a JSON object",
+            ),
+            Malformed => (
+                "提交内容不是有效的 JSON",
+                "the submission is not valid JSON",
+            ),
             NoConsent => ("需要勾选同意才能提交", "consent is required to submit"),
             UnknownField => ("表单中没有这个字段", "the form has no such field"),
             Missing => ("此项必填", "is required"),
@@ -117,9 +123,15 @@ impl EntryError {
             WrongType => ("内容类型不对", "has the wrong type"),
             Pattern => ("格式不正确", "is not in the expected format"),
             BadPhone => ("手机号应为 11 位数字", "phone number should have 11 digits"),
-            BadEmail => ("邮箱格式应为 name@example.com", "email should look like name@example.com"),
+            BadEmail => (
+                "邮箱格式应为 name@example.com",
+                "email should look like name@example.com",
+            ),
             BadChoice => ("请从选项中选择", "is not one of the options"),
-            BadCharacters => ("含有不允许的字符", "contains characters that are not allowed"),
+            BadCharacters => (
+                "含有不允许的字符",
+                "contains characters that are not allowed",
+            ),
         };
         match (&self.field, lang) {
             (Some(k), Lang::En) => format!("field \"{k}\": {en}"),
@@ -133,10 +145,7 @@ impl EntryError {
 /// A key from the input is shown in an error only if it looks like a field key; anything else
 /// might be a value typed in the wrong place.
 fn printable_key(k: &str) -> String {
-    if !k.is_empty()
-        && k.len() <= 32
-        && k.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_')
-    {
+    if !k.is_empty() && k.len() <= 32 && k.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_') {
         k.to_string()
     } else {
         "(name not shown)".to_string()
@@ -145,8 +154,8 @@ fn printable_key(k: &str) -> String {
 
 /// Parses a submission from JSON text and validates it.
 pub fn validate_json(config: &EventConfig, json: &str) -> Result<ValidEntry, EntryError> {
-    let value: serde_json::Value = serde_json::from_str(json)
-        .map_err(|_| EntryError::general(EntryErrorCode::Malformed))?;
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|_| EntryError::general(EntryErrorCode::Malformed))?;
     validate(config, &value)
 }
 
@@ -175,7 +184,10 @@ pub fn validate(config: &EventConfig, input: &serde_json::Value) -> Result<Valid
     Ok(ValidEntry { values })
 }
 
-fn check_field(f: &FieldSpec, v: Option<&serde_json::Value>) -> Result<Option<FieldValue>, EntryError> {
+fn check_field(
+    f: &FieldSpec,
+    v: Option<&serde_json::Value>,
+) -> Result<Option<FieldValue>, EntryError> {
     use serde_json::Value as J;
     use EntryErrorCode::*;
     let missing = |f: &FieldSpec| {
@@ -227,8 +239,12 @@ fn check_field(f: &FieldSpec, v: Option<&serde_json::Value>) -> Result<Option<Fi
                 return Err(EntryError::at(f, TooLong));
             }
             let value = match f.kind {
-                FieldKind::Phone => normalize_phone(s).ok_or_else(|| EntryError::at(f, BadPhone))?,
-                FieldKind::Email => normalize_email(s).ok_or_else(|| EntryError::at(f, BadEmail))?,
+                FieldKind::Phone => {
+                    normalize_phone(s).ok_or_else(|| EntryError::at(f, BadPhone))?
+                }
+                FieldKind::Email => {
+                    normalize_email(s).ok_or_else(|| EntryError::at(f, BadEmail))?
+                }
                 FieldKind::Choice => {
                     if !f.options.iter().any(|o| o.value == s) {
                         return Err(EntryError::at(f, BadChoice));
@@ -451,7 +467,9 @@ pub fn b64_encode(data: &[u8]) -> String {
 
 /// The inverse of [`b64_encode`].
 pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .ok()
 }
 
 #[cfg(test)]
@@ -477,7 +495,10 @@ mod tests {
         .unwrap();
         assert_eq!(e.values()["name"], FieldValue::Text("张三".into()));
         assert_eq!(e.values()["phone"], FieldValue::Text("13812345678".into()));
-        assert_eq!(e.values()["email"], FieldValue::Text("A@example.com".into()));
+        assert_eq!(
+            e.values()["email"],
+            FieldValue::Text("A@example.com".into())
+        );
         let s = summary(&config(), &e);
         assert_eq!(s["name"], "张*");
         assert_eq!(s["phone"], "138****5678");
@@ -492,7 +513,10 @@ mod tests {
         let mut v = base.clone();
         v["phone"] = "12345".into();
         let e = err(v);
-        assert_eq!((e.field.as_deref(), e.code), (Some("phone"), EntryErrorCode::BadPhone));
+        assert_eq!(
+            (e.field.as_deref(), e.code),
+            (Some("phone"), EntryErrorCode::BadPhone)
+        );
         assert!(!e.to_string().contains("12345"));
         assert_eq!(e.message(Lang::Zh), "字段 \"phone\"：手机号应为 11 位数字");
 
@@ -526,8 +550,14 @@ mod tests {
 
     #[test]
     fn phones() {
-        assert_eq!(normalize_phone("0086 13912345678").as_deref(), Some("13912345678"));
-        assert_eq!(normalize_phone("+44 20 7946 0958").as_deref(), Some("+442079460958"));
+        assert_eq!(
+            normalize_phone("0086 13912345678").as_deref(),
+            Some("13912345678")
+        );
+        assert_eq!(
+            normalize_phone("+44 20 7946 0958").as_deref(),
+            Some("+442079460958")
+        );
         assert_eq!(normalize_phone("+86 123"), None);
         assert_eq!(normalize_phone("23812345678"), None);
         assert_eq!(normalize_phone("1381234567a"), None);

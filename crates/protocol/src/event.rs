@@ -203,7 +203,10 @@ impl EventConfig {
             return Err(ConfigError::new("name", "needs both zh and en"));
         }
         if self.fields.is_empty() {
-            return Err(ConfigError::new("fields", "an event needs at least one field"));
+            return Err(ConfigError::new(
+                "fields",
+                "an event needs at least one field",
+            ));
         }
         let mut seen = HashSet::new();
         for (i, f) in self.fields.iter().enumerate() {
@@ -285,10 +288,16 @@ impl EventConfig {
             }
             if let Some(p) = &f.pattern {
                 if f.kind != FieldKind::Text {
-                    return Err(ConfigError::new(at(".pattern"), "only text fields take a pattern"));
+                    return Err(ConfigError::new(
+                        at(".pattern"),
+                        "only text fields take a pattern",
+                    ));
                 }
                 if regex::Regex::new(p).is_err() {
-                    return Err(ConfigError::new(at(".pattern"), "is not a valid regular expression"));
+                    return Err(ConfigError::new(
+                        at(".pattern"),
+                        "is not a valid regular expression",
+                    ));
                 }
             }
         }

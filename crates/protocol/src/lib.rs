@@ -11,11 +11,13 @@
 //! - [`entry`]: validating a visitor's submission against the config, the display summary
 //!   (masked / plain / hidden), the sealed payload's plaintext and the envelope that carries it.
 //! - [`enrolment`]: the enrolment file head office hands to a device (secret).
+//! - [`escrow`]: the escrowed database key and the key check value.
 //! - [`secret`]: types for secrets: zeroized on drop, `[redacted]` in `Debug`.
 //! - [`i18n`]: the two languages every user-facing string exists in.
 
 pub mod enrolment;
 pub mod entry;
+pub mod escrow;
 pub mod event;
 pub mod i18n;
 pub mod secret;

@@ -1,0 +1,281 @@
+//! `sealbox`: the device's command line. The same library as the kiosk app behind another face:
+//! each command is argument mapping and one call into `sealbox-device`. Errors become one line
+//! on stderr and exit code 1 (clap's usage errors exit 2).
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sealbox_device::pin::Pin;
+use sealbox_device::{files, Device, OsKeychain};
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+#[derive(Parser)]
+#[command(
+    name = "sealbox",
+    version,
+    about = "Sealbox device: encrypted on-site registrations"
+)]
+struct Cli {
+    /// The device's data directory.
+    #[arg(
+        long,
+        global = true,
+        env = "SEALBOX_DATA_DIR",
+        default_value = "sealbox-data"
+    )]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enrol this device from head office's enrolment file.
+    Enroll {
+        file: PathBuf,
+        /// Overwrite and remove the enrolment file once it has been read (it is secret).
+        #[arg(long)]
+        shred: bool,
+    },
+    /// Record registrations.
+    Add {
+        /// One registration as a JSON object, with "consent": true.
+        #[arg(long, conflicts_with = "ndjson", required_unless_present = "ndjson")]
+        json: Option<String>,
+        /// Many registrations, one JSON object a line, from a file or `-` for stdin.
+        #[arg(long)]
+        ndjson: Option<PathBuf>,
+    },
+    /// Counts and health; no personal data.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The masked list of registrations (manager PIN).
+    List {
+        #[arg(long)]
+        json: bool,
+        /// At most this many, newest first.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Restore the database key from an escrow key file opened by head office.
+    Recover {
+        #[arg(long)]
+        escrow_key: PathBuf,
+    },
+    /// The manager PIN.
+    #[command(subcommand)]
+    Pin(PinCmd),
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PinCmd {
+    /// Set the manager PIN (changing it needs the current one: SEALBOX_PIN, then SEALBOX_NEW_PIN).
+    Set,
+}
+
+fn pin_from(var: &str, prompt: &str) -> Result<Pin> {
+    if let Ok(p) = std::env::var(var) {
+        return Ok(Pin::new(p));
+    }
+    let p = Zeroizing::new(
+        rpassword::prompt_password(prompt)
+            .with_context(|| format!("no PIN: set {var} or run in a terminal"))?,
+    );
+    Ok(Pin::new(p.as_str()))
+}
+
+fn new_pin(var: &str) -> Result<Pin> {
+    if let Ok(p) = std::env::var(var) {
+        return Ok(Pin::new(p));
+    }
+    let a =
+        Zeroizing::new(rpassword::prompt_password("New manager PIN: ").context("reading the PIN")?);
+    let b = Zeroizing::new(rpassword::prompt_password("Again: ").context("reading the PIN")?);
+    anyhow::ensure!(*a == *b, "the two PINs differ; nothing was changed");
+    Ok(Pin::new(a.as_str()))
+}
+
+fn open(dir: &Path) -> Result<Device> {
+    Ok(Device::open(dir, &OsKeychain)?)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let dir = cli.data_dir.as_path();
+    match cli.command {
+        Command::Enroll { file, shred } => {
+            let text = Zeroizing::new(
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?,
+            );
+            let r = Device::enroll(dir, &text, &OsKeychain)?;
+            if shred {
+                files::shred(&file)?;
+            }
+            println!(
+                "enrolled device {} for event {} in {}{}",
+                r.device,
+                r.event,
+                r.data_dir,
+                if shred {
+                    "; the enrolment file was shredded"
+                } else {
+                    "; the enrolment file is secret: shred it (sealbox enroll --shred does)"
+                }
+            );
+            println!(
+                "escrow copy of the database key, sealed to head office: {}",
+                r.escrow
+            );
+        }
+        Command::Add { json, ndjson } => {
+            let mut dev = open(dir)?;
+            if let Some(j) = json {
+                let j = Zeroizing::new(j);
+                let id = dev.add_json(&j)?;
+                println!("{id}");
+            } else if let Some(path) = ndjson {
+                let ids = if path.as_os_str() == "-" {
+                    dev.add_ndjson(std::io::stdin().lock())?
+                } else {
+                    let f = std::fs::File::open(&path)
+                        .with_context(|| format!("opening {}", path.display()))?;
+                    dev.add_ndjson(BufReader::new(f))?
+                };
+                for id in &ids {
+                    println!("{id}");
+                }
+                eprintln!("stored {} entries", ids.len());
+            }
+        }
+        Command::Status { json } => {
+            let s = Device::status(dir, &OsKeychain);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                let n = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+                println!("device    {}", s.device.as_deref().unwrap_or("-"));
+                println!("event     {}", s.event.as_deref().unwrap_or("-"));
+                println!("pending   {}", n(s.pending));
+                println!("exported  {}", n(s.exported));
+                println!("erased    {}", n(s.erased));
+                println!("database  {}", s.database);
+                println!("keychain  {}", s.keychain);
+            }
+            if let Some(p) = s.problem {
+                anyhow::bail!(p);
+            }
+        }
+        Command::List { json, limit } => {
+            let mut dev = open(dir)?;
+            let pin = pin_from("SEALBOX_PIN", "Manager PIN: ")?;
+            let rows = dev.list(&pin, limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for r in rows {
+                    let fields: Vec<String> =
+                        r.summary.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    println!("{} {} {}", r.id, r.state, fields.join(" "));
+                }
+            }
+        }
+        Command::Audit(AuditCmd::Verify { json }) => {
+            let dev = open(dir)?;
+            let v = dev.audit_verify()?;
+            if json {
+                println!("{}", serde_json::to_string(&v)?);
+            }
+            match v.broken_at {
+                None => {
+                    if !json {
+                        println!("audit chain ok: {} rows", v.rows);
+                    }
+                }
+                Some(seq) => anyhow::bail!(
+                    "audit chain broken at row {seq}: a row was edited, removed or reordered"
+                ),
+            }
+        }
+        Command::Recover { escrow_key } => {
+            let text = Zeroizing::new(
+                std::fs::read_to_string(&escrow_key)
+                    .with_context(|| format!("reading {}", escrow_key.display()))?,
+            );
+            Device::recover(dir, &text, &OsKeychain)?;
+            files::shred(&escrow_key)?;
+            println!("database key restored to the keychain; the escrow key file was shredded");
+        }
+        Command::Pin(PinCmd::Set) => {
+            let mut dev = open(dir)?;
+            if dev.pin_is_set()? {
+                let current = pin_from("SEALBOX_PIN", "Current manager PIN: ")?;
+                let new = new_pin("SEALBOX_NEW_PIN")?;
+                dev.set_pin(Some(&current), &new)?;
+                println!("manager PIN changed");
+            } else {
+                let new = new_pin("SEALBOX_PIN")?;
+                dev.set_pin(None, &new)?;
+                println!("manager PIN set");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Logs go to DATA_DIR/logs/sealbox.log when the data directory exists: ids and counts only.
+fn init_logging(dir: &Path) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SEALBOX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = dir.join("logs");
+    let file = dir
+        .is_dir()
+        .then(|| std::fs::create_dir_all(&logs).ok())
+        .flatten()
+        .and_then(|_| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(logs.join("sealbox.log"))
+                .ok()
+        });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
+    match file {
+        Some(f) => builder.with_writer(std::sync::Mutex::new(f)).init(),
+        None => builder
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .init(),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(&cli.data_dir);
+    if let Err(e) = run(cli) {
+        let line = e
+            .chain()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(": ")
+            .replace('\n', " ");
+        eprintln!("error: {line}");
+        std::process::exit(1);
+    }
+}

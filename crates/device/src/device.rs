@@ -1,0 +1,675 @@
+//! The [`Device`]: one enrolled data directory, opened with its key from the keychain.
+
+use crate::audit;
+use crate::error::{DeviceError, Result};
+use crate::files::{self, DataDir, DeviceJson, DEVICE_FORMAT, KEY_ACCOUNT};
+use crate::keychain::{KeyStore, KeychainError};
+use crate::now_ms;
+use crate::pin::{self, Attempts, Pin};
+use crate::seal::Sealer;
+use crate::store::{self, Keying};
+use rusqlite::Connection;
+use sealbox_protocol::entry::{self, EntryEnvelope, PayloadPlaintext};
+use sealbox_protocol::escrow::{key_id, EscrowRecord, ESCROW_FORMAT};
+use sealbox_protocol::{EnrolmentFile, EventConfig, Secret32};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::Path;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+/// An open, enrolled device.
+pub struct Device {
+    dir: DataDir,
+    meta: DeviceJson,
+    conn: Connection,
+    config: EventConfig,
+    consent_sha256: String,
+    sealer: Sealer,
+}
+
+/// What `enroll` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnrolReport {
+    pub device: String,
+    pub event: String,
+    pub data_dir: String,
+    pub escrow: String,
+}
+
+/// A device's state for `status`: counts and health, never personal data.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Status {
+    pub device: Option<String>,
+    pub event: Option<String>,
+    pub pending: Option<u64>,
+    pub exported: Option<u64>,
+    pub erased: Option<u64>,
+    /// When the oldest entry still waiting for head office was captured.
+    pub oldest_waiting_ms: Option<i64>,
+    /// `ok`, `not_enrolled`, `key_lost`, `wrong_key`, `database_corrupt`, `database_missing`,
+    /// `orphan_database`, `locked` (the keychain could not be asked).
+    pub database: String,
+    /// `ok`, `missing`, `unavailable`, `not_checked`.
+    pub keychain: String,
+    /// The one-line reason when `database` is not `ok`.
+    pub problem: Option<String>,
+}
+
+/// One entry as a manager sees it: its display summary, never its sealed values.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedEntry {
+    pub id: Uuid,
+    pub captured_at_ms: i64,
+    /// `pending` or `exported`.
+    pub state: &'static str,
+    pub summary: BTreeMap<String, String>,
+}
+
+fn keychain_err(e: KeychainError) -> DeviceError {
+    match e {
+        KeychainError::Unavailable(s) => DeviceError::KeychainUnavailable(s),
+        KeychainError::Malformed => DeviceError::WrongKey,
+    }
+}
+
+fn random32() -> Result<Secret32> {
+    let mut b = [0u8; 32];
+    getrandom::getrandom(&mut b).map_err(|e| DeviceError::Seal(e.to_string()))?;
+    let s = Secret32::from_bytes(b);
+    zeroize::Zeroize::zeroize(&mut b);
+    Ok(s)
+}
+
+mod keys {
+    pub const EVENT: &str = "event_config";
+    pub const HO_RECIPIENT: &str = "ho_recipient";
+    pub const HO_VERIFYING_KEY: &str = "ho_verifying_key";
+    pub const CA_CERT: &str = "ca_cert_pem";
+    pub const SERVER_URL: &str = "server_url";
+    pub const DEVICE_NAME: &str = "device_name";
+    pub const DEVICE_TOKEN: &str = "device_token";
+    pub const SIGNING_KEY: &str = "device_signing_key";
+    pub const PIN_HASH: &str = "pin_hash";
+    pub const PIN_ATTEMPTS: &str = "pin_attempts";
+}
+
+impl Device {
+    /// Enrols a new device in `dir` from an enrolment file's text: a new random database key in
+    /// the keychain, the encrypted database holding the device's secrets, the escrow file, and
+    /// last `device.json`. On failure everything it made is removed again.
+    pub fn enroll(dir: &Path, enrolment_json: &str, keys: &dyn KeyStore) -> Result<EnrolReport> {
+        let f = EnrolmentFile::from_json(enrolment_json)
+            .map_err(|e| DeviceError::Enrolment(e.to_string()))?;
+        let sealer = Sealer::new(&f.ho_recipient)?;
+        let dd = DataDir::new(dir);
+        if let Some(m) = dd.read_device_json()? {
+            return Err(DeviceError::AlreadyEnrolled(m.device_name));
+        }
+        if dd.db().exists() || dd.escrow().exists() {
+            return Err(DeviceError::OrphanDatabase(dd.db()));
+        }
+        let key = random32()?;
+        let store_id = hex::encode(&random32()?.expose()[..16]);
+        let meta = DeviceJson {
+            format: DEVICE_FORMAT.into(),
+            store_id,
+            device_name: f.device_name.clone(),
+            event_id: f.event.id.clone(),
+            key_id: key_id(&key),
+            enrolled_at_ms: now_ms(),
+        };
+        let service = meta.keychain_service();
+        keys.set(&service, KEY_ACCOUNT, &key)
+            .map_err(keychain_err)?;
+        let made = (|| -> Result<()> {
+            dd.create()?;
+            let mut conn = store::open(&dd.db(), Keying::Raw(&key), true)?;
+            files::restrict(&dd.db(), 0o600)?;
+            store::migrate(&mut conn)?;
+            let tx = conn.transaction()?;
+            let event_json =
+                serde_json::to_vec(&f.event).map_err(|e| DeviceError::Seal(e.to_string()))?;
+            store::set_setting(&tx, keys::EVENT, &event_json)?;
+            store::set_setting(&tx, keys::HO_RECIPIENT, f.ho_recipient.as_bytes())?;
+            store::set_setting(&tx, keys::HO_VERIFYING_KEY, f.ho_verifying_key.as_bytes())?;
+            store::set_setting(&tx, keys::CA_CERT, f.ca_cert_pem.as_bytes())?;
+            store::set_setting(&tx, keys::SERVER_URL, f.server_url.as_bytes())?;
+            store::set_setting(&tx, keys::DEVICE_NAME, f.device_name.as_bytes())?;
+            store::set_setting(&tx, keys::DEVICE_TOKEN, f.device_token.expose())?;
+            store::set_setting(&tx, keys::SIGNING_KEY, f.device_signing_key.expose())?;
+            audit::append(
+                &tx,
+                meta.enrolled_at_ms,
+                "device.enrolled",
+                &json!({"device": meta.device_name, "event": meta.event_id, "store": meta.store_id}),
+            )?;
+            tx.commit()?;
+            drop(conn);
+            let record = EscrowRecord {
+                format: ESCROW_FORMAT.into(),
+                store_id: meta.store_id.clone(),
+                device_name: meta.device_name.clone(),
+                event_id: meta.event_id.clone(),
+                key_id: meta.key_id.clone(),
+                key: key.clone(),
+            };
+            let plain = Zeroizing::new(
+                serde_json::to_vec(&record).map_err(|e| DeviceError::Seal(e.to_string()))?,
+            );
+            files::write_atomic(&dd.escrow(), &sealer.seal(&plain)?)?;
+            let meta_json =
+                serde_json::to_vec_pretty(&meta).map_err(|e| DeviceError::Seal(e.to_string()))?;
+            files::write_atomic(&dd.device_json(), &meta_json)?;
+            Ok(())
+        })();
+        if let Err(e) = made {
+            // Nothing of this enrolment can hold a registration yet: undo it so it can be retried.
+            for p in [dd.escrow(), dd.db()] {
+                let _ = std::fs::remove_file(&p);
+            }
+            for suffix in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(dd.root().join(format!("sealbox.db{suffix}")));
+            }
+            let _ = keys.delete(&service, KEY_ACCOUNT);
+            return Err(e);
+        }
+        tracing::info!(device = %meta.device_name, event = %meta.event_id, "device enrolled");
+        Ok(EnrolReport {
+            device: meta.device_name,
+            event: meta.event_id,
+            data_dir: dir.display().to_string(),
+            escrow: dd.escrow().display().to_string(),
+        })
+    }
+
+    /// Opens an enrolled device. Each way this can fail is its own error: not enrolled, key
+    /// lost, wrong key, corrupt database, keychain unavailable. None of them changes a file.
+    pub fn open(dir: &Path, keys: &dyn KeyStore) -> Result<Device> {
+        let dd = DataDir::new(dir);
+        let meta = match dd.read_device_json()? {
+            Some(m) => m,
+            None if dd.db().exists() => return Err(DeviceError::OrphanDatabase(dd.db())),
+            None => return Err(DeviceError::NotEnrolled),
+        };
+        if !dd.db().exists() {
+            return Err(DeviceError::DatabaseMissing(dd.db()));
+        }
+        let key = match keys.get(&meta.keychain_service(), KEY_ACCOUNT) {
+            Ok(Some(k)) => k,
+            Ok(None) => return Err(DeviceError::KeyLost(dd.escrow())),
+            Err(e) => return Err(keychain_err(e)),
+        };
+        if key_id(&key) != meta.key_id {
+            return Err(DeviceError::WrongKey);
+        }
+        let conn = open_existing(&dd, &key)?;
+        let config: EventConfig = store::get_setting(&conn, keys::EVENT)?
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .ok_or(DeviceError::Corrupt)?;
+        let recipient = setting_string(&conn, keys::HO_RECIPIENT)?;
+        let sealer = Sealer::new(&recipient)?;
+        Ok(Device {
+            consent_sha256: config.consent.sha256(),
+            dir: dd,
+            meta,
+            conn,
+            config,
+            sealer,
+        })
+    }
+
+    /// Reports the device's state without failing on a missing key or keychain: the status
+    /// command must work exactly when something is wrong.
+    pub fn status(dir: &Path, keys: &dyn KeyStore) -> Status {
+        let dd = DataDir::new(dir);
+        let meta = dd.read_device_json().ok().flatten();
+        let mut st = Status {
+            device: meta.as_ref().map(|m| m.device_name.clone()),
+            event: meta.as_ref().map(|m| m.event_id.clone()),
+            pending: None,
+            exported: None,
+            erased: None,
+            oldest_waiting_ms: None,
+            database: "ok".into(),
+            keychain: "not_checked".into(),
+            problem: None,
+        };
+        match Device::open(dir, keys) {
+            Ok(dev) => {
+                st.keychain = "ok".into();
+                match dev.counts() {
+                    Ok(c) => {
+                        st.pending = Some(c.pending);
+                        st.exported = Some(c.exported);
+                        st.erased = Some(c.erased);
+                        st.oldest_waiting_ms = c.oldest_waiting_ms;
+                    }
+                    Err(e) => {
+                        st.database = e.code().into();
+                        st.problem = Some(e.to_string());
+                    }
+                }
+            }
+            Err(e) => {
+                st.keychain = match &e {
+                    DeviceError::KeyLost(_) => "missing",
+                    DeviceError::KeychainUnavailable(_) => "unavailable",
+                    DeviceError::WrongKey | DeviceError::Corrupt => "ok",
+                    _ => "not_checked",
+                }
+                .into();
+                st.database = match &e {
+                    DeviceError::KeychainUnavailable(_) => "locked",
+                    other => other.code(),
+                }
+                .into();
+                st.problem = Some(e.to_string());
+            }
+        }
+        st
+    }
+
+    pub fn config(&self) -> &EventConfig {
+        &self.config
+    }
+
+    pub fn device_name(&self) -> &str {
+        &self.meta.device_name
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.root()
+    }
+
+    /// Validates a submission and stores it sealed, in one transaction. Returns once the commit
+    /// is durable (WAL, `synchronous=FULL`): only then may anyone say "thank you".
+    pub fn add(&mut self, input: &serde_json::Value) -> Result<Uuid> {
+        let valid = entry::validate(&self.config, input)?;
+        let row = self.seal_entry(&valid)?;
+        let tx = self.conn.transaction()?;
+        insert_entry(&tx, &row)?;
+        tx.commit()?;
+        tracing::info!(entry = %row.id, "entry stored");
+        Ok(row.id)
+    }
+
+    /// [`Device::add`] from JSON text.
+    pub fn add_json(&mut self, json: &str) -> Result<Uuid> {
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|_| {
+            DeviceError::Invalid(sealbox_protocol::entry::EntryError {
+                field: None,
+                code: sealbox_protocol::entry::EntryErrorCode::Malformed,
+            })
+        })?;
+        self.add(&value)
+    }
+
+    /// Adds many entries from NDJSON (one JSON object a line; blank lines skipped). Every line is
+    /// validated first: one bad line, reported by its number, and nothing is written. The rest
+    /// is one transaction.
+    pub fn add_ndjson(&mut self, reader: impl BufRead) -> Result<Vec<Uuid>> {
+        let mut valid = Vec::new();
+        for (i, line) in reader.lines().enumerate() {
+            let line = Zeroizing::new(line.map_err(DeviceError::io("reading the entries"))?);
+            if line.trim().is_empty() {
+                continue;
+            }
+            let parsed = entry::validate_json(&self.config, &line)
+                .map_err(|error| DeviceError::InvalidLine { line: i + 1, error })?;
+            valid.push(parsed);
+        }
+        let mut rows = Vec::with_capacity(valid.len());
+        for v in &valid {
+            rows.push(self.seal_entry(v)?);
+        }
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        for row in &rows {
+            insert_entry(&tx, row)?;
+        }
+        if !rows.is_empty() {
+            audit::append(
+                &tx,
+                now,
+                "entries.bulk_added",
+                &json!({"count": rows.len()}),
+            )?;
+        }
+        tx.commit()?;
+        tracing::info!(count = rows.len(), "entries stored from NDJSON");
+        Ok(rows.into_iter().map(|r| r.id).collect())
+    }
+
+    fn seal_entry(&self, valid: &entry::ValidEntry) -> Result<EntryRow> {
+        let id = Uuid::now_v7();
+        let at = now_ms();
+        let payload = PayloadPlaintext::new(id, &self.config.id, at, &self.config.consent, valid);
+        let plain = Zeroizing::new(
+            serde_json::to_vec(&payload).map_err(|e| DeviceError::Seal(e.to_string()))?,
+        );
+        let sealed = self.sealer.seal(&plain)?;
+        let summary = Zeroizing::new(
+            serde_json::to_string(&entry::summary(&self.config, valid))
+                .map_err(|e| DeviceError::Seal(e.to_string()))?,
+        );
+        Ok(EntryRow {
+            envelope: EntryEnvelope {
+                id,
+                event_id: self.config.id.clone(),
+                captured_at_ms: at,
+                consent_version: self.config.consent.version.clone(),
+                consent_sha256: self.consent_sha256.clone(),
+                sealed,
+            },
+            id,
+            summary,
+        })
+    }
+
+    /// Counts for `status` and the manager's overview.
+    pub fn counts(&self) -> Result<Counts> {
+        let (pending, exported, oldest): (i64, i64, Option<i64>) = self.conn.query_row(
+            "SELECT count(*) FILTER (WHERE exported_batch IS NULL),
+                    count(*) FILTER (WHERE exported_batch IS NOT NULL),
+                    min(captured_at_ms)
+             FROM entries",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let erased: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM tombstones", [], |r| r.get(0))?;
+        Ok(Counts {
+            pending: pending as u64,
+            exported: exported as u64,
+            erased: erased as u64,
+            oldest_waiting_ms: oldest,
+        })
+    }
+
+    /// The times of all entries still on the device (for the per-hour chart): times only.
+    pub fn capture_times(&self) -> Result<Vec<i64>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT captured_at_ms FROM entries ORDER BY captured_at_ms")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The sealed envelopes of the entries waiting for head office, oldest first.
+    pub fn pending_envelopes(&self, limit: usize) -> Result<Vec<EntryEnvelope>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, event_id, captured_at_ms, consent_version, consent_sha256, sealed
+             FROM entries ORDER BY id LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            let id: String = r.get(0)?;
+            Ok(EntryEnvelope {
+                id: Uuid::parse_str(&id).unwrap_or_default(),
+                event_id: r.get(1)?,
+                captured_at_ms: r.get(2)?,
+                consent_version: r.get(3)?,
+                consent_sha256: r.get(4)?,
+                sealed: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Whether a manager PIN has been set.
+    pub fn pin_is_set(&self) -> Result<bool> {
+        Ok(store::get_setting(&self.conn, keys::PIN_HASH)?.is_some())
+    }
+
+    /// Sets the manager PIN. Changing an existing PIN needs the current one.
+    pub fn set_pin(&mut self, current: Option<&Pin>, new: &Pin) -> Result<()> {
+        pin::check_strength(new)?;
+        let had = self.pin_is_set()?;
+        if had {
+            self.verify_pin(current.ok_or(DeviceError::PinWrong)?, "pin.change")?;
+        }
+        let phc = pin::hash(new)?;
+        let tx = self.conn.transaction()?;
+        store::set_setting(&tx, keys::PIN_HASH, phc.as_bytes())?;
+        audit::append(
+            &tx,
+            now_ms(),
+            if had { "pin.changed" } else { "pin.set" },
+            &json!({}),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Checks the manager PIN for `purpose` (`list`, `unlock`, …), rate-limited and audited.
+    pub fn verify_pin(&mut self, candidate: &Pin, purpose: &str) -> Result<()> {
+        self.verify_pin_at(candidate, purpose, now_ms())
+    }
+
+    pub(crate) fn verify_pin_at(&mut self, candidate: &Pin, purpose: &str, now: i64) -> Result<()> {
+        let phc = store::get_setting(&self.conn, keys::PIN_HASH)?.ok_or(DeviceError::PinNotSet)?;
+        let phc = String::from_utf8(phc).map_err(|_| DeviceError::Corrupt)?;
+        let attempts: Attempts = store::get_setting(&self.conn, keys::PIN_ATTEMPTS)?
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .unwrap_or_default();
+        let wait = attempts.wait_ms(now);
+        if wait > 0 {
+            let secs = (wait as u64).div_ceil(1000);
+            audit::append(
+                &self.conn,
+                now,
+                "pin.refused",
+                &json!({"for": purpose, "wait_s": secs}),
+            )?;
+            return Err(DeviceError::PinLocked(secs));
+        }
+        let ok = pin::matches(candidate, &phc);
+        let next = if ok {
+            Attempts::default()
+        } else {
+            Attempts {
+                failures: attempts.failures + 1,
+                last_failure_ms: now,
+            }
+        };
+        let tx = self.conn.transaction()?;
+        let state = serde_json::to_vec(&next).map_err(|e| DeviceError::Seal(e.to_string()))?;
+        store::set_setting(&tx, keys::PIN_ATTEMPTS, &state)?;
+        if ok {
+            audit::append(&tx, now, "pin.ok", &json!({"for": purpose}))?;
+        } else {
+            audit::append(
+                &tx,
+                now,
+                "pin.failed",
+                &json!({"for": purpose, "failures": next.failures}),
+            )?;
+        }
+        tx.commit()?;
+        if ok {
+            Ok(())
+        } else {
+            tracing::warn!(failures = next.failures, "wrong manager PIN");
+            Err(DeviceError::PinWrong)
+        }
+    }
+
+    /// The masked list, newest first, behind the manager PIN.
+    pub fn list(&mut self, candidate: &Pin, limit: usize) -> Result<Vec<ListedEntry>> {
+        self.verify_pin(candidate, "list")?;
+        self.list_unlocked(limit)
+    }
+
+    /// The masked list for a caller that has already checked the PIN (the unlocked manager
+    /// screen).
+    pub fn list_unlocked(&self, limit: usize) -> Result<Vec<ListedEntry>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, captured_at_ms, summary, exported_batch IS NOT NULL
+             FROM entries ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            let id: String = r.get(0)?;
+            let summary: String = r.get(2)?;
+            let summary = Zeroizing::new(summary);
+            Ok(ListedEntry {
+                id: Uuid::parse_str(&id).unwrap_or_default(),
+                captured_at_ms: r.get(1)?,
+                state: if r.get::<_, bool>(3)? {
+                    "exported"
+                } else {
+                    "pending"
+                },
+                summary: serde_json::from_str(&summary).unwrap_or_default(),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Checks the audit chain.
+    pub fn audit_verify(&self) -> Result<audit::Verification> {
+        audit::verify(&self.conn)
+    }
+
+    /// The newest audit rows.
+    pub fn audit_recent(&self, limit: u32) -> Result<Vec<audit::AuditRow>> {
+        audit::recent(&self.conn, limit)
+    }
+
+    /// `PRAGMA integrity_check` is ok.
+    pub fn integrity_ok(&self) -> Result<bool> {
+        store::integrity_ok(&self.conn)
+    }
+
+    /// Puts the database key back into the keychain from an escrow key file that head office
+    /// opened (`sealbox-headoffice escrow open`). The key must belong to this device and open its
+    /// database; otherwise nothing changes.
+    pub fn recover(dir: &Path, escrow_key_json: &str, keys: &dyn KeyStore) -> Result<()> {
+        let dd = DataDir::new(dir);
+        let meta = dd.read_device_json()?.ok_or(DeviceError::NotEnrolled)?;
+        let record: EscrowRecord = serde_json::from_str(escrow_key_json).map_err(|_| {
+            DeviceError::Enrolment(
+                "not an escrow key file from `sealbox-headoffice escrow open`".into(),
+            )
+        })?;
+        if record.format != ESCROW_FORMAT
+            || record.store_id != meta.store_id
+            || key_id(&record.key) != meta.key_id
+        {
+            return Err(DeviceError::EscrowMismatch);
+        }
+        let conn = open_existing(&dd, &record.key)?;
+        keys.set(&meta.keychain_service(), KEY_ACCOUNT, &record.key)
+            .map_err(keychain_err)?;
+        audit::append(
+            &conn,
+            now_ms(),
+            "key.recovered",
+            &json!({"store": meta.store_id}),
+        )?;
+        tracing::info!(device = %meta.device_name, "database key recovered from escrow");
+        Ok(())
+    }
+
+    /// Head office's recipient, verifying key, CA and URL, as the enrolment file gave them.
+    pub fn trust(&self) -> Result<Trust> {
+        Ok(Trust {
+            server_url: setting_string(&self.conn, keys::SERVER_URL)?,
+            ca_cert_pem: setting_string(&self.conn, keys::CA_CERT)?,
+            ho_verifying_key: setting_string(&self.conn, keys::HO_VERIFYING_KEY)?,
+        })
+    }
+
+    /// The device's API token, from the encrypted database.
+    pub fn token(&self) -> Result<Secret32> {
+        setting_secret(&self.conn, keys::DEVICE_TOKEN)
+    }
+
+    /// The seed of the device's Ed25519 signing key, from the encrypted database.
+    pub fn signing_key(&self) -> Result<Secret32> {
+        setting_secret(&self.conn, keys::SIGNING_KEY)
+    }
+
+    /// The raw connection, for tests that inspect or damage the store on purpose.
+    #[doc(hidden)]
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// Head office's public trust material on this device.
+#[derive(Debug, Clone)]
+pub struct Trust {
+    pub server_url: String,
+    pub ca_cert_pem: String,
+    pub ho_verifying_key: String,
+}
+
+/// Entry counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub pending: u64,
+    pub exported: u64,
+    pub erased: u64,
+    pub oldest_waiting_ms: Option<i64>,
+}
+
+struct EntryRow {
+    id: Uuid,
+    envelope: EntryEnvelope,
+    summary: Zeroizing<String>,
+}
+
+fn insert_entry(conn: &Connection, row: &EntryRow) -> Result<()> {
+    let e = &row.envelope;
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO entries (id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, summary)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    stmt.execute(rusqlite::params![
+        e.id.to_string(),
+        e.event_id,
+        e.captured_at_ms,
+        e.consent_version,
+        e.consent_sha256,
+        e.sealed,
+        row.summary.as_str(),
+    ])?;
+    Ok(())
+}
+
+/// Opens an existing database with `key`: it must already carry Sealbox's schema (an empty or
+/// foreign file is corrupt, and is never initialised over).
+fn open_existing(dd: &DataDir, key: &Secret32) -> Result<Connection> {
+    let len = std::fs::metadata(dd.db())
+        .map_err(DeviceError::io("reading the database"))?
+        .len();
+    if len < 1024 {
+        return Err(DeviceError::Corrupt);
+    }
+    let conn = store::open(&dd.db(), Keying::Raw(key), false)?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version == 0 {
+        return Err(DeviceError::Corrupt);
+    }
+    if version > store::SCHEMA_VERSION {
+        return Err(DeviceError::Enrolment(format!(
+            "the database has schema version {version}, newer than this program understands; update Sealbox"
+        )));
+    }
+    Ok(conn)
+}
+
+fn setting_string(conn: &Connection, k: &str) -> Result<String> {
+    store::get_setting(conn, k)?
+        .and_then(|v| String::from_utf8(v).ok())
+        .ok_or(DeviceError::Corrupt)
+}
+
+fn setting_secret(conn: &Connection, k: &str) -> Result<Secret32> {
+    let v = Zeroizing::new(store::get_setting(conn, k)?.ok_or(DeviceError::Corrupt)?);
+    let arr: [u8; 32] = v.as_slice().try_into().map_err(|_| DeviceError::Corrupt)?;
+    Ok(Secret32::from_bytes(arr))
+}

@@ -1,0 +1,39 @@
+//! Everything a Sealbox device does, testable without a window.
+//!
+//! The kiosk app and the `sealbox` CLI are two faces of this one library, on the same data
+//! directory and keychain. A visitor's values are sealed to head office on submit (the device
+//! cannot read them back) and stored in a SQLCipher database whose random 256-bit key lives only
+//! in the OS keychain, with an escrow copy sealed to head office beside the database.
+//!
+//! Layout:
+//! - [`device`]: the [`Device`] API: enrol, open, add, status, list, PIN, audit, recover.
+//! - [`keychain`]: the [`KeyStore`] trait and the OS keychain behind it.
+//! - [`store`]: opening the SQLCipher database (raw key, WAL, `synchronous=FULL`,
+//!   `secure_delete`) and its schema.
+//! - [`seal`]: age encryption of payloads and escrow to head office.
+//! - [`audit`]: the append-only, hash-chained audit log.
+//! - [`pin`]: the manager PIN (Argon2id) and its rate limit.
+//! - [`files`]: data-dir layout, atomic writes and shredding.
+//! - [`error`]: [`DeviceError`] with stable codes.
+
+pub mod audit;
+pub mod device;
+pub mod error;
+pub mod files;
+pub mod keychain;
+pub mod pin;
+pub mod seal;
+pub mod store;
+
+pub use device::{Device, EnrolReport, ListedEntry, Status};
+pub use error::DeviceError;
+pub use keychain::{KeyStore, OsKeychain};
+pub use sealbox_protocol as protocol;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,149 @@
+//! The SQLCipher database: opened with a raw 256-bit key, WAL, `synchronous=FULL`,
+//! `secure_delete=ON` (freed pages are zeroed), temp files in memory, and SQLCipher's memory
+//! security on.
+
+use crate::error::{DeviceError, Result};
+use rusqlite::{Connection, OpenFlags};
+use sealbox_protocol::Secret32;
+use std::path::Path;
+use zeroize::Zeroizing;
+
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE settings (
+    k TEXT PRIMARY KEY,
+    v BLOB NOT NULL
+);
+-- One row per registration not yet acknowledged by head office.
+CREATE TABLE entries (
+    id TEXT PRIMARY KEY,             -- UUIDv7
+    event_id TEXT NOT NULL,
+    captured_at_ms INTEGER NOT NULL,
+    consent_version TEXT NOT NULL,
+    consent_sha256 TEXT NOT NULL,
+    sealed BLOB NOT NULL,            -- age-encrypted to head office; unreadable here
+    summary TEXT NOT NULL,           -- display summary (masked / plain), JSON
+    exported_batch TEXT,             -- NULL while pending; the batch id once exported
+    exported_at_ms INTEGER
+);
+CREATE INDEX entries_pending ON entries (exported_batch, id);
+-- What remains of an entry once head office's receipt was verified and it was erased.
+CREATE TABLE tombstones (
+    id TEXT PRIMARY KEY,
+    acknowledged_at_ms INTEGER NOT NULL,
+    receipt_id TEXT NOT NULL
+);
+-- Append-only, hash-chained.
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only');
+END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only');
+END;
+";
+
+/// How a database is keyed.
+pub enum Keying<'a> {
+    /// A raw 256-bit key: no key derivation (what Sealbox uses).
+    Raw(&'a Secret32),
+    /// A passphrase run through SQLCipher's PBKDF2 (only to compare speed).
+    Passphrase(&'a str),
+    /// No encryption (only the plain-SQLite baseline of the benchmarks).
+    None,
+}
+
+/// Opens (or with `create`, creates) a database and checks the key by reading from it.
+/// A wrong key and a damaged file both show up as SQLite's "not a database": the caller tells
+/// them apart with the key id in device.json.
+pub fn open(path: &Path, keying: Keying<'_>, create: bool) -> Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)?;
+    // Without this SQLCipher prints "hmac check failed" to stderr on a wrong key.
+    let _ = conn.execute_batch("PRAGMA cipher_log_level = NONE;");
+    match keying {
+        Keying::Raw(key) => {
+            conn.execute_batch("PRAGMA cipher_memory_security = ON;")?;
+            let sql = Zeroizing::new(format!("PRAGMA key = \"x'{}'\";", &*key.to_hex()));
+            conn.execute_batch(&sql)?;
+        }
+        Keying::Passphrase(p) => {
+            conn.pragma_update(None, "key", p)?;
+        }
+        Keying::None => {}
+    }
+    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        Ok(_) => {}
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::NotADatabase =>
+        {
+            return Err(DeviceError::Corrupt)
+        }
+        Err(e) => return Err(e.into()),
+    }
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(DeviceError::Corrupt);
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA secure_delete = ON;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA foreign_keys = ON;",
+    )?;
+    Ok(conn)
+}
+
+/// Creates the schema in a new database, or checks an existing one's version.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    match version {
+        0 => {
+            let tx = conn.transaction()?;
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+            Ok(())
+        }
+        SCHEMA_VERSION => Ok(()),
+        _ => Err(DeviceError::Enrolment(format!(
+            "the database has schema version {version}, newer than this program understands ({SCHEMA_VERSION}); update Sealbox"
+        ))),
+    }
+}
+
+/// `PRAGMA integrity_check` is `ok`.
+pub fn integrity_ok(conn: &Connection) -> Result<bool> {
+    let s: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    Ok(s == "ok")
+}
+
+pub(crate) fn get_setting(conn: &Connection, k: &str) -> Result<Option<Vec<u8>>> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .query_row("SELECT v FROM settings WHERE k = ?1", [k], |r| r.get(0))
+        .optional()?)
+}
+
+pub(crate) fn set_setting(conn: &Connection, k: &str, v: &[u8]) -> Result<()> {
+    conn.execute(
+        "INSERT INTO settings (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+        rusqlite::params![k, v],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! Sealbox head office: the trust root devices are enrolled from, and (in later work) the
+//! server that receives their entries and answers with signed receipts.
+//!
+//! Head office never depends on device code: both sides share only `sealbox-protocol`.
+//!
+//! Layout:
+//! - [`keys`]: head office's keys in its data directory: the age identity (encrypted at rest
+//!   under the admin's passphrase), the Ed25519 receipt-signing key, the TLS CA and server
+//!   certificate.
+//! - [`db`]: head office's SQLite store: events, devices (token hashes and verifying keys
+//!   only), entries as received (sealed).
+//! - [`admin`]: the admin commands: init, event create, enroll, escrow open, status.
+//! - [`config`]: defaults → `config.toml` → `SEALBOX_HO_*` environment.
+//! - [`error`]: [`HoError`] with stable codes.
+
+pub mod admin;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod keys;
+
+pub use error::HoError;
+pub use keys::Passphrase;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
