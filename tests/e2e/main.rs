@@ -1,1 +1,7 @@
-fn main() {}
+//! End-to-end tests: the real `sealbox` and `sealbox-headoffice` binaries, real SQLCipher files,
+//! the real OS keychain (Secret Service in the session `cargo xtask test` sets up).
+
+mod crash;
+mod faults;
+mod input;
+mod store;

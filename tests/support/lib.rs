@@ -1,1 +1,277 @@
+//! Shared helpers for the end-to-end tests: a sandbox with a head office and an enrolled device
+//! in temp directories, the real binaries, and the real OS keychain.
+//!
+//! The tests need a Secret Service: `cargo xtask test` runs them in a private D-Bus session with
+//! an unlocked gnome-keyring.
 
+use sealbox_device::files::{DataDir, KEY_ACCOUNT};
+use sealbox_device::{KeyStore, OsKeychain};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const PASSPHRASE: &str = "e2e test passphrase";
+pub const PIN: &str = "246810";
+pub const EVENT: &str = "trade-show-2026";
+
+/// The directory holding the workspace's binaries (target/debug).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/e2e-… → target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests with `cargo xtask test` (it builds the binaries first)",
+        p.display()
+    );
+    p
+}
+
+/// Fails loudly when no Secret Service can be reached, instead of testing nothing.
+pub fn require_keychain() {
+    assert!(
+        std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some(),
+        "these tests use the real OS keychain: run them with `cargo xtask test`"
+    );
+}
+
+/// A head office and a device in temp directories.
+pub struct Sandbox {
+    pub tmp: tempfile::TempDir,
+    pub ho: PathBuf,
+    pub dev: PathBuf,
+    /// TMPDIR for every process the sandbox starts, checked for leaks.
+    pub tmpdir: PathBuf,
+}
+
+impl Sandbox {
+    /// A head office with the example event, and nothing enrolled yet.
+    pub fn headoffice() -> Sandbox {
+        require_keychain();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let sb = Sandbox {
+            ho: tmp.path().join("ho"),
+            dev: tmp.path().join("device"),
+            tmpdir: tmp.path().join("tmp"),
+            tmp,
+        };
+        std::fs::create_dir_all(&sb.tmpdir).unwrap();
+        sb.ho_ok(&["init"]);
+        let example = workspace().join("examples/trade-show.json");
+        sb.ho_ok(&["event", "create", example.to_str().unwrap()]);
+        sb
+    }
+
+    /// A head office and a device enrolled from it, with the manager PIN set.
+    pub fn enrolled() -> Sandbox {
+        let sb = Sandbox::headoffice();
+        let file = sb.enrolment_file("booth-1");
+        sb.dev_ok(&["enroll", file.to_str().unwrap(), "--shred"]);
+        sb.dev_ok_env(&["pin", "set"], &[("SEALBOX_PIN", PIN)]);
+        sb
+    }
+
+    pub fn enrolment_file(&self, device: &str) -> PathBuf {
+        let file = self.tmp.path().join(format!("{device}.enrol.json"));
+        self.ho_ok(&[
+            "enroll",
+            "--device",
+            device,
+            "--event",
+            EVENT,
+            "--out",
+            file.to_str().unwrap(),
+        ]);
+        file
+    }
+
+    pub fn ho_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("sealbox-headoffice"));
+        c.arg("--data-dir")
+            .arg(&self.ho)
+            .args(args)
+            .env("SEALBOX_HO_PASSPHRASE", PASSPHRASE)
+            .env("TMPDIR", &self.tmpdir)
+            .env_remove("SEALBOX_LOG");
+        c
+    }
+
+    pub fn dev_cmd(&self, args: &[&str]) -> Command {
+        self.dev_cmd_in(&self.dev, args)
+    }
+
+    pub fn dev_cmd_in(&self, dir: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("sealbox"));
+        c.arg("--data-dir")
+            .arg(dir)
+            .args(args)
+            .env("TMPDIR", &self.tmpdir)
+            .env_remove("SEALBOX_PIN")
+            .env_remove("SEALBOX_LOG");
+        c
+    }
+
+    pub fn ho_ok(&self, args: &[&str]) -> String {
+        ok(self.ho_cmd(args).output().unwrap(), args)
+    }
+
+    pub fn dev_ok(&self, args: &[&str]) -> String {
+        ok(self.dev_cmd(args).output().unwrap(), args)
+    }
+
+    pub fn dev_ok_env(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let mut c = self.dev_cmd(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        ok(c.output().unwrap(), args)
+    }
+
+    /// Runs a device command that must fail; returns its stderr.
+    pub fn dev_fail(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let mut c = self.dev_cmd(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        fail(c.output().unwrap(), args)
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.dev_cmd(&["status", "--json"]).output().unwrap();
+        serde_json::from_slice(&out.stdout).expect("status --json")
+    }
+
+    pub fn pending(&self) -> u64 {
+        self.status()["pending"].as_u64().expect("pending count")
+    }
+
+    pub fn device_json(&self) -> sealbox_device::files::DeviceJson {
+        DataDir::new(&self.dev)
+            .read_device_json()
+            .unwrap()
+            .expect("enrolled")
+    }
+
+    pub fn keychain_service(&self) -> String {
+        self.device_json().keychain_service()
+    }
+
+    /// Head office's age identity, opened with the passphrase.
+    pub fn ho_identity(&self) -> age::x25519::Identity {
+        sealbox_headoffice::keys::HoDir::new(&self.ho)
+            .load_identity(&sealbox_headoffice::Passphrase::new(PASSPHRASE))
+            .unwrap()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Leave no key behind in the test keyring.
+        for dir in [&self.dev, &self.tmp.path().join("device2")] {
+            if let Ok(Some(m)) = DataDir::new(dir).read_device_json() {
+                let _ = OsKeychain.delete(&m.keychain_service(), KEY_ACCOUNT);
+            }
+        }
+    }
+}
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn ok(out: Output, args: &[&str]) -> String {
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Asserts exit code 1 and a single-line `error: …` on stderr; returns stderr.
+pub fn fail(out: Output, args: &[&str]) -> String {
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{args:?} should fail with exit 1; stderr: {stderr}"
+    );
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+/// Every file below `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The files under `dir` that contain `needle` (as UTF-8 bytes).
+pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(p)
+                .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// SHA-256 of a file, to prove it was not touched.
+pub fn file_digest(p: &Path) -> String {
+    sealbox_protocol::sha256_hex(&std::fs::read(p).unwrap())
+}
+
+/// A small deterministic PRNG (xorshift64*), seeded per test and printed, so a failing run can be
+/// replayed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_time() -> Rng {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        let seed = std::env::var("SEALBOX_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(seed);
+        eprintln!("random seed: {seed} (replay with SEALBOX_TEST_SEED={seed})");
+        Rng(seed)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}

@@ -1,1 +1,299 @@
-fn main() {}
+//! `cargo xtask run|test|bench|lint`: everything a fresh Debian/Ubuntu machine needs, in code.
+//!
+//! - `test`: installs missing system packages (apt), builds the workspace once, and runs every
+//!   test inside a private D-Bus session with an unlocked gnome-keyring, so the tests use the real
+//!   Secret Service.
+//! - `run`: builds, then sets up a demo head office and an enrolled device in `./.sealbox-demo/`,
+//!   records sample registrations through the CLI and prints `sealbox status`.
+//! - `bench [--quick]`: release-build benchmarks; prints JSON and rewrites `BENCHMARKS.md`.
+//! - `lint`: `cargo fmt --check` and `cargo clippy -- -D warnings`.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+mod bench;
+
+/// Debian packages the build and the tests need.
+const BUILD_PACKAGES: &[&str] = &["pkg-config", "libssl-dev", "libdbus-1-dev"];
+/// Debian packages for a real Secret Service in a private session.
+const KEYRING_PACKAGES: &[&str] = &["dbus-daemon", "gnome-keyring"];
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("run") => run_demo(),
+        Some("bench") => bench::bench(args.iter().any(|a| a == "--quick")),
+        Some("lint") => lint(),
+        Some("__in-keyring-session") => in_keyring_session(&args[1..]),
+        Some("__demo") => demo_steps(),
+        _ => {
+            eprintln!("usage: cargo xtask <run | test | bench [--quick] | lint>");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs a command, failing with its name if it does not succeed.
+pub(crate) fn sh(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn is_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${db:Status-Status}", pkg])
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| o.stdout == b"installed")
+        .unwrap_or(false)
+}
+
+/// Installs whichever of `pkgs` is missing: `apt-get update` once, then `apt-get install`.
+pub(crate) fn ensure_packages(pkgs: &[&str]) -> Result<()> {
+    if !Path::new("/usr/bin/dpkg-query").exists() {
+        eprintln!("xtask: not a Debian-like system; make sure these are installed: {pkgs:?}");
+        return Ok(());
+    }
+    let missing: Vec<&str> = pkgs.iter().copied().filter(|p| !is_installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.trim_ascii() == b"0")
+        .unwrap_or(false);
+    let apt = |args: &[&str]| -> Command {
+        let mut c = if is_root {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    sh(apt(&["update", "-qq"]).stdout(Stdio::null()))?;
+    let mut install = apt(&["install", "-y", "-qq", "--no-install-recommends"]);
+    install.args(&missing).stdout(Stdio::null());
+    sh(&mut install)
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Runs `cmd` inside a private D-Bus session with gnome-keyring's Secret Service unlocked, its
+/// keyrings kept in `keyring_home` (wiped first when `fresh`).
+pub(crate) fn with_keyring(keyring_home: &Path, fresh: bool, cmd: &[String]) -> Result<()> {
+    ensure_packages(KEYRING_PACKAGES)?;
+    if fresh && keyring_home.exists() {
+        std::fs::remove_dir_all(keyring_home)?;
+    }
+    std::fs::create_dir_all(keyring_home)?;
+    // A copy, so a build that relinks xtask meanwhile cannot pull it from under the session.
+    let me = Path::new("target/xtask/xtask-session");
+    std::fs::create_dir_all("target/xtask")?;
+    std::fs::copy(std::env::current_exe()?, me)?;
+    let mut c = Command::new("dbus-run-session");
+    c.arg("--")
+        .arg(me)
+        .arg("__in-keyring-session")
+        .arg(keyring_home)
+        .args(cmd)
+        // Without this GTK and friends start accessibility daemons that outlive the session.
+        .env("NO_AT_BRIDGE", "1");
+    sh(&mut c)
+}
+
+fn in_keyring_session(args: &[String]) -> Result<()> {
+    let (home, cmd) = args.split_first().context("keyring home")?;
+    let Some((prog, rest)) = cmd.split_first() else {
+        bail!("no command for the keyring session");
+    };
+    // gnome-keyring reads the login password from stdin and, with it, creates and unlocks the
+    // "login" collection; an empty stdin creates none.
+    let mut daemon = Command::new("gnome-keyring-daemon")
+        .args(["--daemonize", "--unlock", "--components=secrets"])
+        .env("XDG_DATA_HOME", home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting gnome-keyring-daemon")?;
+    {
+        use std::io::Write;
+        let mut stdin = daemon.stdin.take().context("gnome-keyring stdin")?;
+        stdin.write_all(b"sealbox-test-keyring")?;
+    }
+    let st = daemon.wait()?;
+    if !st.success() {
+        bail!("gnome-keyring-daemon failed ({st})");
+    }
+    let status = Command::new(prog).args(rest).status()?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    ensure_packages(BUILD_PACKAGES)?;
+    ensure_packages(KEYRING_PACKAGES)?;
+    // One build of everything, in the one dev profile; the tests run the binaries it makes.
+    sh(cargo().args([
+        "build",
+        "--workspace",
+        "--exclude",
+        "xtask",
+        "--bins",
+        "--tests",
+        "--benches",
+        "--locked",
+    ]))?;
+    let keyring = Path::new("target/xtask/keyring-test");
+    let mut cmd: Vec<String> = [
+        "cargo",
+        "test",
+        "--workspace",
+        "--exclude",
+        "xtask",
+        "--locked",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    cmd.extend(extra.iter().cloned());
+    with_keyring(keyring, true, &cmd)
+}
+
+fn lint() -> Result<()> {
+    ensure_packages(BUILD_PACKAGES)?;
+    sh(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    sh(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+const DEMO: &str = ".sealbox-demo";
+const DEMO_PASSPHRASE: &str = "sealbox-demo-passphrase";
+const DEMO_PIN: &str = "246810";
+
+fn run_demo() -> Result<()> {
+    ensure_packages(BUILD_PACKAGES)?;
+    sh(cargo().args([
+        "build",
+        "--locked",
+        "-p",
+        "sealbox-cli",
+        "-p",
+        "sealbox-headoffice",
+    ]))?;
+    if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none() {
+        eprintln!("xtask: no D-Bus session here: using a demo keyring in {DEMO}/keyring");
+        return with_keyring(
+            &Path::new(DEMO).join("keyring"),
+            false,
+            &["target/xtask/xtask-session".into(), "__demo".into()],
+        );
+    }
+    demo_steps()
+}
+
+/// Called back inside the keyring session by `run`.
+fn demo_steps() -> Result<()> {
+    let demo = Path::new(DEMO);
+    let ho_dir = demo.join("headoffice");
+    let dev_dir = demo.join("device");
+    let pass = std::env::var("SEALBOX_HO_PASSPHRASE").unwrap_or_else(|_| DEMO_PASSPHRASE.into());
+    let ho = |args: &[&str]| {
+        let mut c = Command::new("target/debug/sealbox-headoffice");
+        c.arg("--data-dir")
+            .arg(&ho_dir)
+            .args(args)
+            .env("SEALBOX_HO_PASSPHRASE", &pass);
+        c
+    };
+    let dev = |args: &[&str]| {
+        let mut c = Command::new("target/debug/sealbox");
+        c.arg("--data-dir")
+            .arg(&dev_dir)
+            .args(args)
+            .env("SEALBOX_PIN", DEMO_PIN);
+        c
+    };
+    std::fs::create_dir_all(demo)?;
+    if !ho_dir.join("identity.age").exists() {
+        println!(
+            "== head office in {} (demo passphrase: {pass})",
+            ho_dir.display()
+        );
+        sh(&mut ho(&["init"]))?;
+        sh(&mut ho(&["event", "create", "examples/trade-show.json"]))?;
+    }
+    if !dev_dir.join("device.json").exists() {
+        let enrol = demo.join("enrolment.json");
+        let _ = std::fs::remove_file(&enrol);
+        let _ = std::fs::remove_dir_all(&dev_dir);
+        let name = format!("demo-kiosk-{}", std::process::id());
+        sh(&mut ho(&[
+            "enroll",
+            "--device",
+            &name,
+            "--event",
+            "trade-show-2026",
+            "--out",
+            &enrol.display().to_string(),
+        ]))?;
+        sh(&mut dev(&[
+            "enroll",
+            &enrol.display().to_string(),
+            "--shred",
+        ]))?;
+        sh(&mut dev(&["pin", "set"]))?;
+        println!("== demo manager PIN: {DEMO_PIN}");
+    }
+    println!("== recording sample registrations through the CLI");
+    let samples = [
+        r#"{"name":"王小明","phone":"13800138000","company":"示例科技","interest":"sensors","consent":true}"#,
+        r#"{"name":"Alice Example","phone":"+44 20 7946 0958","email":"alice@example.com","consent":true}"#,
+        r#"{"name":"李华","phone":"139-1234-5678","interest":"software","consent":true}"#,
+    ];
+    for s in samples {
+        sh(dev(&["add", "--json", s]).stdout(Stdio::null()))?;
+    }
+    println!("== sealbox status");
+    sh(&mut dev(&["status"]))?;
+    println!("== sealbox list (masked; manager PIN {DEMO_PIN})");
+    sh(&mut dev(&["list"]))?;
+    println!(
+        "\nThe kiosk window comes with the kiosk app. Try the CLI yourself:\n  target/debug/sealbox --data-dir {} status",
+        dev_dir.display()
+    );
+    Ok(())
+}

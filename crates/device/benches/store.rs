@@ -1,1 +1,210 @@
-fn main() {}
+//! Store benchmark: `add` through the library (validation, sealing, durable commit) beside the
+//! same schema and row size on plain SQLite and on SQLCipher without sealing, in the same run;
+//! and opening the database with the raw key beside a PBKDF2 passphrase.
+//!
+//! Run by `cargo xtask bench` inside a keyring session; writes JSON to `SEALBOX_BENCH_OUT`.
+
+use sealbox_device::store::{self, Keying};
+use sealbox_device::{Device, OsKeychain};
+use sealbox_protocol::entry::b64_encode;
+use sealbox_protocol::Secret32;
+use std::time::Instant;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct Stats {
+    p50: f64,
+    p99: f64,
+    per_s: f64,
+}
+
+fn stats(mut ms: Vec<f64>) -> Stats {
+    let total: f64 = ms.iter().sum();
+    ms.sort_by(|a, b| a.total_cmp(b));
+    Stats {
+        p50: percentile(&ms, 0.5),
+        p99: percentile(&ms, 0.99),
+        per_s: ms.len() as f64 / (total / 1000.0),
+    }
+}
+
+fn enrolment() -> String {
+    let id = age::x25519::Identity::generate();
+    let vk = ed25519_verifying();
+    serde_json::json!({
+        "format": "sealbox-enrolment/1",
+        "server_url": "https://127.0.0.1:8443",
+        "ca_cert_pem": "-----BEGIN CERTIFICATE-----\nbench\n-----END CERTIFICATE-----\n",
+        "ho_recipient": id.to_public().to_string(),
+        "ho_verifying_key": vk,
+        "event": serde_json::from_str::<serde_json::Value>(include_str!("../../../examples/trade-show.json")).unwrap(),
+        "device_name": "bench",
+        "device_token": b64_encode(&[1u8; 32]),
+        "device_signing_key": b64_encode(&[2u8; 32]),
+    })
+    .to_string()
+}
+
+fn ed25519_verifying() -> String {
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
+    b64_encode(sk.verifying_key().as_bytes())
+}
+
+fn sample(i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "name": format!("访客{i}"),
+        "phone": format!("138{:08}", i % 100_000_000),
+        "email": format!("visitor{i}@example.com"),
+        "company": "示例科技有限公司",
+        "interest": "sensors",
+        "consent": true
+    })
+}
+
+/// One-row commits of `blob`-sized rows into the entries schema, keyed as given.
+fn raw_commits(
+    dir: &std::path::Path,
+    name: &str,
+    keying: Keying<'_>,
+    n: usize,
+    blob: usize,
+) -> Vec<f64> {
+    let path = dir.join(name);
+    let mut conn = store::open(&path, keying, true).unwrap();
+    store::migrate(&mut conn).unwrap();
+    let sealed = vec![0x5au8; blob];
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        let tx = conn.transaction().unwrap();
+        tx.execute(
+            "INSERT INTO entries (id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, summary)
+             VALUES (?1, 'e', ?2, 'v', 'h', ?3, '{\"name\":\"访*\"}')",
+            rusqlite::params![uuid::Uuid::now_v7().to_string(), i as i64, sealed],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        out.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    out
+}
+
+fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    let mut v: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick")
+        || std::env::var_os("SEALBOX_BENCH_QUICK").is_some();
+    let n = if quick { 300 } else { 3000 };
+    let tmp = tempfile::tempdir_in(
+        std::env::var("SEALBOX_BENCH_DIR").unwrap_or_else(|_| "target".into()),
+    )
+    .unwrap();
+    let dev_dir = tmp.path().join("device");
+    Device::enroll(&dev_dir, &enrolment(), &OsKeychain)
+        .expect("enrol (is a Secret Service running? use cargo xtask bench)");
+    let mut dev = Device::open(&dev_dir, &OsKeychain).unwrap();
+
+    // Warm up, and learn the sealed size for the baselines.
+    for i in 0..20 {
+        dev.add(&sample(i)).unwrap();
+    }
+    let blob = dev.pending_envelopes(1).unwrap()[0].sealed.len();
+
+    // Interleave the three so machine noise hits them alike.
+    let (mut submit, mut plain, mut cipher) = (Vec::new(), Vec::new(), Vec::new());
+    let rounds = 10;
+    for r in 0..rounds {
+        for i in 0..n / rounds {
+            let v = sample(r * n + i);
+            let t = Instant::now();
+            dev.add(&v).unwrap();
+            submit.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        plain.extend(raw_commits(
+            tmp.path(),
+            &format!("plain{r}.db"),
+            Keying::None,
+            n / rounds,
+            blob,
+        ));
+        let key = Secret32::from_bytes([9u8; 32]);
+        cipher.extend(raw_commits(
+            tmp.path(),
+            &format!("cipher{r}.db"),
+            Keying::Raw(&key),
+            n / rounds,
+            blob,
+        ));
+    }
+    let (s, p, c) = (stats(submit), stats(plain), stats(cipher));
+
+    // Opening: the raw key skips key derivation; a passphrase runs PBKDF2 (256,000 rounds).
+    let key = Secret32::from_bytes([9u8; 32]);
+    let open_raw = median_ms(21, || {
+        let conn = store::open(&tmp.path().join("cipher0.db"), Keying::Raw(&key), false).unwrap();
+        drop(conn);
+    });
+    {
+        let mut conn = store::open(
+            &tmp.path().join("pbkdf2.db"),
+            Keying::Passphrase("bench passphrase"),
+            true,
+        )
+        .unwrap();
+        store::migrate(&mut conn).unwrap();
+    }
+    let open_pbkdf2 = median_ms(if quick { 3 } else { 7 }, || {
+        let conn = store::open(
+            &tmp.path().join("pbkdf2.db"),
+            Keying::Passphrase("bench passphrase"),
+            false,
+        )
+        .unwrap();
+        drop(conn);
+    });
+    let open_device = median_ms(11, || {
+        drop(Device::open(&dev_dir, &OsKeychain).unwrap());
+    });
+
+    let out = serde_json::json!({
+        "entries": n,
+        "sealed_bytes": blob,
+        "submit_p50_ms": s.p50,
+        "submit_p99_ms": s.p99,
+        "submit_per_s": s.per_s,
+        "plain_commit_p50_ms": p.p50,
+        "plain_commit_p99_ms": p.p99,
+        "plain_commits_per_s": p.per_s,
+        "sqlcipher_commit_p50_ms": c.p50,
+        "sqlcipher_commit_p99_ms": c.p99,
+        "sqlcipher_commits_per_s": c.per_s,
+        "submit_vs_plain_commit_ratio": s.p50 / p.p50,
+        "sqlcipher_vs_plain_ratio": p.per_s / c.per_s,
+        "open_raw_key_ms": open_raw,
+        "open_pbkdf2_ms": open_pbkdf2,
+        "open_device_with_keychain_ms": open_device,
+    });
+    // Leave no keychain entry behind.
+    if let Ok(Some(meta)) = sealbox_device::files::DataDir::new(&dev_dir).read_device_json() {
+        use sealbox_device::KeyStore;
+        let _ = OsKeychain.delete(&meta.keychain_service(), sealbox_device::files::KEY_ACCOUNT);
+    }
+    let text = serde_json::to_string_pretty(&out).unwrap();
+    println!("{text}");
+    if let Ok(path) = std::env::var("SEALBOX_BENCH_OUT") {
+        std::fs::write(path, text).unwrap();
+    }
+}

@@ -673,3 +673,82 @@ fn setting_secret(conn: &Connection, k: &str) -> Result<Secret32> {
     let arr: [u8; 32] = v.as_slice().try_into().map_err(|_| DeviceError::Corrupt)?;
     Ok(Secret32::from_bytes(arr))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Error paths with an in-memory key store; everything else is tested end to end with the
+    //! real keychain in `tests/`.
+    use super::*;
+    use crate::keychain::memory::MemoryKeyStore;
+    use sealbox_protocol::entry::b64_encode;
+    use std::sync::atomic::Ordering;
+
+    fn enrolment() -> String {
+        let id = age::x25519::Identity::generate();
+        let vk = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]).verifying_key();
+        json!({
+            "format": "sealbox-enrolment/1",
+            "server_url": "https://127.0.0.1:8443",
+            "ca_cert_pem": "-----BEGIN CERTIFICATE-----\nunit\n-----END CERTIFICATE-----\n",
+            "ho_recipient": id.to_public().to_string(),
+            "ho_verifying_key": b64_encode(vk.as_bytes()),
+            "event": serde_json::from_str::<serde_json::Value>(include_str!("../../../examples/trade-show.json")).unwrap(),
+            "device_name": "unit",
+            "device_token": b64_encode(&[1u8; 32]),
+            "device_signing_key": b64_encode(&[2u8; 32]),
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn keychain_unavailable_at_enrolment_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        let keys = MemoryKeyStore::default();
+        keys.unavailable.store(true, Ordering::SeqCst);
+        let e = Device::enroll(&dir, &enrolment(), &keys).unwrap_err();
+        assert_eq!(e.code(), "keychain_unavailable");
+        assert!(!dir.exists());
+        keys.unavailable.store(false, Ordering::SeqCst);
+        Device::enroll(&dir, &enrolment(), &keys).unwrap();
+        assert_eq!(keys.map.lock().unwrap().len(), 1);
+        keys.unavailable.store(true, Ordering::SeqCst);
+        let st = Device::status(&dir, &keys);
+        assert_eq!(
+            (st.database.as_str(), st.keychain.as_str()),
+            ("locked", "unavailable")
+        );
+    }
+
+    #[test]
+    fn pin_waits_then_lets_the_right_pin_in() {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = MemoryKeyStore::default();
+        Device::enroll(tmp.path(), &enrolment(), &keys).unwrap();
+        let mut dev = Device::open(tmp.path(), &keys).unwrap();
+        assert_eq!(
+            dev.list(&Pin::new("246810"), 10).unwrap_err().code(),
+            "pin_not_set"
+        );
+        dev.set_pin(None, &Pin::new("246810")).unwrap();
+        let t0 = 1_000_000;
+        for i in 0..3 {
+            let e = dev
+                .verify_pin_at(&Pin::new("999999"), "test", t0 + i)
+                .unwrap_err();
+            assert_eq!(e.code(), "pin_wrong");
+        }
+        let e = dev
+            .verify_pin_at(&Pin::new("246810"), "test", t0 + 10)
+            .unwrap_err();
+        assert!(matches!(e, DeviceError::PinLocked(30)), "{e}");
+        dev.verify_pin_at(&Pin::new("246810"), "test", t0 + 2 + 30_000)
+            .unwrap();
+        // Success resets the count.
+        dev.verify_pin_at(&Pin::new("999999"), "test", t0 + 40_000)
+            .unwrap_err();
+        dev.verify_pin_at(&Pin::new("246810"), "test", t0 + 40_001)
+            .unwrap();
+        assert!(dev.audit_verify().unwrap().ok());
+    }
+}
