@@ -17,8 +17,10 @@ pub fn bench(quick: bool) -> Result<()> {
         "sealbox-device",
         "--benches",
     ]))?;
-    let out = std::path::Path::new("target/xtask/bench-store.json");
     std::fs::create_dir_all("target/xtask")?;
+    // cargo bench runs in the crate's directory: give it absolute paths.
+    let work = std::fs::canonicalize("target/xtask")?;
+    let out = &work.join("bench-store.json");
     let _ = std::fs::remove_file(out);
     let mut cmd: Vec<String> = vec![
         cargo,
@@ -34,6 +36,7 @@ pub fn bench(quick: bool) -> Result<()> {
         cmd.push("--quick".into());
     }
     std::env::set_var("SEALBOX_BENCH_OUT", out);
+    std::env::set_var("SEALBOX_BENCH_DIR", &work);
     with_keyring(
         std::path::Path::new("target/xtask/keyring-bench"),
         true,

@@ -292,7 +292,7 @@ fn demo_steps() -> Result<()> {
     println!("== sealbox list (masked; manager PIN {DEMO_PIN})");
     sh(&mut dev(&["list"]))?;
     println!(
-        "\nThe kiosk window comes with the kiosk app. Try the CLI yourself:\n  target/debug/sealbox --data-dir {} status",
+        "\nThe kiosk window comes with the kiosk app (a later issue). Try the CLI yourself:\n  target/debug/sealbox --data-dir {} status\n(without a desktop session the demo keys live in {DEMO}/keyring, unlocked only inside `cargo xtask run`)",
         dev_dir.display()
     );
     Ok(())

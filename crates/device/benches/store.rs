@@ -80,11 +80,12 @@ fn raw_commits(
     for i in 0..n {
         let t = Instant::now();
         let tx = conn.transaction().unwrap();
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO entries (id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, summary)
              VALUES (?1, 'e', ?2, 'v', 'h', ?3, '{\"name\":\"访*\"}')",
-            rusqlite::params![uuid::Uuid::now_v7().to_string(), i as i64, sealed],
         )
+        .unwrap()
+        .execute(rusqlite::params![uuid::Uuid::now_v7().to_string(), i as i64, sealed])
         .unwrap();
         tx.commit().unwrap();
         out.push(t.elapsed().as_secs_f64() * 1000.0);
