@@ -4,4 +4,5 @@
 mod crash;
 mod faults;
 mod input;
+mod kiosk;
 mod store;

@@ -18,6 +18,19 @@ mod bench;
 const BUILD_PACKAGES: &[&str] = &["pkg-config", "libssl-dev", "libdbus-1-dev"];
 /// Debian packages for a real Secret Service in a private session.
 const KEYRING_PACKAGES: &[&str] = &["dbus-daemon", "gnome-keyring"];
+/// Debian packages the Tauri app builds against.
+pub(crate) const TAURI_PACKAGES: &[&str] = &[
+    "libwebkit2gtk-4.1-dev",
+    "libgtk-3-dev",
+    "librsvg2-dev",
+    "libayatana-appindicator3-dev",
+    "libsoup-3.0-dev",
+    "libjavascriptcoregtk-4.1-dev",
+    "libxdo-dev",
+];
+/// Debian packages to run and drive the real window without a screen.
+pub(crate) const WINDOW_TEST_PACKAGES: &[&str] = &["xvfb", "xauth", "webkit2gtk-driver"];
+const TAURI_DRIVER_VERSION: &str = "2.1.0";
 
 fn main() {
     if let Err(e) = real_main() {
@@ -152,13 +165,72 @@ fn in_keyring_session(args: &[String]) -> Result<()> {
     if !st.success() {
         bail!("gnome-keyring-daemon failed ({st})");
     }
+    // A virtual screen for the real window, when asked for.
+    let xvfb = if std::env::var_os("SEALBOX_XVFB").is_some() {
+        let display = format!(":{}", 90 + std::process::id() % 100);
+        let child = Command::new("Xvfb")
+            .args([
+                display.as_str(),
+                "-screen",
+                "0",
+                "1280x800x24",
+                "-nolisten",
+                "tcp",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting Xvfb")?;
+        let socket = format!("/tmp/.X11-unix/X{}", &display[1..]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !Path::new(&socket).exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::env::set_var("DISPLAY", &display);
+        Some(child)
+    } else {
+        None
+    };
     let status = Command::new(prog).args(rest).status()?;
+    if let Some(mut x) = xvfb {
+        let _ = x.kill();
+        let _ = x.wait();
+    }
     std::process::exit(status.code().unwrap_or(1));
 }
 
+/// `tauri-driver` (WebDriver for Tauri apps), installed with cargo when missing.
+fn ensure_tauri_driver() -> Result<()> {
+    let installed = Command::new("tauri-driver")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !installed {
+        eprintln!("xtask: installing tauri-driver {TAURI_DRIVER_VERSION}");
+        sh(cargo().args([
+            "install",
+            "tauri-driver",
+            "--locked",
+            "--version",
+            TAURI_DRIVER_VERSION,
+        ]))?;
+    }
+    Ok(())
+}
+
 fn test(extra: &[String]) -> Result<()> {
-    ensure_packages(BUILD_PACKAGES)?;
-    ensure_packages(KEYRING_PACKAGES)?;
+    let all: Vec<&str> = [
+        BUILD_PACKAGES,
+        KEYRING_PACKAGES,
+        TAURI_PACKAGES,
+        WINDOW_TEST_PACKAGES,
+    ]
+    .concat();
+    ensure_packages(&all)?;
+    ensure_tauri_driver()?;
+    std::env::set_var("SEALBOX_XVFB", "1");
     // One build of everything, in the one dev profile; the tests run the binaries it makes.
     sh(cargo().args([
         "build",

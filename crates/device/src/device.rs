@@ -399,6 +399,24 @@ impl Device {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Capture times of every entry this device recorded that is still known: those on the
+    /// device and those erased after a receipt (a UUIDv7 id carries its creation time).
+    pub fn capture_times_with_erased(&self) -> Result<Vec<i64>> {
+        let mut times = self.capture_times()?;
+        let mut stmt = self.conn.prepare("SELECT id FROM tombstones")?;
+        let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        for id in ids {
+            if let Some((secs, nanos)) = Uuid::parse_str(&id?)
+                .ok()
+                .and_then(|u| u.get_timestamp())
+                .map(|t| t.to_unix())
+            {
+                times.push(secs as i64 * 1000 + nanos as i64 / 1_000_000);
+            }
+        }
+        Ok(times)
+    }
+
     /// The sealed envelopes of the entries waiting for head office, oldest first.
     pub fn pending_envelopes(&self, limit: usize) -> Result<Vec<EntryEnvelope>> {
         let mut stmt = self.conn.prepare_cached(

@@ -7,6 +7,7 @@
 //!
 //! Layout:
 //! - [`device`]: the [`Device`] API: enrol, open, add, status, list, PIN, audit, recover.
+//! - [`kiosk`]: the kiosk app's behaviour (screens, submit, manager session), window-free.
 //! - [`keychain`]: the [`KeyStore`] trait and the OS keychain behind it.
 //! - [`store`]: opening the SQLCipher database (raw key, WAL, `synchronous=FULL`,
 //!   `secure_delete`) and its schema.
@@ -21,6 +22,7 @@ pub mod device;
 pub mod error;
 pub mod files;
 pub mod keychain;
+pub mod kiosk;
 pub mod pin;
 pub mod seal;
 pub mod store;

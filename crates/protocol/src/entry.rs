@@ -106,6 +106,15 @@ impl EntryError {
 
     /// The message in one language, naming the field but never showing its value.
     pub fn message(&self, lang: Lang) -> String {
+        match (&self.field, lang) {
+            (Some(k), Lang::En) => format!("field \"{k}\": {}", self.hint(lang)),
+            (Some(k), Lang::Zh) => format!("字段 \"{k}\"：{}", self.hint(lang)),
+            (None, _) => self.hint(lang).to_string(),
+        }
+    }
+
+    /// The message without the field's key: what a form shows under the field itself.
+    pub fn hint(&self, lang: Lang) -> &'static str {
         use EntryErrorCode::*;
         let (zh, en) = match self.code {
             NotAnObject => (
@@ -133,11 +142,9 @@ impl EntryError {
                 "contains characters that are not allowed",
             ),
         };
-        match (&self.field, lang) {
-            (Some(k), Lang::En) => format!("field \"{k}\": {en}"),
-            (Some(k), Lang::Zh) => format!("字段 \"{k}\"：{zh}"),
-            (None, Lang::En) => en.to_string(),
-            (None, Lang::Zh) => zh.to_string(),
+        match lang {
+            Lang::Zh => zh,
+            Lang::En => en,
         }
     }
 }

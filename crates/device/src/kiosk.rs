@@ -1,0 +1,321 @@
+//! The kiosk app's whole behaviour, without a window: which screen to show, the visitor's
+//! submit, the manager's PIN session with its inactivity lock, and what the manager screens show.
+//! The Tauri shell maps each command to one method here.
+
+use crate::device::{Counts, Device, ListedEntry};
+use crate::error::DeviceError;
+use crate::keychain::KeyStore;
+use crate::pin::Pin;
+use sealbox_protocol::entry::EntryErrorCode;
+use sealbox_protocol::{EventConfig, Lang};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long an unlocked manager screen stays unlocked without activity.
+pub const MANAGER_IDLE: Duration = Duration::from_secs(120);
+
+/// An error as the UI sees it: a stable code to branch on, the message in both languages, and
+/// the field it belongs to. Never a value.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UiError {
+    pub code: String,
+    pub field: Option<String>,
+    pub zh: String,
+    pub en: String,
+}
+
+impl From<DeviceError> for UiError {
+    fn from(e: DeviceError) -> Self {
+        match &e {
+            DeviceError::Invalid(err) | DeviceError::InvalidLine { error: err, .. } => UiError {
+                code: format!("invalid_entry.{}", code_name(err.code)),
+                field: err.field.clone(),
+                zh: err.hint(Lang::Zh).to_string(),
+                en: err.hint(Lang::En).to_string(),
+            },
+            _ => UiError {
+                code: e.code().to_string(),
+                field: None,
+                zh: zh_for(&e),
+                en: e.to_string(),
+            },
+        }
+    }
+}
+
+fn code_name(c: EntryErrorCode) -> String {
+    serde_json::to_value(c)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn zh_for(e: &DeviceError) -> String {
+    use DeviceError::*;
+    match e {
+        NotEnrolled => "本设备尚未注册：请使用总部提供的注册文件完成注册".into(),
+        AlreadyEnrolled(_) => "本设备已注册，未做任何更改".into(),
+        OrphanDatabase(_) => "数据目录不完整（注册曾中断或目录损坏），未做任何更改".into(),
+        KeyLost(_) => "数据库密钥已丢失（钥匙串中找不到）。数据完好，未做任何更改。请联系总部打开托管密钥并恢复".into(),
+        WrongKey => "钥匙串中的密钥与本数据库不匹配，未做任何更改。请通过总部的托管密钥恢复".into(),
+        Corrupt => "数据库文件已损坏，文件保持原样".into(),
+        DatabaseMissing(_) => "数据库文件丢失，未做任何更改".into(),
+        KeychainUnavailable(_) => "系统钥匙串不可用，未做任何更改。请确认钥匙串服务已运行并已解锁".into(),
+        Invalid(_) | InvalidLine { .. } => "提交内容有误".into(),
+        Enrolment(_) => "注册文件无效".into(),
+        EscrowMismatch => "托管密钥不属于本设备，未做任何更改".into(),
+        PinNotSet => "尚未设置管理员 PIN".into(),
+        PinWrong => "PIN 不正确".into(),
+        PinLocked(s) => format!("PIN 错误次数过多，请 {s} 秒后再试"),
+        PinWeak => "PIN 须为 6 至 12 位数字，且不能是简单序列".into(),
+        Seal(_) => "加密失败".into(),
+        Storage(_) => "存储出错".into(),
+        Io { .. } => "读写文件出错".into(),
+    }
+}
+
+fn locked() -> UiError {
+    UiError {
+        code: "locked".into(),
+        field: None,
+        zh: "管理界面已锁定，请输入 PIN".into(),
+        en: "the manager screens are locked: enter the PIN".into(),
+    }
+}
+
+/// Which screen the app shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct KioskState {
+    /// `form`, `enroll`, or a fault: `key_lost`, `wrong_key`, `database_corrupt`,
+    /// `keychain_unavailable`, `database_missing`, `orphan_database`, `error`.
+    pub screen: String,
+    /// The event config (what the form is rendered from), when the device is ready.
+    pub event: Option<EventConfig>,
+    pub device: Option<String>,
+    /// What happened and what to do, for fault screens.
+    pub problem: Option<UiError>,
+}
+
+/// The status line: a number, never a name.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct StatusLine {
+    pub pending: u64,
+}
+
+/// The manager's overview.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overview {
+    pub event: String,
+    pub device: String,
+    pub counts: Counts,
+    /// Registrations per hour over the last 24 hours, oldest first: `[hour start (ms), count]`.
+    pub per_hour: Vec<(i64, u64)>,
+}
+
+/// The audit tab.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditView {
+    pub ok: bool,
+    pub rows: u64,
+    pub broken_at: Option<i64>,
+    pub recent: Vec<crate::audit::AuditRow>,
+}
+
+/// One kiosk: its data directory, key store, the open device and the manager session.
+pub struct Kiosk {
+    dir: PathBuf,
+    keys: Box<dyn KeyStore>,
+    device: Option<Device>,
+    unlocked_at: Option<Instant>,
+    close_allowed: bool,
+}
+
+impl Kiosk {
+    pub fn new(dir: impl Into<PathBuf>, keys: Box<dyn KeyStore>) -> Kiosk {
+        Kiosk {
+            dir: dir.into(),
+            keys,
+            device: None,
+            unlocked_at: None,
+            close_allowed: false,
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn device(&mut self) -> Result<&mut Device, DeviceError> {
+        if self.device.is_none() {
+            self.device = Some(Device::open(&self.dir, self.keys.as_ref())?);
+        }
+        self.device.as_mut().ok_or(DeviceError::NotEnrolled)
+    }
+
+    /// Which screen to show; opens the device if it can.
+    pub fn state(&mut self) -> KioskState {
+        match self.device() {
+            Ok(dev) => KioskState {
+                screen: "form".into(),
+                event: Some(dev.config().clone()),
+                device: Some(dev.device_name().to_string()),
+                problem: None,
+            },
+            Err(e) => {
+                let screen = match &e {
+                    DeviceError::NotEnrolled => "enroll",
+                    DeviceError::KeyLost(_)
+                    | DeviceError::WrongKey
+                    | DeviceError::Corrupt
+                    | DeviceError::KeychainUnavailable(_)
+                    | DeviceError::DatabaseMissing(_)
+                    | DeviceError::OrphanDatabase(_) => e.code(),
+                    _ => "error",
+                };
+                KioskState {
+                    screen: screen.into(),
+                    event: None,
+                    device: None,
+                    problem: Some(e.into()),
+                }
+            }
+        }
+    }
+
+    /// First run: enrol from the enrolment file's text and set the manager PIN.
+    pub fn enroll(&mut self, enrolment_json: &str, pin: &Pin) -> Result<KioskState, UiError> {
+        crate::pin::check_strength(pin)?;
+        Device::enroll(&self.dir, enrolment_json, self.keys.as_ref())?;
+        self.device()?.set_pin(None, pin)?;
+        Ok(self.state())
+    }
+
+    /// The visitor's submit: returns once the entry is durably stored.
+    pub fn submit(&mut self, values: &serde_json::Value) -> Result<String, UiError> {
+        Ok(self.device()?.add(values)?.to_string())
+    }
+
+    pub fn status_line(&mut self) -> Result<StatusLine, UiError> {
+        let c = self.device()?.counts()?;
+        Ok(StatusLine {
+            pending: c.pending + c.exported,
+        })
+    }
+
+    /// Unlocks the manager screens (rate-limited and audited in the device).
+    pub fn unlock(&mut self, pin: &Pin) -> Result<(), UiError> {
+        self.device()?.verify_pin(pin, "unlock")?;
+        self.unlocked_at = Some(Instant::now());
+        Ok(())
+    }
+
+    pub fn lock(&mut self) {
+        self.unlocked_at = None;
+    }
+
+    pub fn is_unlocked(&self) -> bool {
+        self.unlocked_at.is_some_and(|t| t.elapsed() < MANAGER_IDLE)
+    }
+
+    /// Checks the session and counts this call as activity.
+    fn manager(&mut self) -> Result<&mut Device, UiError> {
+        if !self.is_unlocked() {
+            self.unlocked_at = None;
+            return Err(locked());
+        }
+        self.unlocked_at = Some(Instant::now());
+        Ok(self.device()?)
+    }
+
+    pub fn overview(&mut self, tz_offset_min: i32) -> Result<Overview, UiError> {
+        let dev = self.manager()?;
+        let counts = dev.counts()?;
+        let times = dev.capture_times_with_erased()?;
+        Ok(Overview {
+            event: dev.config().id.clone(),
+            device: dev.device_name().to_string(),
+            counts,
+            per_hour: per_hour(&times, crate::now_ms(), tz_offset_min),
+        })
+    }
+
+    pub fn entries(&mut self, limit: usize) -> Result<Vec<ListedEntry>, UiError> {
+        Ok(self.manager()?.list_unlocked(limit)?)
+    }
+
+    pub fn audit(&mut self, limit: u32) -> Result<AuditView, UiError> {
+        let dev = self.manager()?;
+        let v = dev.audit_verify()?;
+        Ok(AuditView {
+            ok: v.ok(),
+            rows: v.rows,
+            broken_at: v.broken_at,
+            recent: dev.audit_recent(limit)?,
+        })
+    }
+
+    /// Allows the window to close: only with the manager PIN.
+    pub fn allow_close(&mut self, pin: &Pin) -> Result<(), UiError> {
+        self.device()?.verify_pin(pin, "close")?;
+        self.close_allowed = true;
+        Ok(())
+    }
+
+    /// Whether a close request may go through. An unenrolled or broken device has no PIN to
+    /// ask for, and nothing to protect on screen, so it may close.
+    pub fn close_allowed(&mut self) -> bool {
+        self.close_allowed || self.device().is_err()
+    }
+}
+
+/// Counts per hour for the 24 hours up to `now_ms`, in the viewer's time zone (offset in
+/// minutes east of UTC), oldest first.
+pub fn per_hour(times_ms: &[i64], now_ms: i64, tz_offset_min: i32) -> Vec<(i64, u64)> {
+    const HOUR: i64 = 3_600_000;
+    let off = tz_offset_min as i64 * 60_000;
+    let current = (now_ms + off).div_euclid(HOUR) * HOUR - off;
+    let first = current - 23 * HOUR;
+    let mut buckets: Vec<(i64, u64)> = (0..24).map(|i| (first + i * HOUR, 0)).collect();
+    for &t in times_ms {
+        if t >= first && t < current + HOUR {
+            let i = ((t - first) / HOUR) as usize;
+            buckets[i].1 += 1;
+        }
+    }
+    buckets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hours_are_bucketed_in_local_time() {
+        let h = 3_600_000;
+        let now = 100 * h + 30 * 60_000; // 100:30 UTC
+        let b = per_hour(&[now, now - h, now - 2 * h + 1, now - 30 * h], now, 0);
+        assert_eq!(b.len(), 24);
+        assert_eq!(b[23], (100 * h, 1));
+        assert_eq!(b[22].1, 1);
+        assert_eq!(b[21].1, 1);
+        assert_eq!(b.iter().map(|x| x.1).sum::<u64>(), 3);
+        // UTC+5:30: hours start at :30 UTC.
+        let b = per_hour(&[now], now, 330);
+        assert_eq!(b[23].0 % h, 30 * 60_000);
+    }
+
+    #[test]
+    fn entry_errors_keep_their_field_and_both_languages() {
+        let e: UiError = DeviceError::Invalid(sealbox_protocol::entry::EntryError {
+            field: Some("phone".into()),
+            code: EntryErrorCode::BadPhone,
+        })
+        .into();
+        assert_eq!(e.code, "invalid_entry.bad_phone");
+        assert_eq!(e.field.as_deref(), Some("phone"));
+        assert!(e.zh.contains("11 位"));
+        let e: UiError = DeviceError::PinLocked(30).into();
+        assert_eq!((e.code.as_str(), e.zh.contains("30")), ("pin_locked", true));
+    }
+}

@@ -1,0 +1,19 @@
+fn main() {
+    // Only Sealbox's own commands are allowed, and only through the capability below.
+    let attrs = tauri_build::Attributes::new()
+        .capabilities_path_pattern("./src-tauri/capabilities/**/*")
+        .app_manifest(tauri_build::AppManifest::new().commands(&[
+            "kiosk_state",
+            "enroll_device",
+            "submit_entry",
+            "status_line",
+            "unlock",
+            "lock",
+            "manager_overview",
+            "manager_entries",
+            "manager_audit",
+            "request_close",
+            "form_ready",
+        ]));
+    tauri_build::try_build(attrs).expect("tauri build script");
+}

@@ -1,0 +1,100 @@
+//! The kiosk's Tauri commands: arguments in, one call into `sealbox-device`, a serializable
+//! result or a [`UiError`] with a stable code out. Blocking work (Argon2, fsync) runs off the
+//! main thread (`async`).
+
+use crate::Shared;
+use sealbox_device::device::ListedEntry;
+use sealbox_device::kiosk::{AuditView, KioskState, Overview, StatusLine, UiError};
+use sealbox_device::pin::Pin;
+use tauri::{Runtime, State, Window};
+
+#[tauri::command(async)]
+pub fn kiosk_state(shared: State<'_, Shared>) -> KioskState {
+    shared.kiosk().state()
+}
+
+/// First run: the enrolment file's text (read by the page from the chosen file) and the new PIN.
+#[tauri::command(async)]
+pub fn enroll_device(
+    shared: State<'_, Shared>,
+    enrolment: String,
+    pin: String,
+) -> Result<KioskState, UiError> {
+    let enrolment = zeroize::Zeroizing::new(enrolment);
+    shared.kiosk().enroll(&enrolment, &Pin::new(pin))
+}
+
+/// The visitor's submit; resolves only after the entry is durably stored.
+#[tauri::command(async)]
+pub fn submit_entry(
+    shared: State<'_, Shared>,
+    values: serde_json::Value,
+) -> Result<String, UiError> {
+    shared.kiosk().submit(&values)
+}
+
+#[tauri::command(async)]
+pub fn status_line(shared: State<'_, Shared>) -> Result<StatusLine, UiError> {
+    shared.kiosk().status_line()
+}
+
+#[tauri::command(async)]
+pub fn unlock(shared: State<'_, Shared>, pin: String) -> Result<(), UiError> {
+    shared.kiosk().unlock(&Pin::new(pin))
+}
+
+#[tauri::command(async)]
+pub fn lock(shared: State<'_, Shared>) {
+    shared.kiosk().lock()
+}
+
+#[tauri::command(async)]
+pub fn manager_overview(
+    shared: State<'_, Shared>,
+    tz_offset_min: i32,
+) -> Result<Overview, UiError> {
+    shared.kiosk().overview(tz_offset_min)
+}
+
+#[tauri::command(async)]
+pub fn manager_entries(shared: State<'_, Shared>) -> Result<Vec<ListedEntry>, UiError> {
+    shared.kiosk().entries(500)
+}
+
+#[tauri::command(async)]
+pub fn manager_audit(shared: State<'_, Shared>) -> Result<AuditView, UiError> {
+    shared.kiosk().audit(100)
+}
+
+/// Closes the window, if the manager PIN allows it.
+#[tauri::command(async)]
+pub fn request_close<R: Runtime>(
+    shared: State<'_, Shared>,
+    window: Window<R>,
+    pin: String,
+) -> Result<(), UiError> {
+    shared.kiosk().allow_close(&Pin::new(pin))?;
+    window.close().map_err(|e| UiError {
+        code: "window".into(),
+        field: None,
+        zh: "无法关闭窗口".into(),
+        en: format!("the window could not close: {e}"),
+    })
+}
+
+/// The page reports that the form (or first-run screen) is on screen; the first report prints
+/// the time since start, which `cargo xtask bench` reads.
+#[tauri::command]
+pub fn form_ready(shared: State<'_, Shared>) {
+    let mut reported = shared
+        .ready_reported
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if !*reported {
+        *reported = true;
+        eprintln!(
+            "sealbox-kiosk: form ready after {} ms",
+            shared.started.elapsed().as_millis()
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! Sealbox's kiosk app: the Tauri shell around `sealbox-device`.
+//!
+//! Thin by design: [`commands`] map arguments to one call on [`sealbox_device::kiosk::Kiosk`]
+//! and map the result back; every decision lives in the library, testable without a window.
+//! This file wires the window: lockdown (no navigation away, close only with the manager PIN)
+//! and the app state. [`builder`] is generic over the runtime so tests use
+//! `tauri::test::mock_builder()`.
+
+pub mod commands;
+
+use sealbox_device::kiosk::Kiosk;
+use sealbox_device::OsKeychain;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Instant;
+use tauri::{Manager, Runtime};
+
+/// The app's state: one kiosk, behind a mutex (the database connection is not shared).
+pub struct Shared {
+    pub kiosk: Mutex<Kiosk>,
+    pub started: Instant,
+    pub ready_reported: Mutex<bool>,
+}
+
+impl Shared {
+    pub fn new(dir: PathBuf, started: Instant) -> Shared {
+        Shared {
+            kiosk: Mutex::new(Kiosk::new(dir, Box::new(OsKeychain))),
+            started,
+            ready_reported: Mutex::new(false),
+        }
+    }
+
+    /// The kiosk, even if a panic poisoned the lock (the kiosk's state stays consistent: every
+    /// write is one database transaction).
+    pub fn kiosk(&self) -> std::sync::MutexGuard<'_, Kiosk> {
+        self.kiosk.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Only the app's own pages may load: `tauri://localhost` or `http(s)://tauri.localhost`.
+pub fn is_app_url(url: &tauri::Url) -> bool {
+    url.scheme() == "tauri" || url.host_str() == Some("tauri.localhost")
+}
+
+/// The app's builder, for any runtime: commands, navigation lock and close guard.
+pub fn builder<R: Runtime>(builder: tauri::Builder<R>, shared: Shared) -> tauri::Builder<R> {
+    builder
+        .manage(shared)
+        .plugin(
+            tauri::plugin::Builder::<R>::new("lockdown")
+                .on_navigation(|_, url| is_app_url(url))
+                .build(),
+        )
+        .invoke_handler(tauri::generate_handler![
+            commands::kiosk_state,
+            commands::enroll_device,
+            commands::submit_entry,
+            commands::status_line,
+            commands::unlock,
+            commands::lock,
+            commands::manager_overview,
+            commands::manager_entries,
+            commands::manager_audit,
+            commands::request_close,
+            commands::form_ready,
+        ])
+        .on_window_event(|window, event| {
+            if let tauri::WindowEvent::CloseRequested { api, .. } = event {
+                let shared = window.state::<Shared>();
+                if !shared.kiosk().close_allowed() {
+                    api.prevent_close();
+                }
+            }
+        })
+}
+
+/// Where the app keeps its data: `SEALBOX_DATA_DIR`, else the platform's app data directory.
+fn data_dir<R: Runtime>(app: &tauri::AppHandle<R>) -> PathBuf {
+    match std::env::var_os("SEALBOX_DATA_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => app
+            .path()
+            .app_data_dir()
+            .unwrap_or_else(|_| PathBuf::from("sealbox-data"))
+            .join("device"),
+    }
+}
+
+/// Runs the kiosk app.
+pub fn run() {
+    let started = Instant::now();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SEALBOX_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let context = tauri::generate_context!();
+    // The data directory needs the app's paths, which exist only once the app is built: build
+    // with a placeholder, then swap in the real kiosk in setup.
+    let app = builder(
+        tauri::Builder::default(),
+        Shared::new(PathBuf::new(), started),
+    )
+    .setup(|app| {
+        let dir = data_dir(app.handle());
+        let shared = app.state::<Shared>();
+        *shared.kiosk() = Kiosk::new(dir, Box::new(OsKeychain));
+        Ok(())
+    })
+    .build(context);
+    match app {
+        Ok(app) => app.run(|_, _| {}),
+        Err(e) => {
+            eprintln!("error: the kiosk window could not start: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

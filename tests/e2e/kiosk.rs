@@ -1,0 +1,427 @@
+//! The real kiosk window, driven through WebDriver (`tauri-driver` + WebKitWebDriver) under
+//! Xvfb: what a visitor and a manager do, and what is left behind afterwards.
+
+use crate::store::{canary_entry, CANARY_COMPANY, CANARY_EMAIL, CANARY_NAME, CANARY_PHONE};
+use fantoccini::{Client, ClientBuilder, Locator};
+use sealbox_tests::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tauri_driver() -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
+    let p = home.join("bin/tauri-driver");
+    assert!(
+        p.exists(),
+        "tauri-driver is missing: `cargo xtask test` installs it"
+    );
+    p
+}
+
+/// Starts tauri-driver with the kiosk's environment: its data dir, and XDG dirs inside the
+/// sandbox so the webview's own storage and cache can be searched afterwards.
+fn start_driver(sb: &Sandbox, xdg: &Path, log: &Path) -> Driver {
+    assert!(
+        std::env::var_os("DISPLAY").is_some(),
+        "the kiosk test needs a display: run it with `cargo xtask test` (Xvfb)"
+    );
+    let port = free_port();
+    let native = free_port();
+    let log = std::fs::File::create(log).unwrap();
+    let child = Command::new(tauri_driver())
+        .args([
+            "--port",
+            &port.to_string(),
+            "--native-port",
+            &native.to_string(),
+        ])
+        .args(["--native-driver", "/usr/bin/WebKitWebDriver"])
+        .env("SEALBOX_DATA_DIR", &sb.dev)
+        .env("XDG_DATA_HOME", xdg.join("data"))
+        .env("XDG_CACHE_HOME", xdg.join("cache"))
+        .env("XDG_CONFIG_HOME", xdg.join("config"))
+        .env("TMPDIR", &sb.tmpdir)
+        .env("NO_AT_BRIDGE", "1")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start tauri-driver");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "tauri-driver did not listen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Driver { child, port }
+}
+
+async fn js(c: &Client, script: &str) -> serde_json::Value {
+    c.execute(script, vec![]).await.expect(script)
+}
+
+/// Polls a JS expression until it is true.
+async fn wait_for(c: &Client, what: &str, expr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if js(c, &format!("return !!({expr});")).await == serde_json::Value::Bool(true) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let screen = js(c, "return document.body.dataset.screen + ' | ' + location.href + ' | ' + (document.getElementById('fault-text') || {}).textContent + ' | tauri: ' + typeof window.__TAURI__ + ' | pad: ' + document.getElementById('pin-pad').children.length + ' | ready: ' + document.readyState + ' | text: ' + typeof window.SEALBOX_TEXT + ' | scripts: ' + [...document.scripts].map(s => s.src || ('inline ' + s.textContent.length)).join(',') + ' | errors: ' + JSON.stringify(window.SEALBOX_ERRORS);").await;
+            if let Ok(png) = c.screenshot().await {
+                let _ = std::fs::write(artifacts().join("kiosk-failure.png"), png);
+            }
+            let probe = tokio::time::timeout(
+                Duration::from_secs(10),
+                c.execute_async(
+                    "const cb = arguments[arguments.length - 1]; window.__TAURI__.core.invoke('kiosk_state').then(r => cb('ok ' + r.screen), e => cb('err ' + JSON.stringify(e)));",
+                    vec![],
+                ),
+            )
+            .await;
+            panic!("timed out waiting for {what} ({expr}); the screen: {screen}; kiosk_state: {probe:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn fill(c: &Client, name: &str, value: &str) {
+    let input = c
+        .find(Locator::Css(&format!("input[name=\"{name}\"]")))
+        .await
+        .unwrap();
+    input.clear().await.unwrap();
+    input.send_keys(value).await.unwrap();
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Ticks a checkbox if it is not ticked yet.
+async fn tick(c: &Client, css: &str) {
+    let checked = js(
+        c,
+        &format!("return document.querySelector('{css}').checked;"),
+    )
+    .await;
+    if checked != serde_json::Value::Bool(true) {
+        click(c, css).await;
+    }
+}
+
+async fn visible(c: &Client, id: &str) -> bool {
+    js(
+        c,
+        &format!("return !document.getElementById('{id}').hidden;"),
+    )
+    .await
+        == serde_json::Value::Bool(true)
+}
+
+async fn enter_pin(c: &Client, pin: &str) {
+    click(c, "#open-pin").await;
+    wait_for(
+        c,
+        "the PIN pad",
+        "document.getElementById('pin-dialog').open",
+    )
+    .await;
+    for d in pin.chars() {
+        click(c, &format!(".pin-key[data-key=\"{d}\"]")).await;
+    }
+    click(c, "#pin-ok").await;
+}
+
+fn artifacts() -> PathBuf {
+    let d = workspace().join("target/e2e-artifacts");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn visitor_and_manager_in_the_real_window() {
+    let sb = Sandbox::enrolled();
+    let xdg = sb.tmp.path().join("xdg");
+    let driver_log = std::env::var_os("SEALBOX_DRIVER_LOG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| sb.tmp.path().join("driver.log"));
+    let driver = start_driver(&sb, &xdg, &driver_log);
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "tauri:options".into(),
+        serde_json::json!({ "application": bin("sealbox-kiosk") }),
+    );
+    let c = ClientBuilder::native()
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a WebDriver session on the kiosk");
+
+    let outcome = drive(&c).await;
+    if outcome.is_err() {
+        if let Ok(png) = c.screenshot().await {
+            let _ = std::fs::write(artifacts().join("kiosk-failure.png"), png);
+        }
+    }
+    let _ = c.close().await;
+    drop(driver);
+    if let Err(e) = outcome {
+        panic!(
+            "{e}\n--- driver log:\n{}",
+            std::fs::read_to_string(&driver_log).unwrap_or_default()
+        );
+    }
+
+    // The CLI, on the same data dir and keychain, sees the three entries.
+    assert_eq!(sb.pending(), 3);
+    // Nothing of the visitors is left in the data dir, the webview's storage and cache, the
+    // temp dir, or anything the app and its driver printed.
+    for canary in [
+        CANARY_NAME,
+        CANARY_PHONE,
+        CANARY_EMAIL,
+        CANARY_COMPANY,
+        "Qzcanary",
+    ] {
+        for dir in [&sb.dev, &xdg, &sb.tmpdir] {
+            let hits = files_containing(dir, canary);
+            assert!(hits.is_empty(), "{canary} found in {hits:?}");
+        }
+        let log = std::fs::read_to_string(&driver_log).unwrap_or_default();
+        assert!(!log.contains(canary), "{canary} in the app's output");
+    }
+}
+
+async fn drive(c: &Client) -> Result<(), String> {
+    wait_for(
+        c,
+        "the form",
+        "document.querySelector('input[name=\"name\"]')",
+    )
+    .await;
+    // The inputs the issue names, and no memory for the next visitor.
+    assert_eq!(
+        js(
+            c,
+            "return document.querySelectorAll('#entry-form button[type=submit]').length;"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        js(
+            c,
+            "return document.querySelectorAll('input[name=consent][type=checkbox]').length;"
+        )
+        .await,
+        1
+    );
+    assert_eq!(js(c, "return [...document.querySelectorAll('#entry-form input')].every(i => i.getAttribute('autocomplete') === 'off' && i.getAttribute('spellcheck') === 'false');").await, true);
+    assert_eq!(
+        js(
+            c,
+            "return document.querySelector('input[name=phone]').type;"
+        )
+        .await,
+        "tel"
+    );
+    // Let WebKit paint before the screenshot.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let shot = c.screenshot().await.map_err(|e| e.to_string())?;
+    std::fs::write(artifacts().join("kiosk-form.png"), shot).unwrap();
+
+    // Switch language.
+    assert_eq!(
+        js(c, "return document.getElementById('submit').textContent;").await,
+        "提交"
+    );
+    click(c, "#lang-en").await;
+    wait_for(
+        c,
+        "English",
+        "document.getElementById('submit').textContent === 'Submit'",
+    )
+    .await;
+
+    // An invalid entry: the inline error under the phone field, focus moved there.
+    fill(c, "name", "Li").await;
+    fill(c, "phone", "12345").await;
+    click(c, "input[name=consent]").await;
+    click(c, "#submit").await;
+    wait_for(
+        c,
+        "the phone error",
+        "document.getElementById('err-phone').textContent.length > 0",
+    )
+    .await;
+    let err = js(
+        c,
+        "return document.getElementById('err-phone').textContent;",
+    )
+    .await;
+    assert!(err.as_str().unwrap().contains("11 digits"), "{err}");
+    assert_eq!(js(c, "return document.activeElement.name;").await, "phone");
+
+    // Three valid entries with canary values.
+    for i in 0..3 {
+        let v: serde_json::Value = serde_json::from_str(&canary_entry(i)).unwrap();
+        fill(c, "name", v["name"].as_str().unwrap()).await;
+        fill(c, "phone", CANARY_PHONE).await;
+        fill(c, "email", CANARY_EMAIL).await;
+        fill(c, "company", CANARY_COMPANY).await;
+        click(c, "input[name=interest][value=sensors]").await;
+        tick(c, "input[name=consent]").await;
+        click(c, "#submit").await;
+        wait_for(
+            c,
+            "thank you",
+            "!document.getElementById('screen-thanks').hidden",
+        )
+        .await;
+        // Nothing of the visitor is in the DOM any more.
+        let html = js(c, "return document.documentElement.outerHTML;").await;
+        assert!(
+            !html.as_str().unwrap().contains("Qzcanary"),
+            "the DOM keeps no trace"
+        );
+        assert!(!html.as_str().unwrap().contains(CANARY_PHONE));
+        // The form clears itself (thank_you_seconds), back in the event's default language.
+        wait_for(
+            c,
+            "the form again",
+            "!document.getElementById('screen-form').hidden",
+        )
+        .await;
+        assert_eq!(
+            js(c, "return document.documentElement.lang;").await,
+            "zh-CN"
+        );
+        let empty = js(c, "return [...document.querySelectorAll('#entry-form input')].every(i => (i.type === 'checkbox' || i.type === 'radio') ? !i.checked : i.value === '');").await;
+        assert_eq!(empty, true, "the form is empty for the next visitor");
+    }
+    wait_for(
+        c,
+        "3 pending",
+        "document.getElementById('status-text').textContent.includes('3')",
+    )
+    .await;
+    assert!(!visible(c, "screen-manager").await);
+
+    // A wrong PIN: refused, still the visitor's screen.
+    enter_pin(c, "999999").await;
+    wait_for(
+        c,
+        "the PIN error",
+        "document.getElementById('err-pin').textContent.length > 0",
+    )
+    .await;
+    assert!(
+        !visible(c, "screen-manager").await,
+        "a wrong PIN must not unlock"
+    );
+    assert_eq!(
+        js(c, "return document.getElementById('pin-dots').textContent;").await,
+        "",
+        "no echo of the PIN"
+    );
+    click(c, "#pin-cancel").await;
+
+    // The right PIN: the manager screens.
+    enter_pin(c, PIN).await;
+    wait_for(
+        c,
+        "the manager screen",
+        "!document.getElementById('screen-manager').hidden",
+    )
+    .await;
+    wait_for(
+        c,
+        "the counts",
+        "document.getElementById('n-pending').textContent === '3'",
+    )
+    .await;
+    wait_for(
+        c,
+        "the chart",
+        "document.querySelectorAll('#chart rect').length === 24",
+    )
+    .await;
+    click(c, "#tab-entries").await;
+    wait_for(
+        c,
+        "the masked list",
+        "document.querySelectorAll('#entries-body tr').length === 3",
+    )
+    .await;
+    let list = js(
+        c,
+        "return document.getElementById('entries-body').textContent;",
+    )
+    .await;
+    let list = list.as_str().unwrap();
+    assert!(list.contains("139****0123"), "{list}");
+    assert!(list.contains("传感器"), "choices show their label: {list}");
+    assert!(
+        !list.contains(CANARY_PHONE) && !list.contains(CANARY_NAME) && !list.contains(CANARY_EMAIL),
+        "{list}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let shot = c.screenshot().await.map_err(|e| e.to_string())?;
+    std::fs::write(artifacts().join("kiosk-manager.png"), shot).unwrap();
+    click(c, "#tab-audit").await;
+    wait_for(
+        c,
+        "the audit check",
+        "document.getElementById('audit-result').classList.contains('ok')",
+    )
+    .await;
+
+    // Lock: back to an empty visitor form, and the manager data is gone from the DOM.
+    click(c, "#lock").await;
+    wait_for(
+        c,
+        "the visitor form",
+        "!document.getElementById('screen-form').hidden",
+    )
+    .await;
+    assert!(!visible(c, "screen-manager").await);
+    let html = js(c, "return document.documentElement.outerHTML;").await;
+    assert!(
+        !html.as_str().unwrap().contains("139****0123"),
+        "locking clears the manager's tables"
+    );
+    // No script error happened on the way.
+    assert_eq!(
+        js(c, "return window.SEALBOX_ERRORS;").await,
+        serde_json::json!([])
+    );
+    Ok(())
+}

@@ -1,0 +1,531 @@
+// Sealbox kiosk: the visitor form and the manager screens. All data goes through Tauri
+// commands; the page keeps a draft only in the DOM and wipes it after submit or when idle.
+"use strict";
+
+(() => {
+  const invoke = (cmd, args) => window.__TAURI__.core.invoke(cmd, args || {});
+  const TEXT = window.SEALBOX_TEXT;
+  const $ = (id) => document.getElementById(id);
+  const el = (tag, props, ...kids) => {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(props || {})) {
+      if (k === "class") e.className = v;
+      else if (k === "text") e.textContent = v;
+      else if (v === true) e.setAttribute(k, "");
+      else if (v !== false && v != null) e.setAttribute(k, v);
+    }
+    for (const k of kids) if (k) e.append(k);
+    return e;
+  };
+
+  const MANAGER_IDLE_MS = 120000;
+  const IDLE_COUNTDOWN_S = 10;
+  const WAITING_WARN_DAYS = 3;
+
+  let lang = "zh";
+  let event = null;
+  let screen = null;
+  let thanksTimer = null;
+  let idleTimer = null;
+  let countdownTimer = null;
+  let managerTimer = null;
+  let managerTab = "overview";
+  let pinPurpose = "unlock";
+  let pinDigits = "";
+
+  const t = (key, ...args) => {
+    const v = TEXT[lang][key];
+    return typeof v === "function" ? v(...args) : v != null ? v : key;
+  };
+  const pick = (text) => (text ? text[lang] : "");
+
+  // ---- lockdown: no context menu, zoom, reload, drops or navigation ------------------------
+  document.addEventListener("contextmenu", (e) => e.preventDefault());
+  document.addEventListener("dragover", (e) => e.preventDefault());
+  document.addEventListener("drop", (e) => e.preventDefault());
+  document.addEventListener("wheel", (e) => { if (e.ctrlKey) e.preventDefault(); }, { passive: false });
+  document.addEventListener("gesturestart", (e) => e.preventDefault());
+  document.addEventListener("keydown", (e) => {
+    const k = e.key.toLowerCase();
+    const mod = e.ctrlKey || e.metaKey;
+    if (k === "f5" || k === "f11" || k === "f12" || (mod && ["r", "p", "s", "o", "f", "g", "u", "+", "-", "=", "0"].includes(k)) ||
+        (e.altKey && (k === "arrowleft" || k === "arrowright" || k === "home"))) {
+      e.preventDefault();
+    }
+  }, true);
+  document.addEventListener("click", (e) => {
+    const a = e.target.closest && e.target.closest("a");
+    if (a) e.preventDefault();
+  });
+
+  // ---- screens --------------------------------------------------------------------------------
+  function show(name) {
+    screen = name;
+    for (const s of document.querySelectorAll(".screen")) s.hidden = s.id !== `screen-${name}`;
+    document.body.dataset.screen = name;
+  }
+
+  function applyText() {
+    document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+    for (const e of document.querySelectorAll("[data-i18n]")) e.textContent = t(e.dataset.i18n);
+    for (const e of document.querySelectorAll("[data-i18n-label]")) e.setAttribute("aria-label", t(e.dataset.i18nLabel));
+    $("lang-zh").setAttribute("aria-pressed", String(lang === "zh"));
+    $("lang-en").setAttribute("aria-pressed", String(lang === "en"));
+    $("event-name").textContent = event ? pick(event.name) : "Sealbox";
+  }
+
+  function setLang(l) {
+    lang = l;
+    applyText();
+    if (screen === "form") renderFormText();
+    if (screen === "manager") refreshManager();
+    refreshStatus();
+  }
+
+  // ---- the visitor form -----------------------------------------------------------------------
+  function inputFor(f) {
+    const common = { name: f.key, autocomplete: "off", spellcheck: "false", autocapitalize: "off", "aria-describedby": `err-${f.key}` };
+    const id = `f-${f.key}`;
+    switch (f.kind) {
+      case "phone":
+        return el("input", { ...common, id, type: "tel", inputmode: "tel", maxlength: "20" });
+      case "email":
+        return el("input", { ...common, id, type: "email", inputmode: "email", maxlength: String(f.max_length || 200) });
+      case "checkbox":
+        return el("input", { ...common, id, type: "checkbox" });
+      case "choice":
+      case "multi": {
+        const box = el("div", { class: "options", role: f.kind === "choice" ? "radiogroup" : "group", id, "aria-labelledby": `l-${f.key}` });
+        for (const o of f.options) {
+          const input = el("input", { ...common, type: f.kind === "choice" ? "radio" : "checkbox", value: o.value });
+          box.append(el("label", { class: "chip" }, input, el("span", { "data-option": o.value })));
+        }
+        return box;
+      }
+      default:
+        return el("input", { ...common, id, type: "text", maxlength: String(f.max_length || 200) });
+    }
+  }
+
+  function renderForm() {
+    const box = $("fields");
+    box.replaceChildren();
+    for (const f of event.fields) {
+      const wrap = el("div", { class: `field kind-${f.kind}`, "data-field": f.key });
+      const label = el("label", { id: `l-${f.key}`, for: `f-${f.key}`, class: "label" },
+        el("span", { class: "label-text" }), el("span", { class: "req" }));
+      wrap.append(label, inputFor(f), el("p", { class: "error", id: `err-${f.key}`, role: "alert" }));
+      box.append(wrap);
+    }
+    $("consent").checked = false;
+    clearErrors();
+    renderFormText();
+  }
+
+  function renderFormText() {
+    for (const f of event.fields) {
+      const wrap = document.querySelector(`[data-field="${f.key}"]`);
+      if (!wrap) continue;
+      wrap.querySelector(".label-text").textContent = pick(f.label);
+      wrap.querySelector(".req").textContent = f.required ? ` (${t("required")})` : ` (${t("optional")})`;
+      for (const s of wrap.querySelectorAll("[data-option]")) {
+        const o = f.options.find((x) => x.value === s.dataset.option);
+        s.textContent = o ? pick(o.label) : s.dataset.option;
+      }
+    }
+    $("consent-text").textContent = pick(event.consent.text);
+    $("submit").textContent = t("submit");
+  }
+
+  function collect() {
+    const form = $("entry-form");
+    const values = {};
+    for (const f of event.fields) {
+      if (f.kind === "multi") {
+        const picked = [...form.querySelectorAll(`input[name="${f.key}"]:checked`)].map((i) => i.value);
+        if (picked.length) values[f.key] = picked;
+      } else if (f.kind === "choice") {
+        const c = form.querySelector(`input[name="${f.key}"]:checked`);
+        if (c) values[f.key] = c.value;
+      } else if (f.kind === "checkbox") {
+        values[f.key] = form.querySelector(`input[name="${f.key}"]`).checked;
+      } else {
+        const v = form.querySelector(`input[name="${f.key}"]`).value;
+        if (v.trim() !== "") values[f.key] = v;
+      }
+    }
+    values.consent = $("consent").checked;
+    return values;
+  }
+
+  function clearErrors() {
+    for (const e of document.querySelectorAll("#entry-form .error")) e.textContent = "";
+    for (const e of document.querySelectorAll("#entry-form [aria-invalid]")) e.removeAttribute("aria-invalid");
+  }
+
+  function showEntryError(err) {
+    clearErrors();
+    const msg = err && err[lang] ? err[lang] : String(err);
+    const field = err && err.field;
+    if (err && err.code === "invalid_entry.no_consent") {
+      $("err-consent").textContent = msg;
+      $("consent").focus();
+    } else if (field && document.querySelector(`[data-field="${field}"]`)) {
+      $(`err-${field}`).textContent = msg;
+      const input = document.querySelector(`[data-field="${field}"] input`);
+      input.setAttribute("aria-invalid", "true");
+      input.focus();
+    } else {
+      $("err-form").textContent = msg;
+    }
+  }
+
+  function formHasInput() {
+    return [...$("entry-form").querySelectorAll("input")].some((i) =>
+      (i.type === "checkbox" || i.type === "radio") ? i.checked : i.value !== "");
+  }
+
+  // Back to an empty form in the event's language: nothing of the last visitor remains.
+  function wipeForm() {
+    clearTimeout(thanksTimer);
+    clearTimeout(managerTimer);
+    stopIdle();
+    clearManager();
+    if (!event) return;
+    lang = event.kiosk.default_lang || "zh";
+    applyText();
+    renderForm();
+    show("form");
+  }
+
+  async function submit(e) {
+    e.preventDefault();
+    const button = $("submit");
+    if (button.disabled) return;
+    button.disabled = true;
+    button.textContent = t("saving");
+    let values = collect();
+    try {
+      await invoke("submit_entry", { values });
+      values = null;
+      // The entry is durably stored: only now say thank you.
+      $("fields").replaceChildren();
+      $("consent").checked = false;
+      show("thanks");
+      $("thanks").focus();
+      thanksTimer = setTimeout(wipeForm, (event.kiosk.thank_you_seconds || 5) * 1000);
+      refreshStatus();
+    } catch (err) {
+      showEntryError(err);
+    } finally {
+      button.disabled = false;
+      button.textContent = t("submit");
+    }
+  }
+
+  // ---- idle: "still there?" then wipe ------------------------------------------------------
+  function stopIdle() {
+    clearTimeout(idleTimer);
+    clearInterval(countdownTimer);
+    if ($("idle-dialog").open) $("idle-dialog").close();
+  }
+
+  function armIdle() {
+    clearTimeout(idleTimer);
+    if (screen !== "form" || !event) return;
+    idleTimer = setTimeout(() => {
+      if (screen !== "form" || !formHasInput()) return;
+      let left = IDLE_COUNTDOWN_S;
+      $("idle-count").textContent = t("idle_count", left);
+      $("idle-dialog").showModal();
+      countdownTimer = setInterval(() => {
+        left -= 1;
+        $("idle-count").textContent = t("idle_count", left);
+        if (left <= 0) wipeForm();
+      }, 1000);
+    }, (event.kiosk.idle_reset_seconds || 60) * 1000);
+  }
+
+  // ---- status line ------------------------------------------------------------------------
+  async function refreshStatus() {
+    if (screen !== "form" && screen !== "thanks" && screen !== "manager") {
+      $("status-text").textContent = "";
+      return;
+    }
+    try {
+      const s = await invoke("status_line");
+      $("status-text").textContent = t("status_pending", s.pending);
+    } catch (_) {
+      $("status-text").textContent = "";
+    }
+  }
+
+  // ---- PIN pad ----------------------------------------------------------------------------
+  function renderPinPad() {
+    const pad = $("pin-pad");
+    pad.replaceChildren();
+    for (const d of ["1", "2", "3", "4", "5", "6", "7", "8", "9", "", "0", "⌫"]) {
+      if (d === "") { pad.append(el("span")); continue; }
+      const b = el("button", { type: "button", class: "pin-key", "data-key": d, text: d });
+      if (d === "⌫") b.setAttribute("aria-label", t("backspace"));
+      pad.append(b);
+    }
+  }
+
+  function renderDots() {
+    $("pin-dots").textContent = "●".repeat(pinDigits.length);
+  }
+
+  function openPin(purpose) {
+    pinPurpose = purpose;
+    pinDigits = "";
+    renderDots();
+    $("err-pin").textContent = "";
+    $("pin-title").textContent = t(purpose === "quit" ? "pin_quit_title" : "pin_title");
+    $("pin-dialog").showModal();
+    $("pin-ok").focus();
+  }
+
+  function pinKey(k) {
+    if (k === "⌫" || k === "Backspace") pinDigits = pinDigits.slice(0, -1);
+    else if (/^[0-9]$/.test(k) && pinDigits.length < 12) pinDigits += k;
+    renderDots();
+  }
+
+  async function pinSubmit() {
+    const pin = pinDigits;
+    pinDigits = "";
+    renderDots();
+    try {
+      if (pinPurpose === "quit") {
+        await invoke("request_close", { pin });
+      } else {
+        await invoke("unlock", { pin });
+        $("pin-dialog").close();
+        openManager();
+      }
+    } catch (err) {
+      $("err-pin").textContent = err && err[lang] ? err[lang] : String(err);
+    }
+  }
+
+  // ---- manager ----
+  function clearManager() {
+    for (const id of ["entries-head", "entries-body", "audit-head", "audit-body", "chart"]) $(id).replaceChildren();
+    for (const id of ["n-pending", "n-exported", "n-erased", "audit-result", "warning"]) $(id).textContent = "";
+  }
+
+  function touchManager() {
+    clearTimeout(managerTimer);
+    managerTimer = setTimeout(lockManager, MANAGER_IDLE_MS);
+  }
+
+  async function lockManager() {
+    clearTimeout(managerTimer);
+    try { await invoke("lock"); } catch (_) { /* locking cannot fail in a way the visitor should see */ }
+    wipeForm();
+    refreshStatus();
+  }
+
+  function openManager() {
+    stopIdle();
+    $("fields").replaceChildren();
+    show("manager");
+    selectTab("overview");
+    touchManager();
+  }
+
+  function selectTab(tab) {
+    managerTab = tab;
+    for (const b of document.querySelectorAll(".tab")) b.setAttribute("aria-selected", String(b.dataset.tab === tab));
+    for (const p of document.querySelectorAll(".panel")) p.hidden = p.id !== `panel-${tab}`;
+    refreshManager();
+  }
+
+  // A plain choice shows its label in the manager's language; masked values stay as they are.
+  function shownValue(f, v) {
+    if (v == null) return "";
+    if ((f.kind === "choice" || f.kind === "multi") && f.display === "plain") {
+      return v.split(", ").map((x) => { const o = f.options.find((o) => o.value === x); return o ? pick(o.label) : x; }).join(", ");
+    }
+    return v;
+  }
+
+  function fmtTime(ms) {
+    return new Date(ms).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB", { hour12: false });
+  }
+
+  async function managerCall(cmd, args) {
+    try {
+      return await invoke(cmd, args);
+    } catch (err) {
+      if (err && err.code === "locked") { wipeForm(); return null; }
+      throw err;
+    }
+  }
+
+  async function refreshManager() {
+    if (screen !== "manager") return;
+    touchManager();
+    if (managerTab === "overview") {
+      const o = await managerCall("manager_overview", { tzOffsetMin: -new Date().getTimezoneOffset() });
+      if (!o) return;
+      $("n-pending").textContent = o.counts.pending;
+      $("n-exported").textContent = o.counts.exported;
+      $("n-erased").textContent = o.counts.erased;
+      const old = o.counts.oldest_waiting_ms;
+      $("warning").textContent = old && Date.now() - old > WAITING_WARN_DAYS * 86400000 ? t("waiting_long", WAITING_WARN_DAYS) : "";
+      drawChart(o.per_hour);
+    } else if (managerTab === "entries") {
+      const rows = await managerCall("manager_entries");
+      if (!rows) return;
+      const shown = event.fields.filter((f) => f.display !== "hidden");
+      $("entries-head").replaceChildren(el("tr", {}, el("th", { text: t("time") }),
+        ...shown.map((f) => el("th", { text: pick(f.label) })), el("th", { text: t("state") })));
+      $("entries-body").replaceChildren(...rows.map((r) => el("tr", {}, el("td", { text: fmtTime(r.captured_at_ms) }),
+        ...shown.map((f) => el("td", { text: shownValue(f, r.summary[f.key]) })),
+        el("td", { text: t(r.state === "exported" ? "state_exported" : "state_pending") }))));
+      $("entries-empty").hidden = rows.length > 0;
+    } else {
+      const a = await managerCall("manager_audit");
+      if (!a) return;
+      $("audit-result").textContent = a.ok ? t("audit_ok", a.rows) : t("audit_broken", a.broken_at);
+      $("audit-result").className = `audit-result ${a.ok ? "ok" : "bad"}`;
+      $("audit-head").replaceChildren(el("tr", {}, el("th", { text: "#" }), el("th", { text: t("time") }),
+        el("th", { text: t("action") }), el("th", { text: t("detail") })));
+      $("audit-body").replaceChildren(...a.recent.map((r) => el("tr", {}, el("td", { text: String(r.seq) }),
+        el("td", { text: fmtTime(r.at_ms) }), el("td", { text: r.action }), el("td", { text: JSON.stringify(r.detail) }))));
+    }
+  }
+
+  // A bar chart of registrations per hour, drawn from times only.
+  function drawChart(perHour) {
+    const W = 960, H = 220, pad = 28;
+    const max = Math.max(1, ...perHour.map((b) => b[1]));
+    const bw = (W - pad * 2) / perHour.length;
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    svg.setAttribute("role", "img");
+    svg.setAttribute("aria-label", t("per_hour"));
+    perHour.forEach(([start, n], i) => {
+      const h = ((H - pad * 2) * n) / max;
+      const r = document.createElementNS(ns, "rect");
+      r.setAttribute("x", String(pad + i * bw + 2));
+      r.setAttribute("y", String(H - pad - h));
+      r.setAttribute("width", String(Math.max(1, bw - 4)));
+      r.setAttribute("height", String(h));
+      r.setAttribute("class", "bar");
+      const title = document.createElementNS(ns, "title");
+      title.textContent = `${new Date(start).getHours()}:00 — ${n}`;
+      r.append(title);
+      svg.append(r);
+      if (n > 0) {
+        const v = document.createElementNS(ns, "text");
+        v.setAttribute("x", String(pad + i * bw + bw / 2));
+        v.setAttribute("y", String(H - pad - h - 4));
+        v.setAttribute("class", "bar-value");
+        v.textContent = String(n);
+        svg.append(v);
+      }
+      if (i % 3 === 0) {
+        const l = document.createElementNS(ns, "text");
+        l.setAttribute("x", String(pad + i * bw + bw / 2));
+        l.setAttribute("y", String(H - 8));
+        l.setAttribute("class", "axis");
+        l.textContent = `${new Date(start).getHours()}:00`;
+        svg.append(l);
+      }
+    });
+    $("chart").replaceChildren(svg);
+  }
+
+  // ---- first run and fault screens -----------------------------------------------------------
+  async function enroll(e) {
+    e.preventDefault();
+    const file = $("enroll-file").files[0];
+    const pin = $("enroll-pin").value, pin2 = $("enroll-pin2").value;
+    $("err-enroll").textContent = "";
+    if (!file) { $("err-enroll").textContent = t("enroll_no_file"); return; }
+    if (pin !== pin2) { $("err-enroll").textContent = t("enroll_pin_mismatch"); return; }
+    try {
+      const text = await file.text();
+      const state = await invoke("enroll_device", { enrolment: text, pin });
+      $("enroll-pin").value = ""; $("enroll-pin2").value = ""; $("enroll-file").value = "";
+      applyState(state);
+      $("err-form").textContent = t("enroll_done");
+    } catch (err) {
+      $("err-enroll").textContent = err && err[lang] ? err[lang] : String(err);
+    }
+  }
+
+  function applyState(state) {
+    event = state.event;
+    if (state.screen === "form") {
+      wipeForm();
+    } else if (state.screen === "enroll") {
+      applyText();
+      show("enroll");
+    } else {
+      applyText();
+      $("fault-title").textContent = t(`fault_${state.screen}`);
+      $("fault-text").textContent = state.problem ? state.problem[lang] : "";
+      $("fault-next").textContent = t("fault_next");
+      show("fault");
+    }
+    refreshStatus();
+    invoke("form_ready").catch(() => {});
+  }
+
+  async function start() {
+    renderPinPad();
+    $("lang-zh").addEventListener("click", () => setLang("zh"));
+    $("lang-en").addEventListener("click", () => setLang("en"));
+    $("entry-form").addEventListener("submit", submit);
+    $("entry-form").addEventListener("input", () => { armIdle(); });
+    $("entry-form").addEventListener("focusin", () => { armIdle(); });
+    $("thanks").addEventListener("click", wipeForm);
+    $("idle-stay").addEventListener("click", () => { stopIdle(); armIdle(); });
+    $("consent-more").addEventListener("click", openNotice);
+    $("notice-close").addEventListener("click", () => $("notice-dialog").close());
+    $("open-pin").addEventListener("click", () => { if (event) openPin("unlock"); });
+    $("pin-pad").addEventListener("click", (e) => { const k = e.target.dataset && e.target.dataset.key; if (k) pinKey(k); });
+    $("pin-dialog").addEventListener("keydown", (e) => {
+      if (/^[0-9]$/.test(e.key) || e.key === "Backspace") { e.preventDefault(); pinKey(e.key); }
+      if (e.key === "Enter") { e.preventDefault(); pinSubmit(); }
+    });
+    $("pin-ok").addEventListener("click", pinSubmit);
+    $("pin-cancel").addEventListener("click", () => { pinDigits = ""; $("pin-dialog").close(); });
+    $("pin-dialog").addEventListener("close", () => { pinDigits = ""; renderDots(); });
+    for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => selectTab(b.dataset.tab));
+    $("lock").addEventListener("click", lockManager);
+    $("quit").addEventListener("click", () => openPin("quit"));
+    $("screen-manager").addEventListener("pointerdown", touchManager);
+    $("screen-manager").addEventListener("keydown", touchManager);
+    $("enroll-form").addEventListener("submit", enroll);
+    $("fault-retry").addEventListener("click", async () => applyState(await invoke("kiosk_state")));
+    setInterval(refreshStatus, 5000);
+    applyState(await invoke("kiosk_state"));
+  }
+
+  function openNotice() {
+    const body = $("notice-body");
+    body.replaceChildren(el("p", { text: pick(event.consent.text) }), el("h3", { text: t("notice_purpose") }));
+    const ul = el("ul");
+    for (const f of event.fields) ul.append(el("li", {}, el("strong", { text: `${pick(f.label)}: ` }), document.createTextNode(pick(f.purpose))));
+    body.append(ul, el("p", { text: t("notice_retention", event.consent.retention_days) }),
+      el("p", { class: "muted", text: t("notice_version", event.consent.version) }));
+    $("notice-dialog").showModal();
+  }
+
+  function boot() {
+    start().catch((err) => {
+      $("fault-title").textContent = t("fault_error");
+      $("fault-text").textContent = err && err[lang] ? err[lang] : String(err);
+      show("fault");
+    });
+  }
+  // A deferred script runs once the document is parsed; start now, or when it is.
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", boot, { once: true });
+  else boot();
+})();
