@@ -425,3 +425,115 @@ async fn drive(c: &Client) -> Result<(), String> {
     );
     Ok(())
 }
+
+/// First run through the window: the enrolment screen takes the file and the new PIN; then a
+/// half-filled form left alone asks "Still there?" and wipes itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn first_run_enrolment_then_idle_wipe_in_the_real_window() {
+    let sb = Sandbox::headoffice();
+    // An event whose kiosk forgets a half-filled form after 10 s (the shortest allowed).
+    let mut event: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace().join("examples/trade-show.json")).unwrap(),
+    )
+    .unwrap();
+    event["id"] = "quick-idle".into();
+    event["kiosk"]["idle_reset_seconds"] = 10.into();
+    let event_file = sb.tmp.path().join("quick-idle.json");
+    std::fs::write(&event_file, event.to_string()).unwrap();
+    sb.ho_ok(&["event", "create", event_file.to_str().unwrap()]);
+    let enrol = sb.tmp.path().join("kiosk-2.enrol.json");
+    sb.ho_ok(&[
+        "enroll",
+        "--device",
+        "kiosk-2",
+        "--event",
+        "quick-idle",
+        "--out",
+        enrol.to_str().unwrap(),
+    ]);
+
+    let xdg = sb.tmp.path().join("xdg");
+    let driver_log = sb.tmp.path().join("driver.log");
+    let driver = start_driver(&sb, &xdg, &driver_log);
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "tauri:options".into(),
+        serde_json::json!({ "application": bin("sealbox-kiosk") }),
+    );
+    let c = ClientBuilder::native()
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a WebDriver session on the kiosk");
+
+    wait_for(
+        &c,
+        "the enrolment screen",
+        "document.body.dataset.screen === 'enroll'",
+    )
+    .await;
+    assert!(
+        !visible(&c, "screen-form").await,
+        "never an empty form before enrolment"
+    );
+    c.find(Locator::Css("#enroll-file"))
+        .await
+        .unwrap()
+        .send_keys(enrol.to_str().unwrap())
+        .await
+        .unwrap();
+    fill_id(&c, "enroll-pin", "802517").await;
+    fill_id(&c, "enroll-pin2", "802517").await;
+    click(&c, "#enroll-form button[type=submit]").await;
+    wait_for(
+        &c,
+        "the form after enrolment",
+        "document.body.dataset.screen === 'form' && document.querySelector('input[name=\"name\"]')",
+    )
+    .await;
+    assert!(sb.dev.join("device.json").exists());
+
+    // Half-fill the form and leave it.
+    fill(&c, "name", "Qzidle Visitor").await;
+    wait_for_secs(
+        &c,
+        "Still there?",
+        "document.getElementById('idle-dialog').open",
+        20,
+    )
+    .await;
+    wait_for_secs(&c, "the wipe", "!document.getElementById('idle-dialog').open && document.querySelector('input[name=\"name\"]').value === ''", 20).await;
+    let html = js(&c, "return document.documentElement.outerHTML;").await;
+    assert!(
+        !html.as_str().unwrap().contains("Qzidle"),
+        "the wiped draft leaves no trace in the DOM"
+    );
+    assert_eq!(
+        js(&c, "return window.SEALBOX_ERRORS;").await,
+        serde_json::json!([])
+    );
+    let _ = c.close().await;
+    drop(driver);
+
+    // The PIN set in the window is the device's manager PIN; the idle draft was never stored.
+    let list = sb.dev_ok_env(&["list", "--json"], &[("SEALBOX_PIN", "802517")]);
+    assert_eq!(list.trim(), "[]");
+    assert!(files_containing(&sb.dev, "Qzidle").is_empty());
+    assert!(files_containing(&xdg, "Qzidle").is_empty());
+}
+
+async fn fill_id(c: &Client, id: &str, value: &str) {
+    let input = c.find(Locator::Id(id)).await.unwrap();
+    input.send_keys(value).await.unwrap();
+}
+
+async fn wait_for_secs(c: &Client, what: &str, expr: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if js(c, &format!("return !!({expr});")).await == serde_json::Value::Bool(true) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for(c, what, expr).await;
+}

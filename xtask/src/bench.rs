@@ -1,13 +1,15 @@
 //! `cargo xtask bench`: release-build benchmarks, each figure beside its baseline from the same
 //! run. Prints JSON and rewrites BENCHMARKS.md.
 
-use crate::{ensure_packages, sh, with_keyring, BUILD_PACKAGES};
+use crate::{
+    ensure_packages, sh, with_keyring, BUILD_PACKAGES, TAURI_PACKAGES, WINDOW_TEST_PACKAGES,
+};
 use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::process::Command;
 
 pub fn bench(quick: bool) -> Result<()> {
-    ensure_packages(BUILD_PACKAGES)?;
+    ensure_packages(&[BUILD_PACKAGES, TAURI_PACKAGES, WINDOW_TEST_PACKAGES].concat())?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     sh(Command::new(&cargo).args([
         "build",
@@ -16,6 +18,19 @@ pub fn bench(quick: bool) -> Result<()> {
         "-p",
         "sealbox-device",
         "--benches",
+    ]))?;
+    sh(Command::new(&cargo).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "sealbox-kiosk",
+        "-p",
+        "sealbox-cli",
+        "-p",
+        "sealbox-headoffice",
+        "--bins",
+        "--examples",
     ]))?;
     std::fs::create_dir_all("target/xtask")?;
     // cargo bench runs in the crate's directory: give it absolute paths.
@@ -134,6 +149,16 @@ fn markdown(j: &serde_json::Value) -> String {
         "| open the device (keychain lookup over D-Bus + database + config) | {:.2} ms | | | |",
         f("open_device_with_keychain_ms")
     );
+    let _ = writeln!(
+        s,
+        "| kiosk cold start to form ready (release, Xvfb) | {:.0} ms | empty Tauri window to page loaded {:.0} ms | | ≤ 1 s |",
+        f("app_ready_ms"), f("empty_tauri_ready_ms")
+    );
+    let _ = writeln!(
+        s,
+        "| kiosk memory, PSS over its processes | {:.0} MB | empty Tauri window {:.0} MB | {:.2} | ≤ 1.15 |",
+        f("app_pss_mb"), f("empty_tauri_pss_mb"), f("app_vs_empty_tauri_pss_ratio")
+    );
     let _ = writeln!(s, "\n## What the figures mean\n");
     let _ = writeln!(s, "- **submit**: `Device::add`: validate against the event config, seal all values to head office with age (X25519), render the masked summary, insert in one transaction and commit with WAL and `synchronous=FULL`. The time a visitor waits for \"thank you\" minus the UI.");
     let _ = writeln!(s, "- **plain SQLite one-row commit**: the same schema and pragmas, a row of the same size, no key and no sealing: the floor one durable commit costs on this disk.");
@@ -145,4 +170,154 @@ fn markdown(j: &serde_json::Value) -> String {
         serde_json::to_string_pretty(j).unwrap_or_default()
     );
     s
+}
+
+/// Runs inside the keyring session with Xvfb: the release kiosk beside the empty Tauri window,
+/// alternating, each started cold; medians of the time to "form ready" and of PSS summed over
+/// the app's process tree once it has settled.
+pub fn app_bench_in_session(out: &std::path::Path, quick: bool) -> Result<()> {
+    let work = std::path::Path::new("target/xtask/bench-app");
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work)?;
+    let ho = work.join("ho");
+    let dev = work.join("device");
+    let enrol = work.join("enrol.json");
+    let ho_cmd = |args: &[&str]| {
+        let mut c = Command::new("target/release/sealbox-headoffice");
+        c.arg("--data-dir")
+            .arg(&ho)
+            .args(args)
+            .env("SEALBOX_HO_PASSPHRASE", "bench passphrase 1");
+        c
+    };
+    sh(&mut ho_cmd(&["init"]))?;
+    sh(&mut ho_cmd(&[
+        "event",
+        "create",
+        "examples/trade-show.json",
+    ]))?;
+    sh(&mut ho_cmd(&[
+        "enroll",
+        "--device",
+        "bench-kiosk",
+        "--event",
+        "trade-show-2026",
+        "--out",
+        &enrol.display().to_string(),
+    ]))?;
+    sh(Command::new("target/release/sealbox")
+        .arg("--data-dir")
+        .arg(&dev)
+        .args(["enroll", &enrol.display().to_string(), "--shred"]))?;
+
+    let runs = if quick { 3 } else { 7 };
+    let mut kiosk = Vec::new();
+    let mut empty = Vec::new();
+    for _ in 0..runs {
+        kiosk.push(start_and_measure("target/release/sealbox-kiosk", &dev)?);
+        empty.push(start_and_measure(
+            "target/release/examples/empty-window",
+            &dev,
+        )?);
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (mut kr, mut kp): (Vec<f64>, Vec<f64>) = kiosk.iter().cloned().unzip();
+    let (mut er, mut ep): (Vec<f64>, Vec<f64>) = empty.iter().cloned().unzip();
+    let (kr, kp, er, ep) = (med(&mut kr), med(&mut kp), med(&mut er), med(&mut ep));
+    let json = serde_json::json!({
+        "app_runs": runs,
+        "app_ready_ms": kr,
+        "empty_tauri_ready_ms": er,
+        "app_pss_mb": kp,
+        "empty_tauri_pss_mb": ep,
+        "app_vs_empty_tauri_pss_ratio": kp / ep,
+    });
+    std::fs::write(out, serde_json::to_string_pretty(&json)?)?;
+    let _ = std::fs::remove_dir_all(work.join("ho"));
+    Ok(())
+}
+
+/// Starts an app, waits for its "form ready" line, lets it settle, sums PSS over its process
+/// tree, and stops it. Returns (ms from spawn to ready, PSS in MB).
+fn start_and_measure(exe: &str, dev: &std::path::Path) -> Result<(f64, f64)> {
+    use std::io::BufRead;
+    let t = std::time::Instant::now();
+    let mut child = Command::new(exe)
+        .env("SEALBOX_DATA_DIR", dev)
+        .env("NO_AT_BRIDGE", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {exe}"))?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("form ready after") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let ready = rx.recv_timeout(std::time::Duration::from_secs(30));
+    let ready_ms = t.elapsed().as_secs_f64() * 1000.0;
+    if ready.is_err() {
+        let _ = child.kill();
+        anyhow::bail!("{exe} did not report ready within 30 s");
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let pss_kb: u64 = tree(child.id()).iter().map(|&p| pss_kb(p)).sum();
+    let _ = child.kill();
+    let _ = child.wait();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    Ok((ready_ms, pss_kb as f64 / 1024.0))
+}
+
+/// A process and all its descendants.
+fn tree(root: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                // The command name is in parentheses and may hold spaces: read after the last ')'.
+                if let Some(rest) = stat.rsplit_once(')').map(|x| x.1) {
+                    if let Some(ppid) = rest
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|s| s.parse::<u32>().ok())
+                    {
+                        parent_of.push((pid, ppid));
+                    }
+                }
+            }
+        }
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    out
+}
+
+fn pss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Pss:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }
