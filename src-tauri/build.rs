@@ -12,6 +12,7 @@ fn main() {
             "manager_overview",
             "manager_entries",
             "manager_audit",
+            "sync_now",
             "request_close",
             "form_ready",
         ]));

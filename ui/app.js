@@ -32,6 +32,7 @@
   let managerTab = "overview";
   let pinPurpose = "unlock";
   let pinDigits = "";
+  let lastSync = null;
 
   const t = (key, ...args) => {
     const v = TEXT[lang][key];
@@ -254,9 +255,17 @@
     }
     try {
       const s = await invoke("status_line");
-      $("status-text").textContent = t("status_pending", s.pending);
+      lastSync = s.sync;
+      const online = s.sync.online;
+      $("online-dot").className = `dot ${online === true ? "on" : online === false ? "off" : ""}`;
+      $("online-text").textContent = online === true ? t("online") : online === false ? t("offline") : t("checking");
+      $("status-text").textContent = s.sync.sending && s.sync.progress
+        ? `${t("status_pending", s.pending)} · ${t("sending", s.sync.progress.erased, s.sync.progress.total)}`
+        : t("status_pending", s.pending);
+      if (screen === "manager" && managerTab === "send") renderSend();
     } catch (_) {
       $("status-text").textContent = "";
+      $("online-text").textContent = "";
     }
   }
 
@@ -312,7 +321,7 @@
   // ---- manager ----
   function clearManager() {
     for (const id of ["entries-head", "entries-body", "audit-head", "audit-body", "chart"]) $(id).replaceChildren();
-    for (const id of ["n-pending", "n-exported", "n-erased", "audit-result", "warning"]) $(id).textContent = "";
+    for (const id of ["n-pending", "n-exported", "n-erased", "audit-result", "warning", "send-result"]) $(id).textContent = "";
   }
 
   function touchManager() {
@@ -386,6 +395,8 @@
         ...shown.map((f) => el("td", { text: shownValue(f, r.summary[f.key]) })),
         el("td", { text: t(r.state === "exported" ? "state_exported" : "state_pending") }))));
       $("entries-empty").hidden = rows.length > 0;
+    } else if (managerTab === "send") {
+      renderSend();
     } else {
       const a = await managerCall("manager_audit");
       if (!a) return;
@@ -396,6 +407,26 @@
       $("audit-body").replaceChildren(...a.recent.map((r) => el("tr", {}, el("td", { text: String(r.seq) }),
         el("td", { text: fmtTime(r.at_ms) }), el("td", { text: r.action }), el("td", { text: JSON.stringify(r.detail) }))));
     }
+  }
+
+  // The Send tab: connection, progress of a running sync, the last receipt.
+  function renderSend() {
+    const s = lastSync || {};
+    const err = s.last_error;
+    let state = s.online === true ? t("online") : s.online === false ? t("offline") : t("checking");
+    if (err) state += ` — ${TEXT[lang][`sync_error_${err}`] ? t(`sync_error_${err}`) : t("sync_error_other", err)}`;
+    $("send-state").textContent = state;
+    const p = s.progress;
+    $("send-progress").max = p && p.total ? p.total : 1;
+    $("send-progress").value = p ? p.erased : 0;
+    $("send-last").textContent = s.last_receipt_ms ? t("last_receipt", fmtTime(s.last_receipt_ms)) : t("no_receipt");
+  }
+
+  async function syncNow() {
+    const r = await managerCall("sync_now");
+    if (!r) return;
+    $("send-result").textContent = t("sync_started");
+    refreshStatus();
   }
 
   // A bar chart of registrations per hour, drawn from times only.
@@ -499,12 +530,13 @@
     $("pin-dialog").addEventListener("close", () => { pinDigits = ""; renderDots(); });
     for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => selectTab(b.dataset.tab));
     $("lock").addEventListener("click", lockManager);
+    $("sync-now").addEventListener("click", () => { syncNow().catch(() => {}); });
     $("quit").addEventListener("click", () => openPin("quit"));
     $("screen-manager").addEventListener("pointerdown", touchManager);
     $("screen-manager").addEventListener("keydown", touchManager);
     $("enroll-form").addEventListener("submit", enroll);
     $("fault-retry").addEventListener("click", async () => applyState(await invoke("kiosk_state")));
-    setInterval(refreshStatus, 5000);
+    setInterval(refreshStatus, 2000);
     applyState(await invoke("kiosk_state"));
   }
 

@@ -66,6 +66,14 @@ pub fn manager_audit(shared: State<'_, Shared>) -> Result<AuditView, UiError> {
     shared.kiosk().audit(100)
 }
 
+/// The manager's "sync now".
+#[tauri::command(async)]
+pub fn sync_now(
+    shared: State<'_, Shared>,
+) -> Result<sealbox_device::sync_loop::SyncState, UiError> {
+    shared.kiosk().sync_now()
+}
+
 /// Closes the window, if the manager PIN allows it.
 #[tauri::command(async)]
 pub fn request_close<R: Runtime>(

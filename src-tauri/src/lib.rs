@@ -25,7 +25,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(dir: PathBuf, started: Instant) -> Shared {
         Shared {
-            kiosk: Mutex::new(Kiosk::new(dir, Box::new(OsKeychain))),
+            kiosk: Mutex::new(Kiosk::new(dir, std::sync::Arc::new(OsKeychain))),
             started,
             ready_reported: Mutex::new(false),
         }
@@ -62,6 +62,7 @@ pub fn builder<R: Runtime>(builder: tauri::Builder<R>, shared: Shared) -> tauri:
             commands::manager_overview,
             commands::manager_entries,
             commands::manager_audit,
+            commands::sync_now,
             commands::request_close,
             commands::form_ready,
         ])
@@ -107,7 +108,7 @@ pub fn run() {
     .setup(|app| {
         let dir = data_dir(app.handle());
         let shared = app.state::<Shared>();
-        *shared.kiosk() = Kiosk::new(dir, Box::new(OsKeychain));
+        *shared.kiosk() = Kiosk::new(dir, std::sync::Arc::new(OsKeychain));
         Ok(())
     })
     .build(context);

@@ -71,6 +71,17 @@ enum Command {
     /// The manager PIN.
     #[command(subcommand)]
     Pin(PinCmd),
+    /// Send every pending entry to head office now; erase each batch once its receipt checks out.
+    Sync {
+        /// Entries per batch.
+        #[arg(long, default_value_t = 500)]
+        page: usize,
+        /// Seconds to wait for head office before giving up (entries stay for next time).
+        #[arg(long, default_value_t = 15)]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -219,6 +230,33 @@ fn run(cli: Cli) -> Result<()> {
             Device::recover(dir, &text, &OsKeychain)?;
             files::shred(&escrow_key)?;
             println!("database key restored to the keychain; the escrow key file was shredded");
+        }
+        Command::Sync {
+            page,
+            timeout,
+            json,
+        } => {
+            let mut dev = open(dir)?;
+            let client = dev.sync_client(std::time::Duration::from_secs(timeout))?;
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} entries sent")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let outcome = dev.sync(&client, page, &mut |p| {
+                bar.set_length(p.total);
+                bar.set_position(p.erased);
+            });
+            bar.finish_and_clear();
+            let report = outcome?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "sent {} entries in {} batches; head office signed for them and they were erased here; {} waiting",
+                    report.erased, report.batches, report.pending
+                );
+            }
         }
         Command::Pin(PinCmd::Set) => {
             let mut dev = open(dir)?;

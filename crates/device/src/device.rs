@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 pub struct Device {
     dir: DataDir,
     meta: DeviceJson,
-    conn: Connection,
+    pub(crate) conn: Connection,
     config: EventConfig,
     consent_sha256: String,
     sealer: Sealer,
@@ -667,16 +667,12 @@ fn open_existing(dd: &DataDir, key: &Secret32) -> Result<Connection> {
     if len < 1024 {
         return Err(DeviceError::Corrupt);
     }
-    let conn = store::open(&dd.db(), Keying::Raw(key), false)?;
+    let mut conn = store::open(&dd.db(), Keying::Raw(key), false)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version == 0 {
         return Err(DeviceError::Corrupt);
     }
-    if version > store::SCHEMA_VERSION {
-        return Err(DeviceError::Enrolment(format!(
-            "the database has schema version {version}, newer than this program understands; update Sealbox"
-        )));
-    }
+    store::migrate(&mut conn)?;
     Ok(conn)
 }
 
@@ -693,7 +689,7 @@ fn setting_secret(conn: &Connection, k: &str) -> Result<Secret32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Error paths with an in-memory key store; everything else is tested end to end with the
     //! real keychain in `tests/`.
     use super::*;
@@ -701,7 +697,7 @@ mod tests {
     use sealbox_protocol::entry::b64_encode;
     use std::sync::atomic::Ordering;
 
-    fn enrolment() -> String {
+    pub(crate) fn enrolment() -> String {
         let id = age::x25519::Identity::generate();
         let vk = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]).verifying_key();
         json!({

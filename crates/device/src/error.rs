@@ -44,6 +44,23 @@ pub enum DeviceError {
     PinWeak,
     #[error("sealing failed: {0}")]
     Seal(String),
+    #[error("head office cannot be reached ({detail}); the entries stay on this device and will be sent later")]
+    Network {
+        /// `offline` (no connection, timeout, dropped) or `tls_refused` (not head office's
+        /// certificate, wrong name, expired).
+        code: &'static str,
+        detail: String,
+    },
+    #[error(
+        "head office refused the request: {message} (HTTP {status}, {code}); nothing was erased"
+    )]
+    Server {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("{0}; nothing was erased")]
+    BadReceipt(sealbox_protocol::sync::ReceiptError),
     #[error("storage error: {0}")]
     Storage(rusqlite::Error),
     #[error("{context}")]
@@ -75,6 +92,13 @@ impl DeviceError {
             PinLocked(_) => "pin_locked",
             PinWeak => "pin_weak",
             Seal(_) => "seal_failed",
+            Network { code, .. } => code,
+            Server { status: 401, .. } => "unauthorized",
+            Server { status: 409, .. } => "conflict",
+            Server { status: 429, .. } => "rate_limited",
+            Server { status, .. } if *status >= 500 => "server_error",
+            Server { .. } => "rejected",
+            BadReceipt(_) => "bad_receipt",
             Storage(_) => "storage",
             Io { .. } => "io",
         }

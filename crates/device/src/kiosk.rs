@@ -6,10 +6,12 @@ use crate::device::{Counts, Device, ListedEntry};
 use crate::error::DeviceError;
 use crate::keychain::KeyStore;
 use crate::pin::Pin;
+use crate::sync_loop::{LoopOptions, SyncLoop, SyncState};
 use sealbox_protocol::entry::EntryErrorCode;
 use sealbox_protocol::{EventConfig, Lang};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long an unlocked manager screen stays unlocked without activity.
@@ -72,6 +74,11 @@ fn zh_for(e: &DeviceError) -> String {
         Seal(_) => "加密失败".into(),
         Storage(_) => "存储出错".into(),
         Io { .. } => "读写文件出错".into(),
+        Network { code: "tls_refused", .. } => "总部证书不可信，已拒绝连接，未删除任何数据".into(),
+        Network { .. } => "无法连接总部，登记数据保留在本设备上，稍后自动重试".into(),
+        Server { status: 401, .. } => "总部拒绝了本设备（可能已被吊销），未删除任何数据".into(),
+        Server { .. } => "总部拒绝了请求，未删除任何数据".into(),
+        BadReceipt(_) => "总部回执无效（签名或内容不符），未删除任何数据".into(),
     }
 }
 
@@ -97,10 +104,11 @@ pub struct KioskState {
     pub problem: Option<UiError>,
 }
 
-/// The status line: a number, never a name.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+/// The status line: a number and the connection, never a name.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct StatusLine {
     pub pending: u64,
+    pub sync: SyncState,
 }
 
 /// The manager's overview.
@@ -125,20 +133,33 @@ pub struct AuditView {
 /// One kiosk: its data directory, key store, the open device and the manager session.
 pub struct Kiosk {
     dir: PathBuf,
-    keys: Box<dyn KeyStore>,
+    keys: Arc<dyn KeyStore>,
     device: Option<Device>,
     unlocked_at: Option<Instant>,
     close_allowed: bool,
+    sync: Option<SyncLoop>,
+    sync_options: Option<LoopOptions>,
 }
 
 impl Kiosk {
-    pub fn new(dir: impl Into<PathBuf>, keys: Box<dyn KeyStore>) -> Kiosk {
+    /// A kiosk that starts the background sync loop once its device opens.
+    pub fn new(dir: impl Into<PathBuf>, keys: Arc<dyn KeyStore>) -> Kiosk {
         Kiosk {
             dir: dir.into(),
             keys,
             device: None,
             unlocked_at: None,
             close_allowed: false,
+            sync: None,
+            sync_options: Some(LoopOptions::default()),
+        }
+    }
+
+    /// A kiosk without the background sync (tests of the screens alone).
+    pub fn without_sync(dir: impl Into<PathBuf>, keys: Arc<dyn KeyStore>) -> Kiosk {
+        Kiosk {
+            sync_options: None,
+            ..Kiosk::new(dir, keys)
         }
     }
 
@@ -149,6 +170,11 @@ impl Kiosk {
     fn device(&mut self) -> Result<&mut Device, DeviceError> {
         if self.device.is_none() {
             self.device = Some(Device::open(&self.dir, self.keys.as_ref())?);
+            if self.sync.is_none() {
+                if let Some(opts) = self.sync_options.clone() {
+                    self.sync = Some(SyncLoop::start(self.dir.clone(), self.keys.clone(), opts));
+                }
+            }
         }
         self.device.as_mut().ok_or(DeviceError::NotEnrolled)
     }
@@ -200,7 +226,21 @@ impl Kiosk {
         let c = self.device()?.counts()?;
         Ok(StatusLine {
             pending: c.pending + c.exported,
+            sync: self.sync.as_ref().map(|s| s.state()).unwrap_or_default(),
         })
+    }
+
+    /// The manager's "sync now": wakes the background loop; progress shows in the status.
+    pub fn sync_now(&mut self) -> Result<SyncState, UiError> {
+        self.manager()?;
+        let s = self.sync.as_ref().ok_or_else(|| UiError {
+            code: "sync_off".into(),
+            field: None,
+            zh: "同步未启用".into(),
+            en: "sync is not running".into(),
+        })?;
+        s.wake();
+        Ok(s.state())
     }
 
     /// Unlocks the manager screens (rate-limited and audited in the device).
@@ -289,6 +329,7 @@ pub fn per_hour(times_ms: &[i64], now_ms: i64, tz_offset_min: i32) -> Vec<(i64, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keychain::memory::MemoryKeyStore;
 
     #[test]
     fn hours_are_bucketed_in_local_time() {
@@ -303,6 +344,88 @@ mod tests {
         // UTC+5:30: hours start at :30 UTC.
         let b = per_hour(&[now], now, 330);
         assert_eq!(b[23].0 % h, 30 * 60_000);
+    }
+
+    fn enrolled_kiosk() -> (tempfile::TempDir, Kiosk, Arc<MemoryKeyStore>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = Arc::new(MemoryKeyStore::default());
+        let mut k = Kiosk::without_sync(tmp.path(), Arc::new(SharedKeys(keys.clone())));
+        assert_eq!(k.state().screen, "enroll");
+        assert!(
+            k.close_allowed(),
+            "an unenrolled kiosk has nothing to guard"
+        );
+        let st = k
+            .enroll(&crate::device::tests::enrolment(), &Pin::new("246810"))
+            .unwrap();
+        assert_eq!(st.screen, "form");
+        (tmp, k, keys)
+    }
+
+    /// Lets a test keep a handle on the store the kiosk owns.
+    struct SharedKeys(Arc<MemoryKeyStore>);
+    impl KeyStore for SharedKeys {
+        fn get(
+            &self,
+            s: &str,
+            a: &str,
+        ) -> Result<Option<sealbox_protocol::Secret32>, crate::keychain::KeychainError> {
+            self.0.get(s, a)
+        }
+        fn set(
+            &self,
+            s: &str,
+            a: &str,
+            k: &sealbox_protocol::Secret32,
+        ) -> Result<(), crate::keychain::KeychainError> {
+            self.0.set(s, a, k)
+        }
+        fn delete(&self, s: &str, a: &str) -> Result<(), crate::keychain::KeychainError> {
+            self.0.delete(s, a)
+        }
+    }
+
+    #[test]
+    fn closing_needs_the_pin_and_the_manager_screens_need_unlocking() {
+        let (_tmp, mut k, _keys) = enrolled_kiosk();
+        assert!(!k.close_allowed());
+        assert_eq!(
+            k.allow_close(&Pin::new("999999")).unwrap_err().code,
+            "pin_wrong"
+        );
+        assert!(!k.close_allowed());
+        assert_eq!(k.overview(0).unwrap_err().code, "locked");
+        assert_eq!(k.entries(10).unwrap_err().code, "locked");
+        k.submit(&serde_json::json!({"name": "Li", "phone": "13812345678", "consent": true}))
+            .unwrap();
+        assert_eq!(k.status_line().unwrap().pending, 1);
+        k.unlock(&Pin::new("246810")).unwrap();
+        assert_eq!(k.overview(0).unwrap().counts.pending, 1);
+        assert_eq!(k.entries(10).unwrap()[0].summary["phone"], "138****5678");
+        k.lock();
+        assert_eq!(k.audit(5).unwrap_err().code, "locked");
+        k.allow_close(&Pin::new("246810")).unwrap();
+        assert!(k.close_allowed());
+    }
+
+    #[test]
+    fn a_lost_key_gets_its_own_screen_never_an_empty_form() {
+        let (tmp, _k, keys) = enrolled_kiosk();
+        keys.map.lock().unwrap().clear();
+        let mut fresh = Kiosk::without_sync(tmp.path(), Arc::new(SharedKeys(keys.clone())));
+        let st = fresh.state();
+        assert_eq!(st.screen, "key_lost");
+        assert!(st.event.is_none());
+        let p = st.problem.unwrap();
+        assert_eq!(p.code, "key_lost");
+        assert!(p.zh.contains("托管") && p.en.contains("recover"));
+        assert_eq!(
+            fresh.submit(&serde_json::json!({})).unwrap_err().code,
+            "key_lost"
+        );
+        keys.unavailable
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(fresh.state().screen, "keychain_unavailable");
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! - [`store`]: opening the SQLCipher database (raw key, WAL, `synchronous=FULL`,
 //!   `secure_delete`) and its schema.
 //! - [`seal`]: age encryption of payloads and escrow to head office.
+//! - [`sync`]: the HTTPS client (head office's CA pinned) and sync with verified erase.
+//! - [`sync_loop`]: the background loop the app runs: send when there is something to send,
+//!   back off with jitter while offline or refused.
 //! - [`audit`]: the append-only, hash-chained audit log.
 //! - [`pin`]: the manager PIN (Argon2id) and its rate limit.
 //! - [`files`]: data-dir layout, atomic writes and shredding.
@@ -26,6 +29,8 @@ pub mod kiosk;
 pub mod pin;
 pub mod seal;
 pub mod store;
+pub mod sync;
+pub mod sync_loop;
 
 pub use device::{Device, EnrolReport, ListedEntry, Status};
 pub use error::DeviceError;

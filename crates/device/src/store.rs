@@ -9,7 +9,7 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE settings (
@@ -50,6 +50,15 @@ END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN
     SELECT RAISE(ABORT, 'the audit log is append-only');
 END;
+";
+
+/// Version 2: the batch in flight to head office, recorded before it is sent.
+const SCHEMA_V2: &str = "
+CREATE TABLE outbox (
+    batch_id TEXT PRIMARY KEY,
+    ids TEXT NOT NULL,               -- JSON array of the entry ids in the batch
+    created_at_ms INTEGER NOT NULL
+);
 ";
 
 /// How a database is keyed.
@@ -112,19 +121,23 @@ pub fn open(path: &Path, keying: Keying<'_>, create: bool) -> Result<Connection>
 /// Creates the schema in a new database, or checks an existing one's version.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    match version {
-        0 => {
-            let tx = conn.transaction()?;
-            tx.execute_batch(SCHEMA)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            tx.commit()?;
-            Ok(())
-        }
-        SCHEMA_VERSION => Ok(()),
-        _ => Err(DeviceError::Enrolment(format!(
+    if version > SCHEMA_VERSION {
+        return Err(DeviceError::Enrolment(format!(
             "the database has schema version {version}, newer than this program understands ({SCHEMA_VERSION}); update Sealbox"
-        ))),
+        )));
     }
+    if version < SCHEMA_VERSION {
+        let tx = conn.transaction()?;
+        if version < 1 {
+            tx.execute_batch(SCHEMA)?;
+        }
+        if version < 2 {
+            tx.execute_batch(SCHEMA_V2)?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
+    }
+    Ok(())
 }
 
 /// `PRAGMA integrity_check` is `ok`.

@@ -225,3 +225,16 @@ pub fn status(dir: &Path) -> Result<HoStatus> {
         .collect::<rusqlite::Result<_>>()?;
     Ok(HoStatus { events, devices })
 }
+
+/// Revokes a device: its token stops working at once (401).
+pub fn device_revoke(dir: &Path, device: &str) -> Result<()> {
+    let ho = HoDir::new(dir);
+    ho.require_initialised()?;
+    let conn = db::open(&ho.db())?;
+    let n = conn.execute("UPDATE devices SET revoked = 1 WHERE name = ?1", [device])?;
+    if n == 0 {
+        return Err(HoError::Config(format!("no device named {device:?}")));
+    }
+    tracing::info!(device, "device revoked");
+    Ok(())
+}

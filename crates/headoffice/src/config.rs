@@ -16,13 +16,37 @@ listen = "127.0.0.1:8443"
 # It must be https://: devices have no plain-HTTP path. Its host must be in the server
 # certificate (by default 127.0.0.1 and localhost).
 public_url = "https://127.0.0.1:8443"
+
+# The TLS certificate chain and key `serve` uses, relative to the data directory. By default the
+# ones `init` made (server.pem, server.key, for 127.0.0.1 and localhost, signed by ca.pem).
+# tls_cert = "server.pem"
+# tls_key = "server.key"
+
+# Limits: the largest request body, the most entries in one batch, and how many requests per
+# second each device may make (with a burst it may use at once).
+max_body_bytes = 16777216
+max_entries_per_batch = 1000
+device_rate_per_s = 20.0
+device_burst = 40.0
+
+# How long a write waits for another before answering 503 "busy", in milliseconds.
+busy_timeout_ms = 5000
 "#;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: String,
     pub public_url: String,
+    #[serde(default)]
+    pub tls_cert: Option<String>,
+    #[serde(default)]
+    pub tls_key: Option<String>,
+    pub max_body_bytes: usize,
+    pub max_entries_per_batch: usize,
+    pub device_rate_per_s: f64,
+    pub device_burst: f64,
+    pub busy_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -31,6 +55,13 @@ impl Default for Config {
         toml::from_str(DEFAULT_CONFIG).unwrap_or(Config {
             listen: "127.0.0.1:8443".into(),
             public_url: "https://127.0.0.1:8443".into(),
+            tls_cert: None,
+            tls_key: None,
+            max_body_bytes: 16 << 20,
+            max_entries_per_batch: 1000,
+            device_rate_per_s: 20.0,
+            device_burst: 40.0,
+            busy_timeout_ms: 5000,
         })
     }
 }
@@ -50,6 +81,27 @@ impl Config {
         }
         if let Ok(v) = std::env::var("SEALBOX_HO_PUBLIC_URL") {
             c.public_url = v;
+        }
+        let num = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok());
+        if let Some(v) = num("SEALBOX_HO_MAX_BODY_BYTES") {
+            c.max_body_bytes = v as usize;
+        }
+        if let Some(v) = num("SEALBOX_HO_MAX_ENTRIES_PER_BATCH") {
+            c.max_entries_per_batch = v as usize;
+        }
+        if let Some(v) = num("SEALBOX_HO_DEVICE_RATE_PER_S") {
+            c.device_rate_per_s = v;
+        }
+        if let Some(v) = num("SEALBOX_HO_DEVICE_BURST") {
+            c.device_burst = v;
+        }
+        if let Some(v) = num("SEALBOX_HO_BUSY_TIMEOUT_MS") {
+            c.busy_timeout_ms = v as u64;
+        }
+        if c.device_rate_per_s <= 0.0 || c.device_burst < 1.0 || c.max_entries_per_batch == 0 {
+            return Err(HoError::Config(
+                "device_rate_per_s must be positive, device_burst at least 1, max_entries_per_batch at least 1".into(),
+            ));
         }
         if !c.public_url.starts_with("https://") {
             return Err(HoError::Config(

@@ -1,5 +1,5 @@
-//! Sealbox head office: the trust root devices are enrolled from, and (in later work) the
-//! server that receives their entries and answers with signed receipts.
+//! Sealbox head office: the trust root devices are enrolled from, and the server that receives
+//! their entries and answers with signed receipts once they are durably stored.
 //!
 //! Head office never depends on device code: both sides share only `sealbox-protocol`.
 //!
@@ -10,6 +10,7 @@
 //! - [`db`]: head office's SQLite store: events, devices (token hashes and verifying keys
 //!   only), entries as received (sealed).
 //! - [`admin`]: the admin commands: init, event create, enroll, escrow open, status.
+//! - [`server`]: the axum + rustls sync server; takes a listener and a shutdown future.
 //! - [`config`]: defaults → `config.toml` → `SEALBOX_HO_*` environment.
 //! - [`error`]: [`HoError`] with stable codes.
 
@@ -18,6 +19,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod keys;
+pub mod server;
 
 pub use error::HoError;
 pub use keys::Passphrase;

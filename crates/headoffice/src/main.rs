@@ -43,6 +43,15 @@ enum Command {
     /// Escrow files.
     #[command(subcommand)]
     Escrow(EscrowCmd),
+    /// Serve devices over HTTPS until SIGTERM or Ctrl-C.
+    Serve {
+        /// Address to listen on (default: `listen` from the config); port 0 picks a free one.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Devices.
+    #[command(subcommand)]
+    Device(DeviceCmd),
     /// Counts of events, devices and entries.
     Status {
         #[arg(long)]
@@ -56,6 +65,12 @@ enum Command {
 enum EventCmd {
     /// Validate and store an event config (JSON).
     Create { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum DeviceCmd {
+    /// Revoke a device: its calls fail with 401 from now on.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]
@@ -138,19 +153,63 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::DefaultConfig => print!("{}", config::DEFAULT_CONFIG),
+        Command::Serve { listen } => serve(dir, listen)?,
+        Command::Device(DeviceCmd::Revoke { name }) => {
+            admin::device_revoke(dir, &name)?;
+            println!("device {name} revoked");
+        }
     }
     Ok(())
 }
 
+fn serve(dir: &Path, listen: Option<String>) -> Result<()> {
+    use sealbox_headoffice::keys::HoDir;
+    use sealbox_headoffice::server;
+    let ho = HoDir::new(dir);
+    let cfg = config::Config::load(dir)?;
+    let state = std::sync::Arc::new(server::ServerState::open(&ho, &cfg)?);
+    let tls = server::load_tls(&ho, &cfg)?;
+    let addr = listen.unwrap_or(cfg.listen.clone());
+    let listener =
+        std::net::TcpListener::bind(&addr).with_context(|| format!("listening on {addr}"))?;
+    let local = listener.local_addr()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        // Scripts and tests read the bound address from this line.
+        println!("sealbox-headoffice listening on https://{local}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
+            }
+        };
+        server::serve(listener, tls, state, shutdown).await
+    })?;
+    println!("sealbox-headoffice stopped");
+    Ok(())
+}
+
 fn main() {
+    let cli = Cli::parse();
+    // The server logs its traffic (ids and counts); admin commands only warnings.
+    let default = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SEALBOX_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {}", one_line(&e));
         std::process::exit(1);

@@ -12,6 +12,7 @@
 //!   (masked / plain / hidden), the sealed payload's plaintext and the envelope that carries it.
 //! - [`enrolment`]: the enrolment file head office hands to a device (secret).
 //! - [`escrow`]: the escrowed database key and the key check value.
+//! - [`sync`]: the sync request and head office's signed receipt.
 //! - [`secret`]: types for secrets: zeroized on drop, `[redacted]` in `Debug`.
 //! - [`i18n`]: the two languages every user-facing string exists in.
 
@@ -21,6 +22,7 @@ pub mod escrow;
 pub mod event;
 pub mod i18n;
 pub mod secret;
+pub mod sync;
 
 pub use enrolment::EnrolmentFile;
 pub use entry::{EntryEnvelope, EntryError, PayloadPlaintext, ValidEntry};

@@ -1,0 +1,354 @@
+//! The sync server: axum over rustls. Devices post sealed entries with their token; head office
+//! stores them durably (insert-or-ignore by id) and only then answers with a signed receipt.
+//!
+//! [`serve`] takes a listener and a shutdown future, so tests run it on port 0.
+
+use crate::config::Config;
+use crate::db::{self, DeviceAuth, IngestError};
+use crate::error::{HoError, Result};
+use crate::keys::HoDir;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ed25519_dalek::SigningKey;
+use rusqlite::Connection;
+use sealbox_protocol::sync::{ApiError, SyncRequest};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The limits a server enforces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_entries_per_batch: usize,
+    /// Largest sealed payload of one entry.
+    pub max_sealed_bytes: usize,
+    pub device_rate_per_s: f64,
+    pub device_burst: f64,
+}
+
+impl Limits {
+    pub fn from_config(c: &Config) -> Limits {
+        Limits {
+            max_body_bytes: c.max_body_bytes,
+            max_entries_per_batch: c.max_entries_per_batch,
+            max_sealed_bytes: 64 * 1024,
+            device_rate_per_s: c.device_rate_per_s,
+            device_burst: c.device_burst,
+        }
+    }
+}
+
+/// What the handlers share.
+pub struct ServerState {
+    /// The one writer (SQLite has one at a time anyway).
+    writer: Mutex<Connection>,
+    /// Reads for authentication, beside the writer (WAL).
+    reader: Mutex<Connection>,
+    key: SigningKey,
+    limits: Limits,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl ServerState {
+    pub fn open(dir: &HoDir, config: &Config) -> Result<ServerState> {
+        dir.require_initialised()?;
+        let busy = Duration::from_millis(config.busy_timeout_ms);
+        Ok(ServerState {
+            writer: Mutex::new(db::open_with_timeout(&dir.db(), busy)?),
+            reader: Mutex::new(db::open_with_timeout(&dir.db(), busy)?),
+            key: dir.load_signing_key()?,
+            limits: Limits::from_config(config),
+            buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Token bucket per device: `Err(seconds to wait)` when empty.
+    fn take(&self, device: &str) -> std::result::Result<(), u64> {
+        let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let (tokens, at) = b
+            .entry(device.to_string())
+            .or_insert((self.limits.device_burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.limits.device_rate_per_s)
+            .min(self.limits.device_burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / self.limits.device_rate_per_s)
+                .ceil()
+                .max(1.0) as u64)
+        }
+    }
+}
+
+fn api_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ApiError {
+            code: code.into(),
+            message: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+/// The `/v1` routes.
+pub fn router(state: Arc<ServerState>) -> Router {
+    let limit = state.limits.max_body_bytes;
+    Router::new()
+        .route(
+            "/v1/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/v1/sync", post(sync))
+        .layer(DefaultBodyLimit::max(limit))
+        .fallback(|| async { api_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .with_state(state)
+}
+
+/// The device behind the request's bearer token.
+fn authenticate(
+    state: &ServerState,
+    headers: &HeaderMap,
+) -> std::result::Result<DeviceAuth, Response> {
+    let unauthorized = || {
+        api_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown or revoked device",
+        )
+    };
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(sealbox_protocol::entry::b64_decode)
+        .filter(|t| t.len() == 32)
+        .ok_or_else(unauthorized)?;
+    let hash = sealbox_protocol::sha256_hex(&token);
+    let conn = state.reader.lock().unwrap_or_else(|e| e.into_inner());
+    match db::device_by_token(&conn, &hash) {
+        Ok(Some(d)) if !d.revoked => Ok(d),
+        Ok(_) => Err(unauthorized()),
+        Err(e) => {
+            tracing::error!(error = %e, "device lookup failed");
+            Err(api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "try again later",
+            ))
+        }
+    }
+}
+
+fn validate(
+    req: &SyncRequest,
+    device: &DeviceAuth,
+    limits: &Limits,
+) -> std::result::Result<(), Response> {
+    let bad = |m: &str| Err(api_error(StatusCode::BAD_REQUEST, "bad_request", m));
+    if req.entries.is_empty() {
+        return bad("a batch needs at least one entry");
+    }
+    if req.entries.len() > limits.max_entries_per_batch {
+        return Err(api_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_entries",
+            format!("at most {} entries per batch", limits.max_entries_per_batch),
+        ));
+    }
+    let mut ids = HashSet::with_capacity(req.entries.len());
+    for e in &req.entries {
+        if !ids.insert(e.id) {
+            return bad("an entry id appears twice in the batch");
+        }
+        if e.event_id != device.event_id {
+            return bad("an entry is for another event than this device's");
+        }
+        if e.consent_sha256.len() != 64 || !e.consent_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return bad("consent_sha256 must be 64 hex digits");
+        }
+        if e.consent_version.is_empty() || e.consent_version.len() > 100 {
+            return bad("consent_version is missing or too long");
+        }
+        if !e.sealed.starts_with(b"age-encryption.org/v1\n")
+            || e.sealed.len() > limits.max_sealed_bytes
+        {
+            return bad("an entry's sealed payload is not an age file of acceptable size");
+        }
+        if e.id.get_version_num() != 7 || e.captured_at_ms <= 0 {
+            return bad("entry ids are UUIDv7 and times positive");
+        }
+    }
+    Ok(())
+}
+
+async fn sync(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Response {
+    let device = match authenticate(&state, &headers) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    if let Err(wait) = state.take(&device.name) {
+        let mut r = api_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests from this device",
+        );
+        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+            r.headers_mut().insert("retry-after", v);
+        }
+        return r;
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(BytesRejection::FailedToBufferBody(_)) => {
+            return api_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "the request body is too large",
+            )
+        }
+        Err(_) => return api_error(StatusCode::BAD_REQUEST, "bad_request", "unreadable body"),
+    };
+    let req: SyncRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(_) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the body is not a sync request",
+            )
+        }
+    };
+    if let Err(r) = validate(&req, &device, &state.limits) {
+        return r;
+    }
+    let st = state.clone();
+    let name = device.name.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut conn = st.writer.lock().unwrap_or_else(|e| e.into_inner());
+        db::ingest(&mut conn, &name, &req, &st.key, crate::now_ms())
+            .map(|r| (r, req.batch_id, req.entries.len()))
+    })
+    .await;
+    match outcome {
+        Ok(Ok(((receipt, fresh), batch, n))) => {
+            tracing::info!(device = %device.name, %batch, entries = n, duplicate = !fresh, "batch stored");
+            Json(receipt).into_response()
+        }
+        Ok(Err(IngestError::Conflict(ids))) => {
+            tracing::warn!(device = %device.name, conflicts = ids.len(), "entries already held with other content: refused");
+            api_error(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!(
+                    "{} entries are already held with different content; nothing was stored",
+                    ids.len()
+                ),
+            )
+        }
+        Ok(Err(IngestError::BatchConflict)) => {
+            tracing::warn!(device = %device.name, "batch id reused for other entries");
+            api_error(
+                StatusCode::CONFLICT,
+                "batch_conflict",
+                "this batch id was already used for other entries",
+            )
+        }
+        Ok(Err(IngestError::Storage(e))) => {
+            tracing::error!(device = %device.name, error = %e, "storing a batch failed");
+            if matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ) {
+                api_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "head office is busy; try again",
+                )
+            } else {
+                api_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "storing the batch failed; nothing was stored",
+                )
+            }
+        }
+        Err(_) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "storing the batch failed; nothing was stored",
+        ),
+    }
+}
+
+/// rustls config from PEM certificate chain and key: TLS 1.2/1.3 with ring, HTTP/1.1, and no
+/// session tickets (each sync is one connection, and resumption would buy nothing).
+pub fn tls_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| HoError::Config(format!("server certificate: {e}")))?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+        .map_err(|e| HoError::Config(format!("server key: {e}")))?
+        .ok_or_else(|| HoError::Config("server key: no private key in the file".into()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HoError::Crypto(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| HoError::Config(format!("server certificate and key: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+/// Loads the TLS config from the configured (or default) certificate and key files.
+pub fn load_tls(dir: &HoDir, config: &Config) -> Result<rustls::ServerConfig> {
+    let path = |p: &Option<String>, default: std::path::PathBuf| {
+        p.as_ref().map(|s| dir.root().join(s)).unwrap_or(default)
+    };
+    let cert = path(&config.tls_cert, dir.server_cert());
+    let key = path(&config.tls_key, dir.server_key());
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(HoError::io(format!("reading {}", p.display())))
+    };
+    tls_config(&read(&cert)?, &zeroize::Zeroizing::new(read(&key)?))
+}
+
+/// Serves on `listener` until `shutdown` resolves, then lets requests in flight finish (at
+/// most 10 s).
+pub async fn serve(
+    listener: std::net::TcpListener,
+    tls: rustls::ServerConfig,
+    state: Arc<ServerState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        h.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
+    axum_server::from_tcp_rustls(listener, config)
+        .handle(handle)
+        .serve(router(state).into_make_service())
+        .await
+}
