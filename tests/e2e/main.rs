@@ -6,3 +6,4 @@ mod faults;
 mod input;
 mod kiosk;
 mod store;
+mod sync;

@@ -4,6 +4,9 @@
 //! The tests need a Secret Service: `cargo xtask test` runs them in a private D-Bus session with
 //! an unlocked gnome-keyring.
 
+pub mod proxy;
+pub mod server;
+
 use sealbox_device::files::{DataDir, KEY_ACCOUNT};
 use sealbox_device::{KeyStore, OsKeychain};
 use std::path::{Path, PathBuf};
@@ -75,6 +78,53 @@ impl Sandbox {
         sb.dev_ok(&["enroll", file.to_str().unwrap(), "--shred"]);
         sb.dev_ok_env(&["pin", "set"], &[("SEALBOX_PIN", PIN)]);
         sb
+    }
+
+    /// Enrols this sandbox's device with head office at `url` (the server, or a proxy before
+    /// it), sets the PIN, and returns the device's API token (read from the enrolment file
+    /// before it is shredded).
+    pub fn enrol_at(&self, url: &str) -> String {
+        let file = self.tmp.path().join("device.enrol.json");
+        let _ = std::fs::remove_file(&file);
+        self.ho_ok(&[
+            "enroll",
+            "--device",
+            "booth-1",
+            "--event",
+            EVENT,
+            "--url",
+            url,
+            "--out",
+            file.to_str().unwrap(),
+        ]);
+        let token =
+            serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&file).unwrap())
+                .unwrap()["device_token"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        self.dev_ok(&["enroll", file.to_str().unwrap(), "--shred"]);
+        self.dev_ok_env(&["pin", "set"], &[("SEALBOX_PIN", PIN)]);
+        token
+    }
+
+    /// Adds `n` entries through `sealbox add --ndjson`, numbered from `from`.
+    pub fn add_many(&self, from: usize, n: usize) {
+        let file = self.tmp.path().join(format!("entries-{from}.ndjson"));
+        let lines: Vec<String> = (from..from + n)
+            .map(|i| {
+                serde_json::json!({
+                    "name": format!("Qzsync Visitor {i}"),
+                    "phone": format!("139{:08}", i),
+                    "company": "Qzsync Widgets",
+                    "consent": true
+                })
+                .to_string()
+            })
+            .collect();
+        std::fs::write(&file, lines.join("\n")).unwrap();
+        self.dev_ok(&["add", "--ndjson", file.to_str().unwrap()]);
+        std::fs::remove_file(&file).unwrap();
     }
 
     pub fn enrolment_file(&self, device: &str) -> PathBuf {

@@ -44,13 +44,10 @@ pub enum DeviceError {
     PinWeak,
     #[error("sealing failed: {0}")]
     Seal(String),
-    #[error("head office cannot be reached ({detail}); the entries stay on this device and will be sent later")]
-    Network {
-        /// `offline` (no connection, timeout, dropped) or `tls_refused` (not head office's
-        /// certificate, wrong name, expired).
-        code: &'static str,
-        detail: String,
-    },
+    #[error("head office cannot be reached ({0}); the entries stay on this device and will be sent later")]
+    Offline(String),
+    #[error("refused to connect: the server's certificate is not head office's, or is for another name, or expired ({0}); nothing was sent or erased")]
+    TlsRefused(String),
     #[error(
         "head office refused the request: {message} (HTTP {status}, {code}); nothing was erased"
     )]
@@ -92,7 +89,8 @@ impl DeviceError {
             PinLocked(_) => "pin_locked",
             PinWeak => "pin_weak",
             Seal(_) => "seal_failed",
-            Network { code, .. } => code,
+            Offline(_) => "offline",
+            TlsRefused(_) => "tls_refused",
             Server { status: 401, .. } => "unauthorized",
             Server { status: 409, .. } => "conflict",
             Server { status: 429, .. } => "rate_limited",

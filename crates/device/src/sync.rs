@@ -42,10 +42,9 @@ impl SyncClient {
     /// A client that trusts only `trust.ca_cert_pem`.
     pub fn new(trust: &Trust, token: &Secret32, timeout: Duration) -> Result<SyncClient> {
         if !trust.server_url.starts_with("https://") {
-            return Err(DeviceError::Network {
-                code: "tls_refused",
-                detail: "head office's URL is not https:// (there is no plain-HTTP path)".into(),
-            });
+            return Err(DeviceError::TlsRefused(
+                "head office's URL is not https:// (there is no plain-HTTP path)".into(),
+            ));
         }
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pemfile::certs(&mut trust.ca_cert_pem.as_bytes()) {
@@ -112,9 +111,11 @@ impl SyncClient {
         if !r.status().is_success() {
             return Err(http_error(r));
         }
-        r.json::<Receipt>().map_err(|e| DeviceError::Network {
-            code: "offline",
-            detail: format!("the receipt did not arrive whole: {}", first_line(&e)),
+        r.json::<Receipt>().map_err(|e| {
+            DeviceError::Offline(format!(
+                "the receipt did not arrive whole: {}",
+                first_line(&e)
+            ))
         })
     }
 }
@@ -132,18 +133,19 @@ fn first_line(e: &dyn std::error::Error) -> String {
 fn network_error(e: reqwest::Error) -> DeviceError {
     let detail = first_line(&e);
     let tls = [
-        "certificate",
+        "invalid peer certificate",
         "UnknownIssuer",
         "NotValidForName",
         "Expired",
+        "BadSignature",
         "InvalidCertificate",
-        "HandshakeFailure",
     ]
     .iter()
     .any(|w| detail.contains(w));
-    DeviceError::Network {
-        code: if tls { "tls_refused" } else { "offline" },
-        detail,
+    if tls {
+        DeviceError::TlsRefused(detail)
+    } else {
+        DeviceError::Offline(detail)
     }
 }
 
@@ -207,9 +209,23 @@ impl Device {
             let entries = self.envelopes_by_id(&ids)?;
             let req = SyncRequest { batch_id, entries };
             let receipt = client.post(&req)?;
-            receipt
-                .verify_for(&vk, self.device_name(), batch_id, &ids)
-                .map_err(DeviceError::BadReceipt)?;
+            if let Err(e) = receipt.verify_for(&vk, self.device_name(), batch_id, &ids) {
+                // Nothing is erased. The batch is abandoned so the next attempt goes out under a
+                // new id (head office keeps the entries once and signs afresh) instead of
+                // fetching the same bad receipt forever.
+                self.conn.execute(
+                    "DELETE FROM outbox WHERE batch_id = ?1",
+                    [batch_id.to_string()],
+                )?;
+                audit::append(
+                    &self.conn,
+                    now_ms(),
+                    "receipt.refused",
+                    &json!({"batch": batch_id, "reason": e.to_string()}),
+                )?;
+                tracing::warn!(%batch_id, "receipt refused");
+                return Err(DeviceError::BadReceipt(e));
+            }
             let erased = self.erase_acknowledged(&receipt, &ids)?;
             report.batches += 1;
             report.erased += erased;

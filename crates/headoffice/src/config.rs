@@ -82,6 +82,12 @@ impl Config {
         if let Ok(v) = std::env::var("SEALBOX_HO_PUBLIC_URL") {
             c.public_url = v;
         }
+        if let Ok(v) = std::env::var("SEALBOX_HO_TLS_CERT") {
+            c.tls_cert = Some(v);
+        }
+        if let Ok(v) = std::env::var("SEALBOX_HO_TLS_KEY") {
+            c.tls_key = Some(v);
+        }
         let num = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok());
         if let Some(v) = num("SEALBOX_HO_MAX_BODY_BYTES") {
             c.max_body_bytes = v as usize;

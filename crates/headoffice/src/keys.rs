@@ -208,8 +208,10 @@ pub fn make_tls(names: &[&str]) -> Result<Tls> {
     let now = time::OffsetDateTime::now_utc();
 
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    // A name of its own, so two head offices' CAs are never confused for one another.
+    let tag = hex::encode(&random32()?.expose()[..4]);
     ca.distinguished_name
-        .push(DnType::CommonName, "Sealbox head office CA");
+        .push(DnType::CommonName, format!("Sealbox head office CA {tag}"));
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca.not_before = now - time::Duration::hours(1);
@@ -236,4 +238,36 @@ pub fn make_tls(names: &[&str]) -> Result<Tls> {
         server_cert_pem: server_cert.pem(),
         server_key_pem: Zeroizing::new(server_key.serialize_pem()),
     })
+}
+
+/// Issues a new server certificate from head office's CA for `names` (DNS names or IP
+/// addresses), valid from `not_before` to `not_after`: for a new address, or to renew.
+pub fn issue_server_cert(
+    dir: &HoDir,
+    names: &[&str],
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
+) -> Result<(String, Zeroizing<String>)> {
+    use rcgen::{CertificateParams, DnType, KeyPair};
+    let err = |e: rcgen::Error| HoError::Crypto(e.to_string());
+    let ca_pem = dir.load_ca_pem()?;
+    let ca_key_pem = Zeroizing::new(read_string(&dir.ca_key())?);
+    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(err)?;
+    // The CA re-created from its own certificate and key: same name and key, so what it signs
+    // chains to the ca.pem devices already pin.
+    let ca = CertificateParams::from_ca_cert_pem(&ca_pem)
+        .map_err(err)?
+        .self_signed(&ca_key)
+        .map_err(err)?;
+    let mut server =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .map_err(err)?;
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "Sealbox head office");
+    server.not_before = not_before;
+    server.not_after = not_after;
+    let key = KeyPair::generate().map_err(err)?;
+    let cert = server.signed_by(&key, &ca, &ca_key).map_err(err)?;
+    Ok((cert.pem(), Zeroizing::new(key.serialize_pem())))
 }

@@ -1,0 +1,513 @@
+//! Delivery over real TLS on 127.0.0.1 to a real head office process: nothing lost, nothing
+//! duplicated, nothing erased without a verified receipt.
+
+use sealbox_device::{Device, OsKeychain};
+use sealbox_tests::proxy::{Fault, FaultProxy};
+use sealbox_tests::server::{ho_counts, HoServer};
+use sealbox_tests::*;
+use std::time::{Duration, Instant};
+
+fn tombstones(sb: &Sandbox) -> u64 {
+    let dev = Device::open(&sb.dev, &OsKeychain).unwrap();
+    dev.counts().unwrap().erased
+}
+
+fn sync(sb: &Sandbox, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["sync"];
+    args.extend_from_slice(extra);
+    sb.dev_cmd(&args).output().unwrap()
+}
+
+#[test]
+fn round_trip_1000_entries_erased_on_a_verified_receipt() {
+    let sb = Sandbox::headoffice();
+    let server = HoServer::start(&sb.ho, &[]);
+    sb.enrol_at(&server.url());
+    sb.add_many(0, 1000);
+    assert_eq!(sb.pending(), 1000);
+    let out = sb.dev_ok(&["sync", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["erased"], 1000);
+    assert_eq!(report["pending"], 0);
+    assert_eq!(ho_counts(&sb.ho), (1000, 1000));
+    let st: serde_json::Value = serde_json::from_str(&sb.ho_ok(&["status", "--json"])).unwrap();
+    assert_eq!(st["events"][0]["entries"], 1000);
+    assert_eq!(st["devices"][0]["entries"], 1000);
+
+    let dev = Device::open(&sb.dev, &OsKeychain).unwrap();
+    let c = dev.counts().unwrap();
+    assert_eq!((c.pending, c.exported, c.erased), (0, 0, 1000));
+    let conn = dev.connection();
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM entries", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 0, "no payload is left in the device's database");
+    let sd: i64 = conn
+        .query_row("PRAGMA secure_delete", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sd, 1, "freed pages are zeroed");
+    assert!(dev.audit_verify().unwrap().ok());
+    assert!(dev
+        .audit_recent(10)
+        .unwrap()
+        .iter()
+        .any(|r| r.action == "receipt.applied"));
+    drop(dev);
+    for canary in ["Qzsync", "13900000001"] {
+        assert!(files_containing(&sb.dev, canary).is_empty());
+        assert!(
+            files_containing(&sb.ho, canary).is_empty(),
+            "head office stores entries sealed"
+        );
+        assert!(!server.log().contains(canary));
+    }
+    // A second sync has nothing to do.
+    assert!(sb.dev_ok(&["sync"]).contains("sent 0 entries"));
+}
+
+#[test]
+fn every_network_fault_loses_nothing_and_duplicates_nothing() {
+    let sb = Sandbox::headoffice();
+    // A short write timeout at head office so a held lock turns into a quick 503.
+    let server = HoServer::start(&sb.ho, &[("SEALBOX_HO_BUSY_TIMEOUT_MS", "300")]);
+    let proxy = FaultProxy::start(server.addr);
+    sb.enrol_at(&proxy.url());
+    let mut total = 0;
+    let faults = [
+        ("dropped before the request", Fault::DropBeforeRequest),
+        ("dropped after head office committed", Fault::DropResponse),
+        (
+            "receipt later than the client's timeout",
+            Fault::DelayResponse(Duration::from_secs(4)),
+        ),
+        ("truncated response", Fault::TruncateResponse(40)),
+    ];
+    for (what, fault) in faults {
+        sb.add_many(total, 30);
+        total += 30;
+        let held_before = ho_counts(&sb.ho).0;
+        proxy.next(fault);
+        let out = sync(&sb, &["--timeout", "2", "--page", "10"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{what}: the sync must fail: {err}"
+        );
+        assert!(
+            err.contains("nothing was erased") || err.contains("stay on this device"),
+            "{what}: {err}"
+        );
+        assert_eq!(sb.pending(), 30, "{what}: nothing erased without a receipt");
+        if fault != Fault::DropBeforeRequest {
+            // Head office committed the first batch although the device never saw the receipt.
+            assert_eq!(ho_counts(&sb.ho).0, held_before + 10, "{what}");
+        } else {
+            assert_eq!(ho_counts(&sb.ho).0, held_before, "{what}");
+        }
+        // The network is back: the same batch is resent, answered with the same receipt.
+        sb.dev_ok(&["sync", "--timeout", "10", "--page", "10"]);
+        assert_eq!(sb.pending(), 0, "{what}");
+        assert_eq!(
+            ho_counts(&sb.ho),
+            (total as u64, total as u64),
+            "{what}: each entry exactly once"
+        );
+    }
+    // Head office busy (a writer holds the database): 503, nothing erased, then fine.
+    sb.add_many(total, 20);
+    total += 20;
+    {
+        let lock = rusqlite::Connection::open(sb.ho.join("headoffice.db")).unwrap();
+        lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let out = sync(&sb, &["--timeout", "5"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("HTTP 503") && err.contains("busy"), "{err}");
+        lock.execute_batch("ROLLBACK").unwrap();
+    }
+    assert_eq!(sb.pending(), 20);
+    sb.dev_ok(&["sync"]);
+    assert_eq!(sb.pending(), 0);
+    assert_eq!(ho_counts(&sb.ho), (total as u64, total as u64));
+    assert_eq!(tombstones(&sb), total as u64);
+    let dev = Device::open(&sb.dev, &OsKeychain).unwrap();
+    assert!(dev.audit_verify().unwrap().ok());
+}
+
+#[test]
+fn server_killed_mid_batch_and_device_killed_between_receipt_and_erase() {
+    let sb = Sandbox::headoffice();
+    let mut server = HoServer::start(&sb.ho, &[]);
+    sb.enrol_at(&server.url());
+    sb.add_many(0, 400);
+
+    // Head office killed while a sync of many small batches is running, then back.
+    let child = sb
+        .dev_cmd(&["sync", "--page", "5", "--timeout", "3"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    server.kill();
+    let out = child.wait_with_output().unwrap();
+    server.restart();
+    eprintln!(
+        "sync during the server's death exited {:?}; head office held {} of 400",
+        out.status.code(),
+        ho_counts(&sb.ho).0
+    );
+
+    // The device killed at random moments during syncs of small batches.
+    let mut rng = Rng::from_time();
+    let mut gap_seen = 0;
+    for _ in 0..40 {
+        let mut child = sb
+            .dev_cmd(&["sync", "--page", "3"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(rng.below(150_000)));
+        let _ = child.kill();
+        let _ = child.wait();
+        // Head office holds entries the device has not erased yet: killed between receipt and
+        // erase (or with the receipt in flight).
+        if ho_counts(&sb.ho).0 > tombstones(&sb) {
+            gap_seen += 1;
+        }
+    }
+    eprintln!("device killed 40 times; {gap_seen} times head office held entries the device had not erased yet");
+    sb.dev_ok(&["sync"]);
+    assert_eq!(sb.pending(), 0);
+    assert_eq!(
+        ho_counts(&sb.ho),
+        (400, 400),
+        "every entry at head office exactly once"
+    );
+    assert_eq!(tombstones(&sb), 400);
+    let dev = Device::open(&sb.dev, &OsKeychain).unwrap();
+    assert!(dev.integrity_ok().unwrap());
+    assert!(dev.audit_verify().unwrap().ok());
+    // SIGTERM stops head office gracefully.
+    assert!(server.terminate().success());
+}
+
+/// A stand-in head office that answers syncs with receipts made by `make`.
+fn fake_head_office(
+    sb: &Sandbox,
+    make: impl Fn(&sealbox_protocol::sync::SyncRequest) -> sealbox_protocol::sync::Receipt
+        + Send
+        + Sync
+        + 'static,
+) -> (std::net::SocketAddr, tokio::runtime::Runtime) {
+    use axum::routing::post;
+    let ho = sealbox_headoffice::keys::HoDir::new(&sb.ho);
+    let tls = sealbox_headoffice::server::tls_config(
+        &std::fs::read_to_string(ho.server_cert()).unwrap(),
+        &std::fs::read_to_string(ho.server_key()).unwrap(),
+    )
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let make = std::sync::Arc::new(make);
+    let app = axum::Router::new().route(
+        "/v1/sync",
+        post(move |body: axum::body::Bytes| {
+            let make = make.clone();
+            async move {
+                let req: sealbox_protocol::sync::SyncRequest =
+                    serde_json::from_slice(&body).unwrap();
+                axum::Json(make(&req))
+            }
+        }),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.spawn(async move {
+        let config = axum_server::tls_rustls::RustlsConfig::from_config(std::sync::Arc::new(tls));
+        let _ = axum_server::from_tcp_rustls(listener, config)
+            .serve(app.into_make_service())
+            .await;
+    });
+    (addr, rt)
+}
+
+#[test]
+fn untrusted_servers_and_bad_receipts_erase_nothing() {
+    use sealbox_protocol::sync::Receipt;
+    let sb = Sandbox::headoffice();
+    let ho = sealbox_headoffice::keys::HoDir::new(&sb.ho);
+    let now = time::OffsetDateTime::now_utc();
+
+    // Another head office's server: a CA the device does not trust.
+    let other = tempfile::tempdir().unwrap();
+    let other_ho = other.path().join("ho");
+    let init = std::process::Command::new(bin("sealbox-headoffice"))
+        .arg("--data-dir")
+        .arg(&other_ho)
+        .arg("init")
+        .env("SEALBOX_HO_PASSPHRASE", PASSPHRASE)
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let stranger = HoServer::start(&other_ho, &[]);
+    sb.enrol_at(&stranger.url());
+    sb.add_many(0, 5);
+    let check = |what: &str, expect: &str| {
+        let out = sync(&sb, &["--timeout", "5"]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert!(err.contains(expect), "{what}: expected {expect:?} in {err}");
+        assert_eq!(sb.pending(), 5, "{what}: nothing erased");
+    };
+    check("unknown CA", "not head office's");
+    let out = sync(&sb, &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UnknownIssuer"));
+
+    // Our CA, but a certificate for another name.
+    let (cert, key) = sealbox_headoffice::keys::issue_server_cert(
+        &ho,
+        &["other.example"],
+        now - time::Duration::hours(1),
+        now + time::Duration::days(1),
+    )
+    .unwrap();
+    std::fs::write(sb.ho.join("wrong-name.pem"), cert).unwrap();
+    std::fs::write(sb.ho.join("wrong-name.key"), key.as_str()).unwrap();
+    let wrong = HoServer::start(
+        &sb.ho,
+        &[
+            ("SEALBOX_HO_TLS_CERT", "wrong-name.pem"),
+            ("SEALBOX_HO_TLS_KEY", "wrong-name.key"),
+        ],
+    );
+    repoint(&sb, &wrong.url());
+    check("wrong hostname", "not valid for name");
+    drop(wrong);
+
+    // Our CA and name, but expired.
+    let (cert, key) = sealbox_headoffice::keys::issue_server_cert(
+        &ho,
+        &["127.0.0.1"],
+        now - time::Duration::days(10),
+        now - time::Duration::days(1),
+    )
+    .unwrap();
+    std::fs::write(sb.ho.join("expired.pem"), cert).unwrap();
+    std::fs::write(sb.ho.join("expired.key"), key.as_str()).unwrap();
+    let expired = HoServer::start(
+        &sb.ho,
+        &[
+            ("SEALBOX_HO_TLS_CERT", "expired.pem"),
+            ("SEALBOX_HO_TLS_KEY", "expired.key"),
+        ],
+    );
+    repoint(&sb, &expired.url());
+    check("expired certificate", "expired");
+    drop(expired);
+
+    // A receipt signed by a key that is not head office's.
+    let (addr, _rt) = fake_head_office(&sb, |req| {
+        let forger = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+        Receipt::sign(
+            req.batch_id,
+            "booth-1",
+            req.entries.iter().map(|e| e.id).collect(),
+            1,
+            &forger,
+        )
+    });
+    repoint(&sb, &format!("https://{addr}"));
+    check("forged receipt", "not head office's");
+    // A receipt from head office's own key that leaves one entry out.
+    let key = ho.load_signing_key().unwrap();
+    let (addr, _rt2) = fake_head_office(&sb, move |req| {
+        let ids = req.entries.iter().skip(1).map(|e| e.id).collect();
+        Receipt::sign(req.batch_id, "booth-1", ids, 1, &key)
+    });
+    repoint(&sb, &format!("https://{addr}"));
+    check("receipt with a missing id", "does not list every entry");
+    let dev = Device::open(&sb.dev, &OsKeychain).unwrap();
+    assert_eq!(dev.counts().unwrap().erased, 0);
+    assert!(dev
+        .audit_recent(20)
+        .unwrap()
+        .iter()
+        .any(|r| r.action == "receipt.refused"));
+    drop(dev);
+
+    // The real head office: the device is revoked there, so 401 and nothing erased.
+    let server = HoServer::start(&sb.ho, &[]);
+    repoint(&sb, &server.url());
+    sb.ho_ok(&["device", "revoke", "booth-1"]);
+    check("revoked device", "HTTP 401");
+    let st: serde_json::Value = serde_json::from_str(&sb.ho_ok(&["status", "--json"])).unwrap();
+    assert_eq!(st["devices"][0]["revoked"], true);
+}
+
+/// Points the device at another address, as an admin re-enrolling through a proxy would (the
+/// URL lives in the encrypted store).
+fn repoint(sb: &Sandbox, url: &str) {
+    let dev = Device::open(&sb.dev, &OsKeychain).unwrap();
+    dev.connection()
+        .execute(
+            "UPDATE settings SET v = ?1 WHERE k = 'server_url'",
+            [url.as_bytes()],
+        )
+        .unwrap();
+}
+
+#[test]
+fn head_office_answers_bad_requests_with_codes_not_panics() {
+    let sb = Sandbox::headoffice();
+    let server = HoServer::start(
+        &sb.ho,
+        &[
+            ("SEALBOX_HO_MAX_ENTRIES_PER_BATCH", "3"),
+            ("SEALBOX_HO_DEVICE_BURST", "8"),
+            ("SEALBOX_HO_DEVICE_RATE_PER_S", "1"),
+        ],
+    );
+    let token = sb.enrol_at(&server.url());
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(sb.ho.join("ca.pem")).unwrap()).unwrap();
+    let http = reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let url = format!("{}/v1/sync", server.url());
+    let post = |auth: Option<&str>, body: Vec<u8>| {
+        let mut r = http
+            .post(&url)
+            .body(body)
+            .header("content-type", "application/json");
+        if let Some(t) = auth {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = r.send().unwrap();
+        let status = resp.status().as_u16();
+        let v: serde_json::Value = resp.json().unwrap_or(serde_json::Value::Null);
+        (status, v["code"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(post(None, b"{}".to_vec()), (401, "unauthorized".into()));
+    assert_eq!(
+        post(Some("bm90IGEgdG9rZW4="), b"{}".to_vec()),
+        (401, "unauthorized".into())
+    );
+    assert_eq!(
+        post(Some(&token), b"not json".to_vec()),
+        (400, "bad_request".into())
+    );
+    assert_eq!(
+        post(Some(&token), br#"{"batch_id":"x","entries":[]}"#.to_vec()),
+        (400, "bad_request".into())
+    );
+    let batch = |n: usize, sealed: &str| {
+        let entries: Vec<serde_json::Value> = (0..n)
+            .map(|_| serde_json::json!({"id": uuid::Uuid::now_v7(), "event_id": EVENT, "captured_at_ms": 1, "consent_version": "v", "consent_sha256": "a".repeat(64), "sealed": sealed}))
+            .collect();
+        serde_json::to_vec(
+            &serde_json::json!({"batch_id": uuid::Uuid::now_v7(), "entries": entries}),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        post(Some(&token), batch(4, "YWdl")),
+        (413, "too_many_entries".into())
+    );
+    assert_eq!(
+        post(Some(&token), batch(1, "bm90IGFnZQ==")),
+        (400, "bad_request".into()),
+        "a payload that is not an age file"
+    );
+    let big = vec![b'x'; 17 << 20];
+    assert_eq!(post(Some(&token), big).0, 413);
+    // The bucket runs dry: 429 with Retry-After.
+    let mut limited = false;
+    for _ in 0..10 {
+        if post(Some(&token), b"{}".to_vec()) == (429, "rate_limited".into()) {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "per-device rate limit");
+    let r = http
+        .get(format!("{}/v1/health", server.url()))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success());
+    assert_eq!(ho_counts(&sb.ho), (0, 0));
+    assert!(!server.log().contains("panicked"));
+}
+
+#[test]
+fn soak_10000_entries_while_30_percent_of_connections_drop() {
+    let sb = Sandbox::headoffice();
+    let server = HoServer::start(
+        &sb.ho,
+        &[
+            ("SEALBOX_HO_DEVICE_RATE_PER_S", "1000"),
+            ("SEALBOX_HO_DEVICE_BURST", "1000"),
+        ],
+    );
+    let proxy = FaultProxy::start(server.addr);
+    sb.enrol_at(&proxy.url());
+    let mut rng = Rng::from_time();
+    proxy.random_drops(0.3, rng.next_u64());
+    let opts = sealbox_device::sync_loop::LoopOptions {
+        page: 250,
+        timeout: Duration::from_secs(10),
+        first_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(300),
+        idle_poll: Duration::from_millis(100),
+    };
+    let sync = sealbox_device::sync_loop::SyncLoop::start(
+        sb.dev.clone(),
+        std::sync::Arc::new(OsKeychain),
+        opts,
+    );
+    // Entries keep arriving while the loop sends.
+    let start = Instant::now();
+    for chunk in 0..20 {
+        sb.add_many(chunk * 500, 500);
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (held, _) = ho_counts(&sb.ho);
+        if held == 10_000 && sb.pending() == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "soak did not finish: head office {held}, device {} pending, state {:?}",
+            sb.pending(),
+            sync.state()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    sync.stop();
+    eprintln!(
+        "soak: 10,000 entries in {:.1} s; {} connections, {} dropped by the proxy",
+        start.elapsed().as_secs_f64(),
+        proxy.connections.load(std::sync::atomic::Ordering::SeqCst),
+        proxy.faulted.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    assert!(
+        proxy.faulted.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the proxy really dropped connections"
+    );
+    assert_eq!(
+        ho_counts(&sb.ho),
+        (10_000, 10_000),
+        "10,000 at head office, no duplicates"
+    );
+    assert_eq!(
+        tombstones(&sb),
+        10_000,
+        "the device erased every one, on receipts"
+    );
+}

@@ -1,0 +1,131 @@
+//! A real head office process (`sealbox-headoffice serve`) on a free port.
+
+use crate::{bin, PASSPHRASE};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub struct HoServer {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+}
+
+impl HoServer {
+    /// Starts `serve` on a free port of 127.0.0.1.
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> HoServer {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let log = dir.with_extension("serve.log");
+        let (child, addr) = spawn(dir, "127.0.0.1:0", &env, &log);
+        HoServer {
+            child: Some(child),
+            addr,
+            dir: dir.to_path_buf(),
+            env,
+            log,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the graceful path.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        c.wait().unwrap()
+    }
+
+    /// Starts again on the same address.
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, addr) = spawn(&self.dir, &self.addr.to_string(), &self.env, &self.log);
+        assert_eq!(addr, self.addr);
+        self.child = Some(child);
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn spawn(dir: &Path, listen: &str, env: &[(String, String)], log: &Path) -> (Child, SocketAddr) {
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut cmd = Command::new(bin("sealbox-headoffice"));
+    cmd.arg("--data-dir")
+        .arg(dir)
+        .args(["serve", "--listen", listen])
+        .env("SEALBOX_HO_PASSPHRASE", PASSPHRASE)
+        .stdout(Stdio::piped())
+        .stderr(logf);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start sealbox-headoffice serve");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    let mut reader = BufReader::new(stdout);
+    // Retry binding the same port for a moment after a kill.
+    reader.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .rsplit("https://")
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "serve did not start: {line:?} {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        });
+    // Keep draining stdout so the server never blocks on it.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+    });
+    (child, addr)
+}
+
+impl Drop for HoServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Counts at head office straight from its database: (entries, distinct ids).
+pub fn ho_counts(ho_dir: &Path) -> (u64, u64) {
+    let conn = rusqlite::Connection::open(ho_dir.join("headoffice.db")).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    conn.query_row(
+        "SELECT count(*), count(DISTINCT id) FROM entries",
+        [],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+    )
+    .unwrap()
+}
