@@ -537,3 +537,104 @@ async fn wait_for_secs(c: &Client, what: &str, expr: &str, secs: u64) {
     }
     wait_for(c, what, expr).await;
 }
+
+/// The kiosk sends by itself and shows it: online, the count falling to zero, the last receipt
+/// in the manager's Send tab, "sync now", and offline once head office is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_window_shows_sync_state_and_syncs_now() {
+    let sb = Sandbox::headoffice();
+    let mut server = sealbox_tests::server::HoServer::start(&sb.ho, &[]);
+    sb.enrol_at(&server.url());
+    let xdg = sb.tmp.path().join("xdg");
+    let driver_log = sb.tmp.path().join("driver.log");
+    let driver = start_driver(&sb, &xdg, &driver_log);
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "tauri:options".into(),
+        serde_json::json!({ "application": bin("sealbox-kiosk") }),
+    );
+    let c = ClientBuilder::native()
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a WebDriver session on the kiosk");
+
+    wait_for(
+        &c,
+        "the form",
+        "document.querySelector('input[name=\"name\"]')",
+    )
+    .await;
+    wait_for(
+        &c,
+        "online",
+        "document.getElementById('online-dot').classList.contains('on')",
+    )
+    .await;
+    fill(&c, "name", "Qzsync Kiosk").await;
+    fill(&c, "phone", "13911112222").await;
+    tick(&c, "input[name=consent]").await;
+    click(&c, "#submit").await;
+    wait_for(
+        &c,
+        "thank you",
+        "!document.getElementById('screen-thanks').hidden",
+    )
+    .await;
+    // The loop looks every few seconds; the count falls to zero on the receipt.
+    wait_for_secs(
+        &c,
+        "sent",
+        "/^0 /.test(document.getElementById('status-text').textContent)",
+        30,
+    )
+    .await;
+    assert_eq!(sealbox_tests::server::ho_counts(&sb.ho), (1, 1));
+
+    enter_pin(&c, PIN).await;
+    wait_for(
+        &c,
+        "the manager screen",
+        "!document.getElementById('screen-manager').hidden",
+    )
+    .await;
+    click(&c, "#tab-send").await;
+    wait_for(
+        &c,
+        "the last receipt",
+        "document.getElementById('send-last').textContent.includes(':')",
+    )
+    .await;
+    let last = js(
+        &c,
+        "return document.getElementById('send-last').textContent;",
+    )
+    .await;
+    assert!(last.as_str().unwrap().contains("最近回执"), "{last}");
+    click(&c, "#sync-now").await;
+    wait_for(
+        &c,
+        "sync started",
+        "document.getElementById('send-result').textContent.length > 0",
+    )
+    .await;
+    click(&c, "#lock").await;
+
+    // Head office goes away: the kiosk says offline, and keeps the next entry.
+    server.kill();
+    wait_for_secs(
+        &c,
+        "offline",
+        "document.getElementById('online-dot').classList.contains('off')",
+        30,
+    )
+    .await;
+    assert_eq!(
+        js(&c, "return window.SEALBOX_ERRORS;").await,
+        serde_json::json!([])
+    );
+    let _ = c.close().await;
+    drop(driver);
+    let dev = sealbox_device::Device::open(&sb.dev, &sealbox_device::OsKeychain).unwrap();
+    assert_eq!(dev.counts().unwrap().erased, 1);
+}
