@@ -2,6 +2,7 @@
 //! - 10,000 entries device → head office over TLS on loopback, durable at head office and erased
 //!   on the device, beside head office storing the same batches with no network or device;
 //! - 500 devices syncing one batch each at once, beside the same requests one at a time.
+//!
 //! Writes JSON to `SEALBOX_BENCH_OUT`.
 
 use sealbox_device::{Device, OsKeychain};

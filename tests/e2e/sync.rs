@@ -424,6 +424,28 @@ fn head_office_answers_bad_requests_with_codes_not_panics() {
         (400, "bad_request".into()),
         "a payload that is not an age file"
     );
+    // The same id again with other content: refused, the original kept.
+    let age = sealbox_protocol::entry::b64_encode(b"age-encryption.org/v1\n-> X25519 first\n");
+    let other = sealbox_protocol::entry::b64_encode(b"age-encryption.org/v1\n-> X25519 other\n");
+    let id = uuid::Uuid::now_v7();
+    let one = |sealed: &str| {
+        serde_json::to_vec(&serde_json::json!({"batch_id": uuid::Uuid::now_v7(), "entries": [
+            {"id": id, "event_id": EVENT, "captured_at_ms": 1, "consent_version": "v", "consent_sha256": "a".repeat(64), "sealed": sealed}
+        ]}))
+        .unwrap()
+    };
+    assert_eq!(post(Some(&token), one(&age)).0, 200);
+    assert_eq!(post(Some(&token), one(&other)), (409, "conflict".into()));
+    let conn = rusqlite::Connection::open(sb.ho.join("headoffice.db")).unwrap();
+    let kept: Vec<u8> = conn
+        .query_row(
+            "SELECT sealed FROM entries WHERE id = ?1",
+            [id.to_string()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(kept.ends_with(b"first\n"), "never overwritten");
+    assert!(server.log().contains("refused"), "the conflict is logged");
     let big = vec![b'x'; 17 << 20];
     assert_eq!(post(Some(&token), big).0, 413);
     // The bucket runs dry: 429 with Retry-After.
@@ -440,7 +462,7 @@ fn head_office_answers_bad_requests_with_codes_not_panics() {
         .send()
         .unwrap();
     assert!(r.status().is_success());
-    assert_eq!(ho_counts(&sb.ho), (0, 0));
+    assert_eq!(ho_counts(&sb.ho), (1, 1));
     assert!(!server.log().contains("panicked"));
 }
 

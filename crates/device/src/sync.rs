@@ -349,3 +349,43 @@ impl Device {
         Ok(erased)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_plain_http_and_no_client_without_a_ca() {
+        let token = Secret32::from_bytes([1u8; 32]);
+        let trust = |url: &str, ca: &str| Trust {
+            server_url: url.into(),
+            ca_cert_pem: ca.into(),
+            ho_verifying_key: String::new(),
+        };
+        let e = SyncClient::new(
+            &trust("http://127.0.0.1:8443", "x"),
+            &token,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "tls_refused");
+        assert!(e.to_string().contains("https://"));
+        let e = SyncClient::new(
+            &trust("https://127.0.0.1:8443", ""),
+            &token,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "bad_enrolment");
+        // The token never shows in Debug.
+        let pem =
+            "-----BEGIN CERTIFICATE-----\nMIIBfzCCASWgAwIBAgIUPlk=\n-----END CERTIFICATE-----\n";
+        if let Ok(c) = SyncClient::new(
+            &trust("https://127.0.0.1:8443", pem),
+            &token,
+            Duration::from_secs(1),
+        ) {
+            assert!(!format!("{c:?}").contains("AQEB"));
+        }
+    }
+}

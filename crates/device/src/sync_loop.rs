@@ -133,11 +133,10 @@ fn run(
     state: Arc<Mutex<SyncState>>,
     woken: mpsc::Receiver<()>,
 ) {
-    let set = |f: &dyn Fn(&mut SyncState)| f(&mut state.lock().unwrap_or_else(|e| e.into_inner()));
     let mut failures: u32 = 0;
     let mut device: Option<Device> = None;
     while !stop.load(Ordering::SeqCst) {
-        let wait = match one_round(&dir, keys.as_ref(), &opts, &mut device, &set) {
+        let wait = match one_round(&dir, keys.as_ref(), &opts, &mut device, &state) {
             Ok(true) => {
                 failures = 0;
                 Duration::ZERO
@@ -153,11 +152,10 @@ fn run(
                     device = None;
                 }
                 tracing::warn!(code = e.code(), failures, "sync failed");
-                let code = e.code().to_string();
-                set(&|s| {
+                update(&state, |s| {
                     s.sending = false;
                     s.online = Some(false);
-                    s.last_error = Some(code.clone());
+                    s.last_error = Some(e.code().to_string());
                 });
                 backoff(failures, &opts)
             }
@@ -172,13 +170,17 @@ fn run(
     }
 }
 
+fn update(state: &Mutex<SyncState>, f: impl FnOnce(&mut SyncState)) {
+    f(&mut state.lock().unwrap_or_else(|e| e.into_inner()));
+}
+
 /// One look: `Ok(true)` when it sent something (look again at once), `Ok(false)` when idle.
 fn one_round(
     dir: &std::path::Path,
     keys: &dyn KeyStore,
     opts: &LoopOptions,
     device: &mut Option<Device>,
-    set: &dyn Fn(&dyn Fn(&mut SyncState)),
+    state: &Mutex<SyncState>,
 ) -> Result<bool, DeviceError> {
     if device.is_none() {
         *device = Some(Device::open(dir, keys)?);
@@ -190,16 +192,18 @@ fn one_round(
     let c = dev.counts()?;
     if c.pending + c.exported == 0 {
         client.health()?;
-        set(&|s| {
+        update(state, |s| {
             s.online = Some(true);
             s.last_error = None;
         });
         return Ok(false);
     }
-    set(&|s| s.sending = true);
-    let report = dev.sync(&client, opts.page, &mut |p| set(&|s| s.progress = Some(p)))?;
+    update(state, |s| s.sending = true);
+    let report = dev.sync(&client, opts.page, &mut |p| {
+        update(state, |s| s.progress = Some(p))
+    })?;
     let when = report.last_receipt_ms;
-    set(&|s| {
+    update(state, |s| {
         s.sending = false;
         s.online = Some(true);
         s.last_error = None;

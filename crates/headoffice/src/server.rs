@@ -90,6 +90,30 @@ impl ServerState {
     }
 }
 
+/// A refused request: its status, stable code and message; becomes the JSON error response.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        api_error(self.status, self.code, self.message)
+    }
+}
+
 fn api_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
@@ -119,9 +143,9 @@ pub fn router(state: Arc<ServerState>) -> Router {
 fn authenticate(
     state: &ServerState,
     headers: &HeaderMap,
-) -> std::result::Result<DeviceAuth, Response> {
+) -> std::result::Result<DeviceAuth, Refusal> {
     let unauthorized = || {
-        api_error(
+        Refusal::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "unknown or revoked device",
@@ -141,7 +165,7 @@ fn authenticate(
         Ok(_) => Err(unauthorized()),
         Err(e) => {
             tracing::error!(error = %e, "device lookup failed");
-            Err(api_error(
+            Err(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
                 "try again later",
@@ -154,13 +178,13 @@ fn validate(
     req: &SyncRequest,
     device: &DeviceAuth,
     limits: &Limits,
-) -> std::result::Result<(), Response> {
-    let bad = |m: &str| Err(api_error(StatusCode::BAD_REQUEST, "bad_request", m));
+) -> std::result::Result<(), Refusal> {
+    let bad = |m: &str| Err(Refusal::new(StatusCode::BAD_REQUEST, "bad_request", m));
     if req.entries.is_empty() {
         return bad("a batch needs at least one entry");
     }
     if req.entries.len() > limits.max_entries_per_batch {
-        return Err(api_error(
+        return Err(Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_many_entries",
             format!("at most {} entries per batch", limits.max_entries_per_batch),
@@ -200,7 +224,7 @@ async fn sync(
 ) -> Response {
     let device = match authenticate(&state, &headers) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(wait) = state.take(&device.name) {
         let mut r = api_error(
@@ -235,7 +259,7 @@ async fn sync(
         }
     };
     if let Err(r) = validate(&req, &device, &state.limits) {
-        return r;
+        return r.into_response();
     }
     let st = state.clone();
     let name = device.name.clone();
