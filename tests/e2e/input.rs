@@ -71,6 +71,22 @@ fn bad_entries_are_refused_with_one_line_and_nothing_written() {
         "{err}"
     );
     assert!(!err.contains(SECRET_VALUE));
+    // The same refusal in Chinese.
+    let err = sb.dev_fail(
+        &["add", "--ndjson", nd.to_str().unwrap()],
+        &[("SEALBOX_LANG", "zh")],
+    );
+    assert!(
+        err.contains("第 3 行")
+            && err.contains("手机号应为 11 位数字")
+            && err.contains("未写入任何内容"),
+        "{err}"
+    );
+    let err = sb.dev_fail(&["add", "--json", "{}"], &[("SEALBOX_LANG", "zh-CN")]);
+    assert!(
+        err.contains("此项必填") || err.contains("需要勾选同意"),
+        "{err}"
+    );
     assert_eq!(sb.pending(), 1);
     assert_eq!(
         before,

@@ -303,17 +303,32 @@ fn init_logging(dir: &Path) {
     }
 }
 
+/// Whether to speak Chinese: `SEALBOX_LANG=zh`, or a Chinese locale when it is unset.
+fn chinese() -> bool {
+    match std::env::var("SEALBOX_LANG") {
+        Ok(l) => l.starts_with("zh"),
+        Err(_) => ["LC_ALL", "LC_MESSAGES", "LANG"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+            .is_some_and(|l| l.starts_with("zh")),
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     init_logging(&cli.data_dir);
     if let Err(e) = run(cli) {
-        let line = e
-            .chain()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>()
-            .join(": ")
-            .replace('\n', " ");
-        eprintln!("error: {line}");
+        let zh = e
+            .downcast_ref::<sealbox_device::DeviceError>()
+            .filter(|_| chinese())
+            .map(sealbox_device::kiosk::zh_message);
+        let line = zh.unwrap_or_else(|| {
+            e.chain()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(": ")
+        });
+        eprintln!("error: {}", line.replace('\n', " "));
         std::process::exit(1);
     }
 }

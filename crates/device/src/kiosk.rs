@@ -53,6 +53,18 @@ fn code_name(c: EntryErrorCode) -> String {
         .unwrap_or_default()
 }
 
+/// A device error in Simplified Chinese (the `Display` text is the English one), with the
+/// field or line it concerns.
+pub fn zh_message(e: &DeviceError) -> String {
+    match e {
+        DeviceError::Invalid(err) => err.message(Lang::Zh),
+        DeviceError::InvalidLine { line, error } => {
+            format!("第 {line} 行：{}；未写入任何内容", error.message(Lang::Zh))
+        }
+        other => zh_for(other),
+    }
+}
+
 fn zh_for(e: &DeviceError) -> String {
     use DeviceError::*;
     match e {
