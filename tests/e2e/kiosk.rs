@@ -77,6 +77,22 @@ fn start_driver(sb: &Sandbox, xdg: &Path, log: &Path) -> Driver {
     Driver { child, port }
 }
 
+/// tauri-driver and a WebDriver session on the kiosk binary.
+async fn session(sb: &Sandbox, xdg: &Path, log: &Path) -> (Driver, Client) {
+    let driver = start_driver(sb, xdg, log);
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "tauri:options".into(),
+        serde_json::json!({ "application": bin("sealbox-kiosk") }),
+    );
+    let c = ClientBuilder::native()
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a WebDriver session on the kiosk");
+    (driver, c)
+}
+
 async fn js(c: &Client, script: &str) -> serde_json::Value {
     c.execute(script, vec![]).await.expect(script)
 }
@@ -170,20 +186,8 @@ fn artifacts() -> PathBuf {
 async fn visitor_and_manager_in_the_real_window() {
     let sb = Sandbox::enrolled();
     let xdg = sb.tmp.path().join("xdg");
-    let driver_log = std::env::var_os("SEALBOX_DRIVER_LOG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| sb.tmp.path().join("driver.log"));
-    let driver = start_driver(&sb, &xdg, &driver_log);
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "tauri:options".into(),
-        serde_json::json!({ "application": bin("sealbox-kiosk") }),
-    );
-    let c = ClientBuilder::native()
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a WebDriver session on the kiosk");
+    let driver_log = sb.tmp.path().join("driver.log");
+    let (driver, c) = session(&sb, &xdg, &driver_log).await;
 
     let outcome = drive(&c).await;
     if outcome.is_err() {
@@ -454,17 +458,7 @@ async fn first_run_enrolment_then_idle_wipe_in_the_real_window() {
 
     let xdg = sb.tmp.path().join("xdg");
     let driver_log = sb.tmp.path().join("driver.log");
-    let driver = start_driver(&sb, &xdg, &driver_log);
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "tauri:options".into(),
-        serde_json::json!({ "application": bin("sealbox-kiosk") }),
-    );
-    let c = ClientBuilder::native()
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a WebDriver session on the kiosk");
+    let (driver, c) = session(&sb, &xdg, &driver_log).await;
 
     wait_for(
         &c,
@@ -547,17 +541,7 @@ async fn the_window_shows_sync_state_and_syncs_now() {
     sb.enrol_at(&server.url());
     let xdg = sb.tmp.path().join("xdg");
     let driver_log = sb.tmp.path().join("driver.log");
-    let driver = start_driver(&sb, &xdg, &driver_log);
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "tauri:options".into(),
-        serde_json::json!({ "application": bin("sealbox-kiosk") }),
-    );
-    let c = ClientBuilder::native()
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a WebDriver session on the kiosk");
+    let (driver, c) = session(&sb, &xdg, &driver_log).await;
 
     wait_for(
         &c,

@@ -199,7 +199,7 @@ fn in_keyring_session(args: &[String]) -> Result<()> {
     } else {
         None
     };
-    let status = Command::new(prog).args(rest).status()?;
+    let status = run_counting_tests(prog, rest)?;
     if let Some(mut x) = xvfb {
         let _ = x.kill();
         let _ = x.wait();
@@ -226,6 +226,49 @@ fn ensure_tauri_driver() -> Result<()> {
         ]))?;
     }
     Ok(())
+}
+
+/// Runs a command, passing its output through; when it is a test run, ends with one plain line
+/// summing cargo's "test result" lines (`tests: N passed, N failed`).
+fn run_counting_tests(prog: &str, args: &[String]) -> Result<std::process::ExitStatus> {
+    use std::io::{BufRead, Write};
+    let mut child = Command::new(prog)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (mut passed, mut failed, mut runs) = (0u64, 0u64, 0u64);
+    let out = std::io::stdout();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        let mut o = out.lock();
+        let _ = writeln!(o, "{line}");
+        let _ = o.flush();
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let num = |word: &str| {
+                rest.split(';')
+                    .find_map(|p| {
+                        p.trim().strip_suffix(word).map(|n| {
+                            n.trim()
+                                .rsplit(' ')
+                                .next()
+                                .unwrap_or("0")
+                                .parse::<u64>()
+                                .unwrap_or(0)
+                        })
+                    })
+                    .unwrap_or(0)
+            };
+            passed += num("passed");
+            failed += num("failed");
+            runs += 1;
+        }
+    }
+    let status = child.wait()?;
+    if runs > 0 {
+        println!("tests: {passed} passed, {failed} failed");
+    }
+    Ok(status)
 }
 
 fn test(extra: &[String]) -> Result<()> {
