@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `sealbox` and `sealbox-headoffice` binaries, real SQLCipher files,
 //! the real OS keychain (Secret Service in the session `cargo xtask test` sets up).
 
+mod batch;
 mod crash;
 mod faults;
 mod input;

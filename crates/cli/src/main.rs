@@ -71,6 +71,14 @@ enum Command {
     /// The manager PIN.
     #[command(subcommand)]
     Pin(PinCmd),
+    /// Write every entry still here into one encrypted, signed batch file for head office.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Receipts from head office.
+    #[command(subcommand)]
+    Receipt(ReceiptCmd),
     /// Send every pending entry to head office now; erase each batch once its receipt checks out.
     Sync {
         /// Entries per batch.
@@ -91,6 +99,12 @@ enum AuditCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum ReceiptCmd {
+    /// Verify a receipt file from `sealbox-headoffice import` and erase what it acknowledges.
+    Import { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -230,6 +244,28 @@ fn run(cli: Cli) -> Result<()> {
             Device::recover(dir, &text, &OsKeychain)?;
             files::shred(&escrow_key)?;
             println!("database key restored to the keychain; the escrow key file was shredded");
+        }
+        Command::Export { out } => {
+            let mut dev = open(dir)?;
+            let r = dev.export_batch(&out)?;
+            println!(
+                "exported {} entries to {}, encrypted for head office and signed by this device; they stay here until the receipt is imported",
+                r.count, r.path
+            );
+        }
+        Command::Receipt(ReceiptCmd::Import { file }) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let mut dev = open(dir)?;
+            let r = dev.import_receipt(&text)?;
+            if r.already_applied {
+                println!("this receipt was already applied; nothing left to erase");
+            } else {
+                println!(
+                    "receipt verified: {} entries acknowledged by head office were erased",
+                    r.erased
+                );
+            }
         }
         Command::Sync {
             page,

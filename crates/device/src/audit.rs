@@ -5,19 +5,9 @@
 
 use crate::error::Result;
 use rusqlite::{Connection, OptionalExtension};
-use sha2::{Digest, Sha256};
+use sealbox_protocol::audit::row_hash;
 
-/// The hash before the first row.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-fn row_hash(prev: &str, seq: i64, at_ms: i64, action: &str, detail: &str) -> String {
-    let mut h = Sha256::new();
-    for part in [prev, &seq.to_string(), &at_ms.to_string(), action, detail] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
-    }
-    hex::encode(h.finalize())
-}
+pub use sealbox_protocol::audit::GENESIS;
 
 /// Appends a row; call it inside the transaction whose effect it records.
 pub fn append(

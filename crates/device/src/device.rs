@@ -610,6 +610,10 @@ impl Device {
         setting_secret(&self.conn, keys::SIGNING_KEY)
     }
 
+    pub(crate) fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
     /// The raw connection, for tests that inspect or damage the store on purpose.
     #[doc(hidden)]
     pub fn connection(&self) -> &Connection {

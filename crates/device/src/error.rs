@@ -58,6 +58,10 @@ pub enum DeviceError {
     },
     #[error("{0}; nothing was erased")]
     BadReceipt(sealbox_protocol::sync::ReceiptError),
+    #[error("there is nothing to export: no entry is waiting on this device")]
+    NothingToExport,
+    #[error("this receipt is for a batch this device did not export; nothing was erased")]
+    UnknownBatch,
     #[error("storage error: {0}")]
     Storage(rusqlite::Error),
     #[error("{context}")]
@@ -97,6 +101,8 @@ impl DeviceError {
             Server { status, .. } if *status >= 500 => "server_error",
             Server { .. } => "rejected",
             BadReceipt(_) => "bad_receipt",
+            NothingToExport => "nothing_to_export",
+            UnknownBatch => "unknown_batch",
             Storage(_) => "storage",
             Io { .. } => "io",
         }

@@ -91,6 +91,8 @@ fn zh_for(e: &DeviceError) -> String {
         Server { status: 401, .. } => "总部拒绝了本设备（可能已被吊销），未删除任何数据".into(),
         Server { .. } => "总部拒绝了请求，未删除任何数据".into(),
         BadReceipt(_) => "总部回执无效（签名或内容不符），未删除任何数据".into(),
+        NothingToExport => "没有待导出的登记".into(),
+        UnknownBatch => "此回执对应的批次不是本设备导出的，未删除任何数据".into(),
     }
 }
 

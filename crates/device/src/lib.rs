@@ -15,12 +15,14 @@
 //! - [`sync`]: the HTTPS client (head office's CA pinned) and sync with verified erase.
 //! - [`sync_loop`]: the background loop the app runs: send when there is something to send,
 //!   back off with jitter while offline or refused.
+//! - [`batch`]: export of an encrypted, signed batch file and import of its receipt.
 //! - [`audit`]: the append-only, hash-chained audit log.
 //! - [`pin`]: the manager PIN (Argon2id) and its rate limit.
 //! - [`files`]: data-dir layout, atomic writes and shredding.
 //! - [`error`]: [`DeviceError`] with stable codes.
 
 pub mod audit;
+pub mod batch;
 pub mod device;
 pub mod error;
 pub mod files;

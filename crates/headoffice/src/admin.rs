@@ -57,6 +57,12 @@ pub fn event_create(dir: &Path, config_json: &str) -> Result<EventConfig> {
                 "INSERT INTO events (id, config, created_at_ms) VALUES (?1, ?2, ?3)",
                 rusqlite::params![config.id, canonical, now_ms()],
             )?;
+            crate::audit::append(
+                &conn,
+                now_ms(),
+                "event.created",
+                &serde_json::json!({"event": config.id}),
+            )?;
             tracing::info!(event = %config.id, "event created");
         }
     }
@@ -146,6 +152,12 @@ pub fn enroll(
         let _ = std::fs::remove_file(out);
         return Err(e.into());
     }
+    crate::audit::append(
+        &conn,
+        now_ms(),
+        "device.enrolled",
+        &serde_json::json!({"device": device, "event": event_id}),
+    )?;
     tracing::info!(device, event = event_id, "device enrolled");
     Ok(())
 }
@@ -235,6 +247,112 @@ pub fn device_revoke(dir: &Path, device: &str) -> Result<()> {
     if n == 0 {
         return Err(HoError::Config(format!("no device named {device:?}")));
     }
+    crate::audit::append(
+        &conn,
+        now_ms(),
+        "device.revoked",
+        &serde_json::json!({"device": device}),
+    )?;
     tracing::info!(device, "device revoked");
     Ok(())
+}
+
+/// What importing a batch file did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    pub device: String,
+    pub batch_id: uuid::Uuid,
+    pub entries: usize,
+    /// The batch had been imported before (or synced): the same receipt again.
+    pub duplicate: bool,
+}
+
+/// Imports a batch file carried from a device: opens it with head office's identity, checks the
+/// device's signature against an enrolled, unrevoked device, stores the entries exactly as a
+/// sync does, and writes the signed receipt file.
+pub fn import(
+    dir: &Path,
+    pass: &Passphrase,
+    file: &Path,
+    receipt_out: &Path,
+) -> Result<ImportReport> {
+    use sealbox_protocol::batch::SignedBatch;
+    let ho = HoDir::new(dir);
+    ho.require_initialised()?;
+    if receipt_out.exists() {
+        return Err(HoError::OutputExists {
+            path: receipt_out.display().to_string(),
+        });
+    }
+    let identity = ho.load_identity(pass)?;
+    let sealed = std::fs::read(file).map_err(HoError::io(format!("reading {}", file.display())))?;
+    let plain = Zeroizing::new(
+        age::decrypt(&identity, &sealed)
+            .map_err(|_| HoError::BadBatch("it does not decrypt".into()))?,
+    );
+    let signed: SignedBatch =
+        serde_json::from_slice(&plain).map_err(|_| HoError::BadBatch("not a batch".into()))?;
+    let claimed = signed
+        .payload_unverified()
+        .map_err(|e| HoError::BadBatch(e.to_string()))?;
+    let mut conn = db::open(&ho.db())?;
+    let device = claimed.manifest.device.clone();
+    let found: Option<(String, String, bool)> = conn
+        .query_row(
+            "SELECT event_id, verifying_key, revoked FROM devices WHERE name = ?1",
+            [&device],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let (event_id, vk, revoked) = found.ok_or_else(|| HoError::UnknownDevice(device.clone()))?;
+    if revoked {
+        return Err(HoError::UnknownDevice(device));
+    }
+    let vk = sealbox_protocol::sync::verifying_key_from_b64(&vk)
+        .ok_or_else(|| HoError::Config("a device's verifying key is damaged".into()))?;
+    let payload = signed
+        .verify(&vk)
+        .map_err(|e| HoError::BadBatch(e.to_string()))?;
+    let cfg = Config::load(dir)?;
+    let mut limits = crate::server::Limits::from_config(&cfg);
+    limits.max_entries_per_batch = usize::MAX;
+    let auth = db::DeviceAuth {
+        name: device.clone(),
+        event_id,
+        revoked,
+    };
+    let req = sealbox_protocol::sync::SyncRequest {
+        batch_id: payload.manifest.batch_id,
+        entries: payload.entries,
+    };
+    crate::server::validate(&req, &auth, &limits).map_err(|r| HoError::BadBatch(r.message))?;
+    let key = ho.load_signing_key()?;
+    let (receipt, fresh) =
+        db::ingest(&mut conn, &device, &req, &key, now_ms()).map_err(|e| match e {
+            db::IngestError::Storage(e) => HoError::Storage(e),
+            other => HoError::BadBatch(other.to_string()),
+        })?;
+    let json = serde_json::to_vec_pretty(&receipt).map_err(|e| HoError::Crypto(e.to_string()))?;
+    keys::write_new_private(receipt_out, &json)?;
+    crate::audit::append(
+        &conn,
+        now_ms(),
+        "batch.imported",
+        &serde_json::json!({"device": device, "batch": req.batch_id, "entries": req.entries.len(), "duplicate": !fresh}),
+    )?;
+    tracing::info!(%device, batch = %req.batch_id, entries = req.entries.len(), "batch imported");
+    Ok(ImportReport {
+        device,
+        batch_id: req.batch_id,
+        entries: req.entries.len(),
+        duplicate: !fresh,
+    })
+}
+
+/// Checks head office's audit chain: `(rows, first broken row)`.
+pub fn audit_verify(dir: &Path) -> Result<(u64, Option<i64>)> {
+    let ho = HoDir::new(dir);
+    ho.require_initialised()?;
+    let conn = db::open(&ho.db())?;
+    crate::audit::verify(&conn)
 }

@@ -19,6 +19,24 @@ CREATE TABLE IF NOT EXISTS devices (
     revoked INTEGER NOT NULL DEFAULT 0,
     enrolled_at_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only');
+END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only');
+END;
+CREATE TABLE IF NOT EXISTS settings (
+    k TEXT PRIMARY KEY,
+    v BLOB NOT NULL
+);
 -- One row per batch received: a resend of the same batch gets the same receipt.
 CREATE TABLE IF NOT EXISTS batches (
     batch_id TEXT PRIMARY KEY,

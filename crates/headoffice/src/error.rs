@@ -25,6 +25,12 @@ pub enum HoError {
     BadEscrow,
     #[error("{path} already exists; nothing was written")]
     OutputExists { path: String },
+    #[error("the batch file is truncated, altered, or not for this head office: {0}; nothing was stored")]
+    BadBatch(String),
+    #[error(
+        "the batch is from device {0:?}, which is not enrolled or is revoked; nothing was stored"
+    )]
+    UnknownDevice(String),
     #[error("crypto: {0}")]
     Crypto(String),
     #[error("storage error: {0}")]
@@ -51,6 +57,8 @@ impl HoError {
             DeviceExists(_) => "device_exists",
             BadEscrow => "bad_escrow",
             OutputExists { .. } => "output_exists",
+            BadBatch(_) => "bad_batch",
+            UnknownDevice(_) => "unknown_device",
             Crypto(_) => "crypto",
             Storage(_) => "storage",
             Io { .. } => "io",

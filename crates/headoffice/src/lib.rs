@@ -7,6 +7,7 @@
 //! - [`keys`]: head office's keys in its data directory: the age identity (encrypted at rest
 //!   under the admin's passphrase), the Ed25519 receipt-signing key, the TLS CA and server
 //!   certificate.
+//! - [`audit`]: head office's own hash-chained audit log.
 //! - [`db`]: head office's SQLite store: events, devices (token hashes and verifying keys
 //!   only), entries as received (sealed).
 //! - [`admin`]: the admin commands: init, event create, enroll, escrow open, status.
@@ -15,6 +16,7 @@
 //! - [`error`]: [`HoError`] with stable codes.
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod db;
 pub mod error;

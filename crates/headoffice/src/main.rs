@@ -52,6 +52,15 @@ enum Command {
     /// Devices.
     #[command(subcommand)]
     Device(DeviceCmd),
+    /// Import a batch file carried from a device and write its signed receipt.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        receipt_out: PathBuf,
+    },
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Counts of events, devices and entries.
     Status {
         #[arg(long)]
@@ -65,6 +74,12 @@ enum Command {
 enum EventCmd {
     /// Validate and store an event config (JSON).
     Create { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -154,6 +169,24 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::DefaultConfig => print!("{}", config::DEFAULT_CONFIG),
         Command::Serve { listen } => serve(dir, listen)?,
+        Command::Import { file, receipt_out } => {
+            let r = admin::import(dir, &passphrase(false)?, &file, &receipt_out)?;
+            println!(
+                "{} {} entries from device {} (batch {}); receipt written to {}: carry it back and run `sealbox receipt import {}`",
+                if r.duplicate { "already held" } else { "stored" },
+                r.entries,
+                r.device,
+                r.batch_id,
+                receipt_out.display(),
+                receipt_out.display()
+            );
+        }
+        Command::Audit(AuditCmd::Verify) => match admin::audit_verify(dir)? {
+            (rows, None) => println!("audit chain ok: {rows} rows"),
+            (_, Some(seq)) => anyhow::bail!(
+                "audit chain broken at row {seq}: a row was edited, removed or reordered"
+            ),
+        },
         Command::Device(DeviceCmd::Revoke { name }) => {
             admin::device_revoke(dir, &name)?;
             println!("device {name} revoked");

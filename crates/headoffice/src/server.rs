@@ -92,10 +92,10 @@ impl ServerState {
 
 /// A refused request: its status, stable code and message; becomes the JSON error response.
 #[derive(Debug)]
-struct Refusal {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
 }
 
 impl Refusal {
@@ -174,7 +174,7 @@ fn authenticate(
     }
 }
 
-fn validate(
+pub(crate) fn validate(
     req: &SyncRequest,
     device: &DeviceAuth,
     limits: &Limits,

@@ -10,12 +10,16 @@
 //!   unless justified).
 //! - [`entry`]: validating a visitor's submission against the config, the display summary
 //!   (masked / plain / hidden), the sealed payload's plaintext and the envelope that carries it.
+//! - [`batch`]: the encrypted, signed batch file carried by a manager.
+//! - [`audit`]: the hash that chains audit rows (device and head office).
 //! - [`enrolment`]: the enrolment file head office hands to a device (secret).
 //! - [`escrow`]: the escrowed database key and the key check value.
 //! - [`sync`]: the sync request and head office's signed receipt.
 //! - [`secret`]: types for secrets: zeroized on drop, `[redacted]` in `Debug`.
 //! - [`i18n`]: the two languages every user-facing string exists in.
 
+pub mod audit;
+pub mod batch;
 pub mod enrolment;
 pub mod entry;
 pub mod escrow;

@@ -1,0 +1,143 @@
+//! Offline delivery: every entry still on the device goes into one encrypted, signed batch file
+//! that a manager carries to head office; the receipt file head office writes comes back and is
+//! verified and applied exactly like a sync receipt. Entries stay on the device, marked
+//! exported, until then.
+
+use crate::audit;
+use crate::device::Device;
+use crate::error::{DeviceError, Result};
+use crate::files;
+use crate::now_ms;
+use sealbox_protocol::batch::{BatchManifest, BatchPayload, SignedBatch, BATCH_FORMAT};
+use sealbox_protocol::sync::{verifying_key_from_b64, Receipt};
+use serde::Serialize;
+use serde_json::json;
+use std::path::Path;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+/// What an export wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    pub batch_id: Uuid,
+    pub count: usize,
+    pub path: String,
+}
+
+/// What applying a receipt did.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReceiptReport {
+    pub batch_id: Uuid,
+    pub erased: u64,
+    /// The receipt had been applied before: nothing left to erase.
+    pub already_applied: bool,
+}
+
+impl Device {
+    /// Writes every entry still on the device (pending or exported before, not yet acknowledged)
+    /// into one batch file at `out`: sealed envelopes and a manifest, signed with the device's
+    /// key, the whole age-encrypted to head office. Written atomically (temp file in the same
+    /// directory, fsync, rename); nothing in plaintext touches the disk.
+    pub fn export_batch(&mut self, out: &Path) -> Result<ExportReport> {
+        let entries = self.pending_envelopes(usize::MAX >> 1)?;
+        if entries.is_empty() {
+            return Err(DeviceError::NothingToExport);
+        }
+        let batch_id = Uuid::now_v7();
+        let now = now_ms();
+        let manifest = BatchManifest {
+            format: BATCH_FORMAT.into(),
+            batch_id,
+            device: self.device_name().to_string(),
+            event_id: self.config().id.clone(),
+            entry_ids: entries.iter().map(|e| e.id).collect(),
+            count: entries.len(),
+            created_at_ms: now,
+        };
+        let payload = BatchPayload { manifest, entries };
+        let key = ed25519_dalek::SigningKey::from_bytes(self.signing_key()?.expose());
+        let signed = SignedBatch::sign(&payload, &key);
+        let plain = Zeroizing::new(
+            serde_json::to_vec(&signed).map_err(|e| DeviceError::Seal(e.to_string()))?,
+        );
+        let sealed = self.sealer().seal(&plain)?;
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(DeviceError::io(format!("creating {}", dir.display())))?;
+        }
+        files::write_atomic(out, &sealed)?;
+        let tx = self.conn.transaction()?;
+        {
+            let mut mark = tx.prepare_cached(
+                "UPDATE entries SET exported_batch = ?1, exported_at_ms = ?2 WHERE id = ?3",
+            )?;
+            for id in &payload.manifest.entry_ids {
+                mark.execute(rusqlite::params![batch_id.to_string(), now, id.to_string()])?;
+            }
+        }
+        audit::append(
+            &tx,
+            now,
+            "batch.exported",
+            &json!({"batch": batch_id, "count": payload.entries.len()}),
+        )?;
+        tx.commit()?;
+        tracing::info!(%batch_id, count = payload.entries.len(), "batch exported");
+        Ok(ExportReport {
+            batch_id,
+            count: payload.entries.len(),
+            path: out.display().to_string(),
+        })
+    }
+
+    /// Applies a receipt file from head office's `import`: verified like a sync receipt (head
+    /// office's signature, digest, this device, every entry of that batch still here), then the
+    /// same one-transaction erase. Applying it twice changes nothing.
+    pub fn import_receipt(&mut self, receipt_json: &str) -> Result<ReceiptReport> {
+        let receipt: Receipt = serde_json::from_str(receipt_json)
+            .map_err(|_| DeviceError::BadReceipt(sealbox_protocol::sync::ReceiptError::Format))?;
+        let vk = verifying_key_from_b64(&self.trust()?.ho_verifying_key).ok_or_else(|| {
+            DeviceError::Enrolment("head office's verifying key is damaged".into())
+        })?;
+        receipt.verify(&vk).map_err(DeviceError::BadReceipt)?;
+        if receipt.device != self.device_name() {
+            return Err(DeviceError::BadReceipt(
+                sealbox_protocol::sync::ReceiptError::OtherDevice,
+            ));
+        }
+        let expected: Vec<Uuid> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT id FROM entries WHERE exported_batch = ?1")?;
+            let rows = stmt.query_map([receipt.batch_id.to_string()], |r| r.get::<_, String>(0))?;
+            rows.map(|r| r.map(|s| Uuid::parse_str(&s).unwrap_or_default()))
+                .collect::<rusqlite::Result<_>>()?
+        };
+        if expected.is_empty() {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT count(*) FROM tombstones WHERE id = ?1")?;
+            let mut known = 0;
+            for id in &receipt.ids {
+                known += stmt.query_row([id.to_string()], |r| r.get::<_, i64>(0))?;
+            }
+            if known as usize == receipt.ids.len() {
+                return Ok(ReceiptReport {
+                    batch_id: receipt.batch_id,
+                    erased: 0,
+                    already_applied: true,
+                });
+            }
+            return Err(DeviceError::UnknownBatch);
+        }
+        receipt
+            .verify_for(&vk, self.device_name(), receipt.batch_id, &expected)
+            .map_err(DeviceError::BadReceipt)?;
+        let erased = self.erase_acknowledged(&receipt, &expected)?;
+        Ok(ReceiptReport {
+            batch_id: receipt.batch_id,
+            erased,
+            already_applied: false,
+        })
+    }
+}
