@@ -3,6 +3,7 @@
 
 mod batch;
 mod crash;
+mod crm;
 mod faults;
 mod input;
 mod kiosk;

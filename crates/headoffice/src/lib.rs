@@ -12,12 +12,14 @@
 //!   only), entries as received (sealed).
 //! - [`admin`]: the admin commands: init, event create, enroll, escrow open, status.
 //! - [`server`]: the axum + rustls sync server; takes a listener and a shutdown future.
+//! - [`crm`]: CSV/XLSX hand-off (masked unless asked), retention purge, deletion requests.
 //! - [`config`]: defaults → `config.toml` → `SEALBOX_HO_*` environment.
 //! - [`error`]: [`HoError`] with stable codes.
 
 pub mod admin;
 pub mod audit;
 pub mod config;
+pub mod crm;
 pub mod db;
 pub mod error;
 pub mod keys;

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sealbox_headoffice::{admin, config, Passphrase};
+use sealbox_headoffice::{admin, config, crm, Passphrase};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
@@ -61,6 +61,30 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Write an event's entries for the CRM, masked unless --unmasked (audited).
+    Export {
+        #[arg(long)]
+        event: String,
+        #[arg(long, value_parser = ["csv", "xlsx"])]
+        format: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Write values in the clear instead of by each field's display policy.
+        #[arg(long)]
+        unmasked: bool,
+    },
+    /// Delete every entry whose event's retention period has ended (serve does it daily).
+    Purge,
+    /// Delete a visitor's entries on request, found by phone or email.
+    Forget {
+        #[arg(long, conflicts_with = "email", required_unless_present = "email")]
+        phone: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// Only in this event.
+        #[arg(long)]
+        event: Option<String>,
+    },
     /// Counts of events, devices and entries.
     Status {
         #[arg(long)]
@@ -180,6 +204,66 @@ fn run(cli: Cli) -> Result<()> {
                 receipt_out.display(),
                 receipt_out.display()
             );
+        }
+        Command::Export {
+            event,
+            format,
+            out,
+            unmasked,
+        } => {
+            let format = if format == "xlsx" {
+                crm::Format::Xlsx
+            } else {
+                crm::Format::Csv
+            };
+            let pass = passphrase(false)?;
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} entries opened")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let r = crm::export(
+                dir,
+                &pass,
+                &event,
+                format,
+                &out,
+                unmasked,
+                &mut |done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                },
+            );
+            bar.finish_and_clear();
+            let r = r?;
+            println!(
+                "wrote {} rows to {}{}",
+                r.rows,
+                out.display(),
+                if r.unmasked {
+                    ", UNMASKED (recorded in the audit log)"
+                } else {
+                    ", masked"
+                }
+            );
+        }
+        Command::Purge => {
+            for (event, n) in crm::purge(dir, sealbox_headoffice::now_ms())? {
+                println!("event {event}: {n} entries past retention deleted");
+            }
+        }
+        Command::Forget {
+            phone,
+            email,
+            event,
+        } => {
+            let subject = match (phone, email) {
+                (Some(p), _) => crm::Subject::Phone(p),
+                (None, Some(e)) => crm::Subject::Email(e),
+                (None, None) => anyhow::bail!("give --phone or --email"),
+            };
+            let n = crm::forget(dir, &passphrase(false)?, &subject, event.as_deref())?;
+            println!("deleted {n} entries; the request is in the audit log as a salted hash");
         }
         Command::Audit(AuditCmd::Verify) => match admin::audit_verify(dir)? {
             (rows, None) => println!("audit chain ok: {rows} rows"),

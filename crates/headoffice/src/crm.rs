@@ -1,0 +1,404 @@
+//! What head office owes after the event: the hand-off to the CRM (decrypted, masked unless asked
+//! otherwise), deletion when the retention period ends, and answering deletion requests.
+//! Entries are opened with head office's identity only here, and only in memory.
+
+use crate::db;
+use crate::error::{HoError, Result};
+use crate::keys::HoDir;
+use crate::now_ms;
+use rusqlite::Connection;
+use sealbox_protocol::entry::{
+    mask, normalize_email, normalize_phone, FieldValue, PayloadPlaintext,
+};
+use sealbox_protocol::event::{Display, FieldKind};
+use sealbox_protocol::{EntryEnvelope, EventConfig};
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+use zeroize::Zeroizing;
+
+/// One stored entry, opened.
+struct Opened {
+    env: EntryEnvelope,
+    device: String,
+    payload: PayloadPlaintext,
+}
+
+fn event_config(conn: &Connection, id: &str) -> Result<EventConfig> {
+    use rusqlite::OptionalExtension;
+    let json: String = conn
+        .query_row("SELECT config FROM events WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .ok_or_else(|| HoError::UnknownEvent(id.to_string()))?;
+    serde_json::from_str(&json).map_err(|e| HoError::Config(e.to_string()))
+}
+
+/// Opens every entry (of one event, or all), oldest first. An entry whose payload does not open
+/// or does not match its envelope is an error: it was altered at rest.
+fn open_all(
+    conn: &Connection,
+    identity: &age::x25519::Identity,
+    event: Option<&str>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Vec<Opened>> {
+    let total: i64 = conn.query_row(
+        "SELECT count(*) FROM entries WHERE ?1 IS NULL OR event_id = ?1",
+        [event],
+        |r| r.get(0),
+    )?;
+    let mut stmt = conn.prepare(
+        "SELECT id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, device
+         FROM entries WHERE ?1 IS NULL OR event_id = ?1 ORDER BY captured_at_ms, id",
+    )?;
+    let mut rows = stmt.query([event])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let id: String = r.get(0)?;
+        let env = EntryEnvelope {
+            id: uuid::Uuid::parse_str(&id)
+                .map_err(|_| HoError::Config("an entry id is damaged".into()))?,
+            event_id: r.get(1)?,
+            captured_at_ms: r.get(2)?,
+            consent_version: r.get(3)?,
+            consent_sha256: r.get(4)?,
+            sealed: r.get(5)?,
+        };
+        let plain = Zeroizing::new(age::decrypt(identity, &env.sealed).map_err(|_| {
+            HoError::BadBatch(format!(
+                "entry {id} does not open with this head office's identity"
+            ))
+        })?);
+        let payload: PayloadPlaintext = serde_json::from_slice(&plain)
+            .map_err(|_| HoError::BadBatch(format!("entry {id} is damaged")))?;
+        if !payload.matches(&env) {
+            return Err(HoError::BadBatch(format!(
+                "entry {id} does not match its envelope"
+            )));
+        }
+        out.push(Opened {
+            env,
+            device: r.get(6)?,
+            payload,
+        });
+        if out.len() % 500 == 0 {
+            progress(out.len() as u64, total as u64);
+        }
+    }
+    progress(out.len() as u64, total as u64);
+    Ok(out)
+}
+
+/// The CRM file's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Xlsx,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    pub rows: usize,
+    pub unmasked: bool,
+}
+
+fn shown(kind: FieldKind, display: Display, v: &FieldValue, unmasked: bool) -> String {
+    let text = match v {
+        FieldValue::Bool(b) => return if *b { "yes".into() } else { "no".into() },
+        FieldValue::Text(s) => s.clone(),
+        FieldValue::List(l) => l.join("; "),
+    };
+    match (unmasked, display) {
+        (true, _) | (false, Display::Plain) => text,
+        (false, Display::Masked) => mask(kind, &text),
+        (false, Display::Hidden) => "[hidden]".into(),
+    }
+}
+
+/// A CSV cell that starts like a formula is prefixed so no spreadsheet runs it (a plain number
+/// such as `+442079460958` is left alone). XLSX cells are written as strings and never run.
+fn defuse(s: &str) -> String {
+    let number = s.strip_prefix('+').unwrap_or(s);
+    let is_number = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) && !is_number {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Writes one event's entries for the CRM: one row per entry with its consent version and time;
+/// values rendered by each field's display policy unless `unmasked`. The file appears complete
+/// or not at all (temp file beside it, renamed), never over an existing file. Audited.
+pub fn export(
+    dir: &Path,
+    pass: &crate::Passphrase,
+    event: &str,
+    format: Format,
+    out: &Path,
+    unmasked: bool,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ExportReport> {
+    let ho = HoDir::new(dir);
+    ho.require_initialised()?;
+    if out.exists() {
+        return Err(HoError::OutputExists {
+            path: out.display().to_string(),
+        });
+    }
+    let conn = db::open(&ho.db())?;
+    let config = event_config(&conn, event)?;
+    let identity = ho.load_identity(pass)?;
+    let entries = open_all(&conn, &identity, Some(event), progress)?;
+    let mut header: Vec<String> = [
+        "entry_id",
+        "captured_at",
+        "device",
+        "consent_version",
+        "consent_sha256",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    header.extend(
+        config
+            .fields
+            .iter()
+            .map(|f| format!("{} ({} / {})", f.key, f.label.zh, f.label.en)),
+    );
+    let rows: Vec<Zeroizing<Vec<String>>> = entries
+        .iter()
+        .map(|e| {
+            let at = time::OffsetDateTime::from_unix_timestamp_nanos(
+                e.env.captured_at_ms as i128 * 1_000_000,
+            )
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default();
+            let mut row = vec![
+                e.env.id.to_string(),
+                at,
+                e.device.clone(),
+                e.env.consent_version.clone(),
+                e.env.consent_sha256.clone(),
+            ];
+            row.extend(config.fields.iter().map(|f| {
+                e.payload
+                    .values
+                    .get(&f.key)
+                    .map(|v| shown(f.kind, f.display, v, unmasked))
+                    .unwrap_or_default()
+            }));
+            Zeroizing::new(row)
+        })
+        .collect();
+    let bytes: Zeroizing<Vec<u8>> = Zeroizing::new(match format {
+        Format::Csv => {
+            // UTF-8 with a byte-order mark, so spreadsheet programs read Chinese correctly.
+            let mut b = vec![0xEF, 0xBB, 0xBF];
+            for row in std::iter::once(&header).chain(rows.iter().map(|r| &**r)) {
+                let line: Vec<String> = row.iter().map(|c| csv_field(&defuse(c))).collect();
+                b.extend_from_slice(line.join(",").as_bytes());
+                b.extend_from_slice(b"\r\n");
+            }
+            b
+        }
+        Format::Xlsx => {
+            let mut wb = rust_xlsxwriter::Workbook::new();
+            let ws = wb.add_worksheet();
+            let err = |e: rust_xlsxwriter::XlsxError| HoError::Crypto(format!("xlsx: {e}"));
+            for (c, h) in header.iter().enumerate() {
+                ws.write_string(0, c as u16, h).map_err(err)?;
+            }
+            for (r, row) in rows.iter().enumerate() {
+                for (c, v) in row.iter().enumerate() {
+                    ws.write_string(r as u32 + 1, c as u16, v).map_err(err)?;
+                }
+            }
+            wb.save_to_buffer().map_err(err)?
+        }
+    });
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".sealbox-export-")
+        .tempfile_in(parent)
+        .map_err(HoError::io("creating the export file"))?;
+    tmp.write_all(&bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(HoError::io("writing the export file"))?;
+    tmp.persist_noclobber(out)
+        .map_err(|e| HoError::io(format!("writing {}", out.display()))(e.error))?;
+    crate::audit::append(
+        &conn,
+        now_ms(),
+        "crm.exported",
+        &serde_json::json!({"event": event, "rows": rows.len(), "unmasked": unmasked,
+            "format": if format == Format::Csv { "csv" } else { "xlsx" }}),
+    )?;
+    tracing::info!(event, rows = rows.len(), unmasked, "CRM export written");
+    Ok(ExportReport {
+        rows: rows.len(),
+        unmasked,
+    })
+}
+
+/// Deletes every entry whose event's retention period has passed at `now_ms`. Audited per event.
+/// Returns `(event, entries deleted)` for each event.
+pub fn purge(dir: &Path, now_ms: i64) -> Result<Vec<(String, u64)>> {
+    let ho = HoDir::new(dir);
+    ho.require_initialised()?;
+    let mut conn = db::open(&ho.db())?;
+    let events: Vec<(String, String)> = {
+        let mut stmt = conn.prepare("SELECT id, config FROM events ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut report = Vec::new();
+    let tx = conn.transaction()?;
+    for (id, json) in events {
+        let config: EventConfig =
+            serde_json::from_str(&json).map_err(|e| HoError::Config(e.to_string()))?;
+        let cutoff = now_ms - config.consent.retention_days as i64 * 86_400_000;
+        let n = tx.execute(
+            "DELETE FROM entries WHERE event_id = ?1 AND captured_at_ms < ?2",
+            rusqlite::params![id, cutoff],
+        )? as u64;
+        if n > 0 {
+            crate::audit::append(
+                &tx,
+                now_ms,
+                "retention.purged",
+                &serde_json::json!({"event": id, "entries": n}),
+            )?;
+            tracing::info!(event = %id, entries = n, "purged at the end of retention");
+        }
+        report.push((id, n));
+    }
+    tx.commit()?;
+    Ok(report)
+}
+
+/// Who a deletion request is about.
+#[derive(Debug, Clone)]
+pub enum Subject {
+    Phone(String),
+    Email(String),
+}
+
+/// Finds a visitor's entries by phone or email (normalised, as devices normalise them),
+/// deletes them, and audits the request with a salted hash instead of the value.
+pub fn forget(
+    dir: &Path,
+    pass: &crate::Passphrase,
+    subject: &Subject,
+    event: Option<&str>,
+) -> Result<u64> {
+    let ho = HoDir::new(dir);
+    ho.require_initialised()?;
+    let (kind, wanted) = match subject {
+        Subject::Phone(p) => (
+            FieldKind::Phone,
+            normalize_phone(p).ok_or_else(|| {
+                HoError::Config("that is not a phone number Sealbox accepts".into())
+            })?,
+        ),
+        Subject::Email(e) => (
+            FieldKind::Email,
+            normalize_email(e)
+                .map(|e| e.to_lowercase())
+                .ok_or_else(|| HoError::Config("that is not an email address".into()))?,
+        ),
+    };
+    let wanted = Zeroizing::new(wanted);
+    let mut conn = db::open(&ho.db())?;
+    if let Some(e) = event {
+        event_config(&conn, e)?;
+    }
+    let identity = ho.load_identity(pass)?;
+    let configs: std::collections::HashMap<String, EventConfig> = {
+        let mut stmt = conn.prepare("SELECT id, config FROM events")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        rows.filter_map(|r| r.ok())
+            .filter_map(|(id, c)| serde_json::from_str(&c).ok().map(|c| (id, c)))
+            .collect()
+    };
+    let entries = open_all(&conn, &identity, event, &mut |_, _| {})?;
+    let matches: Vec<uuid::Uuid> = entries
+        .iter()
+        .filter(|e| {
+            let Some(cfg) = configs.get(&e.env.event_id) else {
+                return false;
+            };
+            cfg.fields.iter().filter(|f| f.kind == kind).any(|f| {
+                match e.payload.values.get(&f.key) {
+                    Some(FieldValue::Text(v)) => {
+                        let norm = match kind {
+                            FieldKind::Phone => normalize_phone(v),
+                            _ => normalize_email(v).map(|v| v.to_lowercase()),
+                        };
+                        norm.as_deref() == Some(wanted.as_str())
+                    }
+                    _ => false,
+                }
+            })
+        })
+        .map(|e| e.env.id)
+        .collect();
+    let salt = salt(&conn)?;
+    let digest = {
+        let mut data = salt.clone();
+        data.extend_from_slice(format!("{kind:?}:{}", wanted.as_str()).as_bytes());
+        sealbox_protocol::sha256_hex(&data)
+    };
+    let tx = conn.transaction()?;
+    for id in &matches {
+        tx.execute("DELETE FROM entries WHERE id = ?1", [id.to_string()])?;
+    }
+    crate::audit::append(
+        &tx,
+        now_ms(),
+        "deletion.request",
+        &serde_json::json!({"subject_hash": digest, "kind": format!("{kind:?}").to_lowercase(), "event": event, "deleted": matches.len()}),
+    )?;
+    tx.commit()?;
+    tracing::info!(deleted = matches.len(), "deletion request answered");
+    Ok(matches.len() as u64)
+}
+
+/// Head office's secret salt for hashing deletion requests, made on first use.
+fn salt(conn: &Connection) -> Result<Vec<u8>> {
+    use rusqlite::OptionalExtension;
+    if let Some(s) = conn
+        .query_row("SELECT v FROM settings WHERE k = 'audit_salt'", [], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })
+        .optional()?
+    {
+        return Ok(s);
+    }
+    let s = crate::keys::random32()?.expose().to_vec();
+    conn.execute(
+        "INSERT OR IGNORE INTO settings (k, v) VALUES ('audit_salt', ?1)",
+        [&s],
+    )?;
+    Ok(
+        conn.query_row("SELECT v FROM settings WHERE k = 'audit_salt'", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
