@@ -13,6 +13,8 @@ fn main() {
             "manager_entries",
             "manager_audit",
             "sync_now",
+            "export_batch",
+            "import_receipt",
             "request_close",
             "form_ready",
         ]));

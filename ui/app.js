@@ -20,7 +20,6 @@
 
   const MANAGER_IDLE_MS = 120000;
   const IDLE_COUNTDOWN_S = 10;
-  const WAITING_WARN_DAYS = 3;
 
   let lang = "zh";
   let event = null;
@@ -321,7 +320,7 @@
   // ---- manager ----
   function clearManager() {
     for (const id of ["entries-head", "entries-body", "audit-head", "audit-body", "chart"]) $(id).replaceChildren();
-    for (const id of ["n-pending", "n-exported", "n-erased", "audit-result", "warning", "send-result"]) $(id).textContent = "";
+    for (const id of ["n-pending", "n-exported", "n-erased", "audit-result", "warning", "send-result", "batch-result"]) $(id).textContent = "";
   }
 
   function touchManager() {
@@ -382,8 +381,7 @@
       $("n-pending").textContent = o.counts.pending;
       $("n-exported").textContent = o.counts.exported;
       $("n-erased").textContent = o.counts.erased;
-      const old = o.counts.oldest_waiting_ms;
-      $("warning").textContent = old && Date.now() - old > WAITING_WARN_DAYS * 86400000 ? t("waiting_long", WAITING_WARN_DAYS) : "";
+      $("warning").textContent = o.waiting_too_long ? t("waiting_long", o.warn_waiting_days) : "";
       drawChart(o.per_hour);
     } else if (managerTab === "entries") {
       const rows = await managerCall("manager_entries");
@@ -420,6 +418,34 @@
     $("send-progress").max = p && p.total ? p.total : 1;
     $("send-progress").value = p ? p.erased : 0;
     $("send-last").textContent = s.last_receipt_ms ? t("last_receipt", fmtTime(s.last_receipt_ms)) : t("no_receipt");
+  }
+
+  async function exportBatch() {
+    $("batch-result").textContent = t("exporting");
+    try {
+      const r = await managerCall("export_batch");
+      if (!r) return;
+      $("batch-result").textContent = t("exported", r.count, r.path);
+    } catch (err) {
+      $("batch-result").textContent = err && err[lang] ? err[lang] : String(err);
+    }
+    refreshStatus();
+  }
+
+  async function importReceipt() {
+    const file = $("receipt-file").files[0];
+    if (!file) return;
+    try {
+      const text = await file.text();
+      const r = await managerCall("import_receipt", { receipt: text });
+      if (!r) return;
+      $("batch-result").textContent = r.already_applied ? t("receipt_already") : t("receipt_applied", r.erased);
+    } catch (err) {
+      $("batch-result").textContent = err && err[lang] ? err[lang] : String(err);
+    } finally {
+      $("receipt-file").value = "";
+    }
+    refreshStatus();
   }
 
   async function syncNow() {
@@ -531,6 +557,8 @@
     for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => selectTab(b.dataset.tab));
     $("lock").addEventListener("click", lockManager);
     $("sync-now").addEventListener("click", () => { syncNow().catch(() => {}); });
+    $("export-batch").addEventListener("click", () => { exportBatch(); });
+    $("receipt-file").addEventListener("change", () => { importReceipt(); });
     $("quit").addEventListener("click", () => openPin("quit"));
     $("screen-manager").addEventListener("pointerdown", touchManager);
     $("screen-manager").addEventListener("keydown", touchManager);

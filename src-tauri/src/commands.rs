@@ -74,6 +74,23 @@ pub fn sync_now(
     shared.kiosk().sync_now()
 }
 
+/// The manager's "export batch".
+#[tauri::command(async)]
+pub fn export_batch(
+    shared: State<'_, Shared>,
+) -> Result<sealbox_device::batch::ExportReport, UiError> {
+    shared.kiosk().export_batch()
+}
+
+/// The manager's "import receipt": the receipt file's text, read by the page.
+#[tauri::command(async)]
+pub fn import_receipt(
+    shared: State<'_, Shared>,
+    receipt: String,
+) -> Result<sealbox_device::batch::ReceiptReport, UiError> {
+    shared.kiosk().import_receipt(&receipt)
+}
+
 /// Closes the window, if the manager PIN allows it.
 #[tauri::command(async)]
 pub fn request_close<R: Runtime>(

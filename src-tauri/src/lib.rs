@@ -63,6 +63,8 @@ pub fn builder<R: Runtime>(builder: tauri::Builder<R>, shared: Shared) -> tauri:
             commands::manager_entries,
             commands::manager_audit,
             commands::sync_now,
+            commands::export_batch,
+            commands::import_receipt,
             commands::request_close,
             commands::form_ready,
         ])

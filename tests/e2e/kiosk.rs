@@ -613,6 +613,65 @@ async fn the_window_shows_sync_state_and_syncs_now() {
         30,
     )
     .await;
+    fill(&c, "name", "Qzsync Offline").await;
+    fill(&c, "phone", "13933334444").await;
+    tick(&c, "input[name=consent]").await;
+    click(&c, "#submit").await;
+    wait_for(
+        &c,
+        "thank you",
+        "!document.getElementById('screen-thanks').hidden",
+    )
+    .await;
+
+    // The manager carries a batch file instead: export, head office imports, receipt back.
+    enter_pin(&c, PIN).await;
+    wait_for(
+        &c,
+        "the manager screen",
+        "!document.getElementById('screen-manager').hidden",
+    )
+    .await;
+    click(&c, "#tab-send").await;
+    click(&c, "#export-batch").await;
+    wait_for(
+        &c,
+        "the export",
+        "document.getElementById('batch-result').textContent.includes('导出 1 条')",
+    )
+    .await;
+    let exports = sb.dev.join("exports");
+    let batch = std::fs::read_dir(&exports)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let receipt = sb.tmp.path().join("receipt.json");
+    ok(
+        sb.ho_cmd(&[
+            "import",
+            batch.to_str().unwrap(),
+            "--receipt-out",
+            receipt.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap(),
+        &["import"],
+    );
+    c.find(Locator::Id("receipt-file"))
+        .await
+        .unwrap()
+        .send_keys(receipt.to_str().unwrap())
+        .await
+        .unwrap();
+    wait_for(
+        &c,
+        "the receipt applied",
+        "document.getElementById('batch-result').textContent.includes('回执已验证：1 条')",
+    )
+    .await;
+    click(&c, "#lock").await;
     assert_eq!(
         js(&c, "return window.SEALBOX_ERRORS;").await,
         serde_json::json!([])
@@ -620,5 +679,11 @@ async fn the_window_shows_sync_state_and_syncs_now() {
     let _ = c.close().await;
     drop(driver);
     let dev = sealbox_device::Device::open(&sb.dev, &sealbox_device::OsKeychain).unwrap();
-    assert_eq!(dev.counts().unwrap().erased, 1);
+    let counts = dev.counts().unwrap();
+    assert_eq!((counts.pending, counts.exported, counts.erased), (0, 0, 2));
+    assert_eq!(sealbox_tests::server::ho_counts(&sb.ho), (2, 2));
+    assert!(
+        files_containing(&exports, "Qzsync").is_empty(),
+        "the batch file is encrypted"
+    );
 }

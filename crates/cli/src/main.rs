@@ -200,6 +200,9 @@ fn run(cli: Cli) -> Result<()> {
                 println!("erased    {}", n(s.erased));
                 println!("database  {}", s.database);
                 println!("keychain  {}", s.keychain);
+                if s.waiting_too_long {
+                    println!("warning   entries have waited longer than the event allows for head office: sync or export them");
+                }
             }
             if let Some(p) = s.problem {
                 anyhow::bail!(p);

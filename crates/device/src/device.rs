@@ -49,6 +49,8 @@ pub struct Status {
     pub erased: Option<u64>,
     /// When the oldest entry still waiting for head office was captured.
     pub oldest_waiting_ms: Option<i64>,
+    /// Whether that entry has waited longer than the event's `warn_waiting_days`.
+    pub waiting_too_long: bool,
     /// `ok`, `not_enrolled`, `key_lost`, `wrong_key`, `database_corrupt`, `database_missing`,
     /// `orphan_database`, `locked` (the keychain could not be asked).
     pub database: String,
@@ -233,6 +235,7 @@ impl Device {
             exported: None,
             erased: None,
             oldest_waiting_ms: None,
+            waiting_too_long: false,
             database: "ok".into(),
             keychain: "not_checked".into(),
             problem: None,
@@ -246,6 +249,11 @@ impl Device {
                         st.exported = Some(c.exported);
                         st.erased = Some(c.erased);
                         st.oldest_waiting_ms = c.oldest_waiting_ms;
+                        st.waiting_too_long = waited_too_long(
+                            c.oldest_waiting_ms,
+                            now_ms(),
+                            dev.config().kiosk.warn_waiting_days,
+                        );
                     }
                     Err(e) => {
                         st.database = e.code().into();
@@ -621,6 +629,11 @@ impl Device {
     }
 }
 
+/// Whether an entry captured at `oldest_ms` has waited more than `days` at `now_ms`.
+pub fn waited_too_long(oldest_ms: Option<i64>, now_ms: i64, days: u32) -> bool {
+    oldest_ms.is_some_and(|t| now_ms - t > days as i64 * 86_400_000)
+}
+
 /// Head office's public trust material on this device.
 #[derive(Debug, Clone)]
 pub struct Trust {
@@ -716,6 +729,14 @@ pub(crate) mod tests {
             "device_signing_key": b64_encode(&[2u8; 32]),
         })
         .to_string()
+    }
+
+    #[test]
+    fn entries_waiting_too_long_are_flagged() {
+        let day = 86_400_000;
+        assert!(!waited_too_long(None, 10 * day, 3));
+        assert!(!waited_too_long(Some(7 * day + 1), 10 * day, 3));
+        assert!(waited_too_long(Some(7 * day - 1), 10 * day, 3));
     }
 
     #[test]

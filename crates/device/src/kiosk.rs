@@ -131,6 +131,9 @@ pub struct Overview {
     pub event: String,
     pub device: String,
     pub counts: Counts,
+    /// Some entry has waited longer than the event's `warn_waiting_days`.
+    pub waiting_too_long: bool,
+    pub warn_waiting_days: u32,
     /// Registrations per hour over the last 24 hours, oldest first: `[hour start (ms), count]`.
     pub per_hour: Vec<(i64, u64)>,
 }
@@ -244,6 +247,38 @@ impl Kiosk {
         })
     }
 
+    /// Where "export batch" writes: `SEALBOX_EXPORT_DIR`, else `exports/` in the data directory
+    /// (a USB stick mounted there, or copied from there).
+    pub fn export_dir(&self) -> PathBuf {
+        std::env::var_os("SEALBOX_EXPORT_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.dir.join("exports"))
+    }
+
+    /// The manager's "export batch": every entry still here into one encrypted, signed file.
+    pub fn export_batch(&mut self) -> Result<crate::batch::ExportReport, UiError> {
+        let dir = self.export_dir();
+        let dev = self.manager()?;
+        let stamp = time::OffsetDateTime::now_utc()
+            .format(time::macros::format_description!(
+                "[year][month][day]-[hour][minute][second]"
+            ))
+            .unwrap_or_default();
+        let path = dir.join(format!(
+            "sealbox-{}-{stamp}.sealbox-batch",
+            dev.device_name()
+        ));
+        Ok(dev.export_batch(&path)?)
+    }
+
+    /// The manager's "import receipt": the receipt file's text, verified and applied.
+    pub fn import_receipt(
+        &mut self,
+        receipt_json: &str,
+    ) -> Result<crate::batch::ReceiptReport, UiError> {
+        Ok(self.manager()?.import_receipt(receipt_json)?)
+    }
+
     /// The manager's "sync now": wakes the background loop; progress shows in the status.
     pub fn sync_now(&mut self) -> Result<SyncState, UiError> {
         self.manager()?;
@@ -286,9 +321,16 @@ impl Kiosk {
         let dev = self.manager()?;
         let counts = dev.counts()?;
         let times = dev.capture_times_with_erased()?;
+        let days = dev.config().kiosk.warn_waiting_days;
         Ok(Overview {
             event: dev.config().id.clone(),
             device: dev.device_name().to_string(),
+            waiting_too_long: crate::device::waited_too_long(
+                counts.oldest_waiting_ms,
+                crate::now_ms(),
+                days,
+            ),
+            warn_waiting_days: days,
             counts,
             per_hour: per_hour(&times, crate::now_ms(), tz_offset_min),
         })

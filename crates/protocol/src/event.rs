@@ -120,6 +120,8 @@ pub struct KioskSettings {
     pub thank_you_seconds: u32,
     /// The language the form starts in for each visitor.
     pub default_lang: Lang,
+    /// Warn on the device when an entry has waited longer than this many days for head office.
+    pub warn_waiting_days: u32,
 }
 
 impl Default for KioskSettings {
@@ -128,6 +130,7 @@ impl Default for KioskSettings {
             idle_reset_seconds: 60,
             thank_you_seconds: 5,
             default_lang: Lang::Zh,
+            warn_waiting_days: 3,
         }
     }
 }
@@ -325,6 +328,12 @@ impl EventConfig {
             return Err(ConfigError::new(
                 "kiosk.thank_you_seconds",
                 "must be between 1 and 60",
+            ));
+        }
+        if !(1..=365).contains(&k.warn_waiting_days) {
+            return Err(ConfigError::new(
+                "kiosk.warn_waiting_days",
+                "must be between 1 and 365",
             ));
         }
         Ok(())
