@@ -42,7 +42,11 @@ pub fn bench(quick: bool) -> Result<()> {
     let mut all = serde_json::Map::new();
 
     // The store, then delivery: each a `cargo bench` target inside a keyring session.
-    for (package, bench) in [("sealbox-device", "store"), ("sealbox-tests", "sync")] {
+    for (package, bench) in [
+        ("sealbox-device", "store"),
+        ("sealbox-tests", "sync"),
+        ("sealbox-tests", "batch"),
+    ] {
         let out = work.join(format!("bench-{bench}.json"));
         let _ = std::fs::remove_file(&out);
         std::env::set_var("SEALBOX_BENCH_OUT", &out);
@@ -191,6 +195,28 @@ fn markdown(j: &serde_json::Value) -> String {
     );
     let _ = writeln!(
         s,
+        "| export a {}-entry batch file on the device ({} bytes) | {:.0} ms | | | ≤ 1 s |",
+        j["batch_entries"],
+        j["batch_bytes"],
+        f("batch_export_10k_ms")
+    );
+    let _ = writeln!(
+        s,
+        "| import it at head office, receipt written | {:.0} ms | of which opening head office's identity (scrypt) alone: {:.0} ms | | ≤ 1 s |",
+        f("batch_import_10k_ms"), f("headoffice_open_identity_ms")
+    );
+    let _ = writeln!(
+        s,
+        "| apply its receipt on the device (verify, erase, tombstones) | {:.0} ms | | | |",
+        f("batch_receipt_apply_10k_ms")
+    );
+    let _ = writeln!(
+        s,
+        "| CSV export of {} entries for the CRM (decrypt each) | {:.0} ms | opening the identity alone: {:.0} ms | | |",
+        j["batch_entries"], f("crm_csv_export_10k_ms"), f("headoffice_open_identity_ms")
+    );
+    let _ = writeln!(
+        s,
         "| kiosk cold start to form ready (release, Xvfb) | {:.0} ms | empty Tauri window to page loaded {:.0} ms | | ≤ 1 s |",
         f("app_ready_ms"), f("empty_tauri_ready_ms")
     );
@@ -206,6 +232,7 @@ fn markdown(j: &serde_json::Value) -> String {
     let _ = writeln!(s, "- **open**: opening and reading the schema with a raw 256-bit key (no key derivation) beside SQLCipher's default PBKDF2-HMAC-SHA512 with 256,000 iterations; medians.");
     let _ = writeln!(s, "- **sync**: `Device::sync` in pages of 500 over one TLS connection to a head office in the same process: each batch validated, stored in one transaction (WAL, `synchronous=FULL`), the receipt signed, verified on the device, the entries erased with tombstones in one transaction. Baseline: head office's `ingest` of the same batches alone.");
     let _ = writeln!(s, "- **many devices**: each simulated device has its own token and TLS connection (a full handshake), all released at once by a barrier; latency per request from send to receipt. Baseline: the same request from one device at a time.");
+    let _ = writeln!(s, "- **batch files**: `Device::export_batch` (read, sign with Ed25519, age-encrypt, atomic write, mark exported), `sealbox-headoffice import` as a library call (open the identity, decrypt, verify, store like a sync, write the receipt), and applying that receipt on the device.");
     let _ = writeln!(s, "- **kiosk start**: from spawning the release binary to the page reporting the form on screen (keychain lookup over D-Bus, SQLCipher open, event config, render), beside an empty window built from the same crates reaching its page-loaded event; medians of alternating cold starts.");
     let _ = writeln!(s, "- **memory**: proportional set size summed over the app and its WebKit processes, 3 s after ready, the same for both; medians.");
     let _ = writeln!(

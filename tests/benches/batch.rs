@@ -1,0 +1,100 @@
+//! Batch benchmark, run by `cargo xtask bench` inside a keyring session: export of a
+//! 10,000-entry batch on the device, its import at head office (receipt written), and the CSV
+//! export of 10,000 entries; beside opening head office's identity alone (scrypt), which import
+//! and CRM export both pay once.
+//!
+//! Writes JSON to `SEALBOX_BENCH_OUT`.
+
+use sealbox_device::{Device, OsKeychain};
+use sealbox_headoffice::keys::HoDir;
+use sealbox_headoffice::{admin, crm, Passphrase};
+use std::time::Instant;
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n = if quick { 2_000 } else { 10_000 };
+    let base = std::env::var("SEALBOX_BENCH_DIR").unwrap_or_else(|_| "target".into());
+    let tmp = tempfile::tempdir_in(base).unwrap();
+    let ho_dir = tmp.path().join("ho");
+    let pass = Passphrase::new("bench passphrase 1");
+    admin::init(&ho_dir, &pass).unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/trade-show.json");
+    admin::event_create(&ho_dir, &std::fs::read_to_string(example).unwrap()).unwrap();
+    let enrol = tmp.path().join("dev.json");
+    admin::enroll(&ho_dir, "bench-device", "trade-show-2026", None, &enrol).unwrap();
+    let dev_dir = tmp.path().join("device");
+    Device::enroll(
+        &dev_dir,
+        &std::fs::read_to_string(&enrol).unwrap(),
+        &OsKeychain,
+    )
+    .expect("enrol (keyring session?)");
+    let mut dev = Device::open(&dev_dir, &OsKeychain).unwrap();
+    let lines: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"name":"访客{i}","phone":"138{:08}","email":"v{i}@example.com","company":"示例","consent":true}}"#, i))
+        .collect();
+    dev.add_ndjson(std::io::Cursor::new(lines.join("\n")))
+        .unwrap();
+
+    let batch = tmp.path().join("out.sealbox-batch");
+    let t = Instant::now();
+    let r = dev.export_batch(&batch).unwrap();
+    let export_ms = ms(t);
+    assert_eq!(r.count, n);
+    let batch_bytes = std::fs::metadata(&batch).unwrap().len();
+
+    let t = Instant::now();
+    HoDir::new(&ho_dir).load_identity(&pass).unwrap();
+    let identity_ms = ms(t);
+
+    let receipt = tmp.path().join("receipt.json");
+    let t = Instant::now();
+    let imported = admin::import(&ho_dir, &pass, &batch, &receipt).unwrap();
+    let import_ms = ms(t);
+    assert_eq!(imported.entries, n);
+
+    let t = Instant::now();
+    let applied = dev
+        .import_receipt(&std::fs::read_to_string(&receipt).unwrap())
+        .unwrap();
+    let receipt_ms = ms(t);
+    assert_eq!(applied.erased as usize, n);
+
+    let csv = tmp.path().join("crm.csv");
+    let t = Instant::now();
+    let rows = crm::export(
+        &ho_dir,
+        &pass,
+        "trade-show-2026",
+        crm::Format::Csv,
+        &csv,
+        false,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let csv_ms = ms(t);
+    assert_eq!(rows.rows, n);
+
+    if let Ok(Some(meta)) = sealbox_device::files::DataDir::new(&dev_dir).read_device_json() {
+        use sealbox_device::KeyStore;
+        let _ = OsKeychain.delete(&meta.keychain_service(), sealbox_device::files::KEY_ACCOUNT);
+    }
+    let out = serde_json::json!({
+        "batch_entries": n,
+        "batch_bytes": batch_bytes,
+        "batch_export_10k_ms": export_ms,
+        "batch_import_10k_ms": import_ms,
+        "batch_receipt_apply_10k_ms": receipt_ms,
+        "crm_csv_export_10k_ms": csv_ms,
+        "headoffice_open_identity_ms": identity_ms,
+    });
+    let text = serde_json::to_string_pretty(&out).unwrap();
+    println!("{text}");
+    if let Ok(p) = std::env::var("SEALBOX_BENCH_OUT") {
+        std::fs::write(p, text).unwrap();
+    }
+}
