@@ -141,6 +141,31 @@ fn csv_and_xlsx_match_the_entries_masked_unless_asked() {
         .collect();
     assert_eq!(audited.len(), 2);
     assert!(audited[1].contains("\"unmasked\":true"), "{audited:?}");
+    // The command's own output holds no visitor either.
+    let out = sb
+        .ho_cmd(&[
+            "export",
+            "--event",
+            EVENT,
+            "--format",
+            "csv",
+            "--out",
+            sb.tmp.path().join("out/again.csv").to_str().unwrap(),
+            "--unmasked",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !printed.contains("Qzcrm") && !printed.contains("13811112222"),
+        "{printed}"
+    );
+    std::fs::remove_file(sb.tmp.path().join("out/again.csv")).unwrap();
     // An existing file is never overwritten.
     let err = fail(
         sb.ho_cmd(&[
@@ -176,6 +201,25 @@ fn csv_and_xlsx_match_the_entries_masked_unless_asked() {
         "no temp file left"
     );
     assert!(sb.ho_ok(&["audit", "verify"]).contains("ok"));
+    // Head office's audit chain detects an edited row.
+    drop(conn);
+    let conn = rusqlite::Connection::open(sb.ho.join("headoffice.db")).unwrap();
+    assert!(
+        conn.execute("UPDATE audit SET detail = '{}' WHERE seq = 2", [])
+            .is_err(),
+        "append-only"
+    );
+    conn.execute_batch("DROP TRIGGER audit_no_update").unwrap();
+    conn.execute(
+        "UPDATE audit SET detail = '{\"unmasked\":false}' WHERE action = 'crm.exported' AND detail LIKE '%true%'",
+        [],
+    )
+    .unwrap();
+    let err = fail(
+        sb.ho_cmd(&["audit", "verify"]).output().unwrap(),
+        &["audit"],
+    );
+    assert!(err.contains("broken at row"), "{err}");
 }
 
 #[test]
