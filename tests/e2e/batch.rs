@@ -206,14 +206,7 @@ fn a_receipt_for_another_device_and_a_revoked_device_are_refused() {
     sb.enrol_at("https://127.0.0.1:9");
     sb.add_many(0, 5);
     // A second device at the same head office.
-    let other = sb.tmp.path().join("device2");
-    let file = sb.enrolment_file("booth-2");
-    ok(
-        sb.dev_cmd_in(&other, &["enroll", file.to_str().unwrap()])
-            .output()
-            .unwrap(),
-        &["enroll"],
-    );
+    let other = sb.enrol_second(EVENT);
     ok(
         sb.dev_cmd_in(
             &other,

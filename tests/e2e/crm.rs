@@ -225,34 +225,10 @@ fn csv_and_xlsx_match_the_entries_masked_unless_asked() {
 #[test]
 fn retention_purges_each_event_when_its_period_ends() {
     let sb = Sandbox::headoffice();
-    // A second event that keeps data for 90 days.
-    let mut long: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(workspace().join("examples/trade-show.json")).unwrap(),
-    )
-    .unwrap();
-    long["id"] = "long-expo".into();
-    long["consent"]["retention_days"] = 90.into();
-    let f = sb.tmp.path().join("long.json");
-    std::fs::write(&f, long.to_string()).unwrap();
-    sb.ho_ok(&["event", "create", f.to_str().unwrap()]);
+    // A second event that keeps data for 90 days, with its own device.
+    sb.create_event("long-expo", |e| e["consent"]["retention_days"] = 90.into());
     sb.enrol_at("https://127.0.0.1:9");
-    let dev2 = sb.tmp.path().join("device2");
-    let e2 = sb.tmp.path().join("e2.json");
-    sb.ho_ok(&[
-        "enroll",
-        "--device",
-        "booth-2",
-        "--event",
-        "long-expo",
-        "--out",
-        e2.to_str().unwrap(),
-    ]);
-    ok(
-        sb.dev_cmd_in(&dev2, &["enroll", e2.to_str().unwrap()])
-            .output()
-            .unwrap(),
-        &["enroll"],
-    );
+    let dev2 = sb.enrol_second("long-expo");
     deliver(&sb, &sb.dev, &visitors());
     deliver(&sb, &dev2, &visitors()[..2]);
     assert_eq!(ho_counts(&sb.ho).0, 5);
@@ -286,32 +262,9 @@ fn retention_purges_each_event_when_its_period_ends() {
 #[test]
 fn forget_finds_a_visitor_across_events_and_leaves_others_intact() {
     let sb = Sandbox::headoffice();
-    let mut b: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(workspace().join("examples/trade-show.json")).unwrap(),
-    )
-    .unwrap();
-    b["id"] = "expo-b".into();
-    let f = sb.tmp.path().join("b.json");
-    std::fs::write(&f, b.to_string()).unwrap();
-    sb.ho_ok(&["event", "create", f.to_str().unwrap()]);
+    sb.create_event("expo-b", |_| {});
     sb.enrol_at("https://127.0.0.1:9");
-    let dev2 = sb.tmp.path().join("device2");
-    let e2 = sb.tmp.path().join("e2.json");
-    sb.ho_ok(&[
-        "enroll",
-        "--device",
-        "booth-2",
-        "--event",
-        "expo-b",
-        "--out",
-        e2.to_str().unwrap(),
-    ]);
-    ok(
-        sb.dev_cmd_in(&dev2, &["enroll", e2.to_str().unwrap()])
-            .output()
-            .unwrap(),
-        &["enroll"],
-    );
+    let dev2 = sb.enrol_second("expo-b");
     let same_person = |email: &str| serde_json::json!({"name": "Qzforget", "phone": "139 1234 5678", "email": email, "consent": true});
     let other = serde_json::json!({"name": "Other", "phone": "13700000000", "email": "other@example.com", "consent": true});
     deliver(

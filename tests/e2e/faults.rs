@@ -73,14 +73,7 @@ fn key_lost_then_recovered_from_escrow() {
 #[test]
 fn escrow_of_another_device_is_refused() {
     let sb = Sandbox::enrolled();
-    let other = sb.tmp.path().join("device2");
-    let file = sb.enrolment_file("booth-2");
-    ok(
-        sb.dev_cmd_in(&other, &["enroll", file.to_str().unwrap()])
-            .output()
-            .unwrap(),
-        &["enroll"],
-    );
+    let other = sb.enrol_second(EVENT);
     let key_file = sb.tmp.path().join("k.json");
     sb.ho_ok(&[
         "escrow",

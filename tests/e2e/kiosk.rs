@@ -141,6 +141,20 @@ async fn click(c: &Client, css: &str) {
         .unwrap();
 }
 
+/// A visitor fills in name and phone, consents, submits, and sees "thank you".
+async fn submit_visitor(c: &Client, name: &str, phone: &str) {
+    fill(c, "name", name).await;
+    fill(c, "phone", phone).await;
+    tick(c, "input[name=consent]").await;
+    click(c, "#submit").await;
+    wait_for(
+        c,
+        "thank you",
+        "!document.getElementById('screen-thanks').hidden",
+    )
+    .await;
+}
+
 /// Ticks a checkbox if it is not ticked yet.
 async fn tick(c: &Client, css: &str) {
     let checked = js(
@@ -436,15 +450,9 @@ async fn drive(c: &Client) -> Result<(), String> {
 async fn first_run_enrolment_then_idle_wipe_in_the_real_window() {
     let sb = Sandbox::headoffice();
     // An event whose kiosk forgets a half-filled form after 10 s (the shortest allowed).
-    let mut event: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(workspace().join("examples/trade-show.json")).unwrap(),
-    )
-    .unwrap();
-    event["id"] = "quick-idle".into();
-    event["kiosk"]["idle_reset_seconds"] = 10.into();
-    let event_file = sb.tmp.path().join("quick-idle.json");
-    std::fs::write(&event_file, event.to_string()).unwrap();
-    sb.ho_ok(&["event", "create", event_file.to_str().unwrap()]);
+    sb.create_event("quick-idle", |e| {
+        e["kiosk"]["idle_reset_seconds"] = 10.into()
+    });
     let enrol = sb.tmp.path().join("kiosk-2.enrol.json");
     sb.ho_ok(&[
         "enroll",
@@ -555,16 +563,7 @@ async fn the_window_shows_sync_state_and_syncs_now() {
         "document.getElementById('online-dot').classList.contains('on')",
     )
     .await;
-    fill(&c, "name", "Qzsync Kiosk").await;
-    fill(&c, "phone", "13911112222").await;
-    tick(&c, "input[name=consent]").await;
-    click(&c, "#submit").await;
-    wait_for(
-        &c,
-        "thank you",
-        "!document.getElementById('screen-thanks').hidden",
-    )
-    .await;
+    submit_visitor(&c, "Qzsync Kiosk", "13911112222").await;
     // The loop looks every few seconds; the count falls to zero on the receipt.
     // The loop sends it by itself: head office holds it, then the count on screen is zero.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -621,16 +620,7 @@ async fn the_window_shows_sync_state_and_syncs_now() {
         30,
     )
     .await;
-    fill(&c, "name", "Qzsync Offline").await;
-    fill(&c, "phone", "13933334444").await;
-    tick(&c, "input[name=consent]").await;
-    click(&c, "#submit").await;
-    wait_for(
-        &c,
-        "thank you",
-        "!document.getElementById('screen-thanks').hidden",
-    )
-    .await;
+    submit_visitor(&c, "Qzsync Offline", "13933334444").await;
 
     // The manager carries a batch file instead: export, head office imports, receipt back.
     enter_pin(&c, PIN).await;

@@ -108,6 +108,42 @@ impl Sandbox {
         token
     }
 
+    /// Creates an event at head office: the example event with another id, changed by `edit`.
+    pub fn create_event(&self, id: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+        let mut event: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(workspace().join("examples/trade-show.json")).unwrap(),
+        )
+        .unwrap();
+        event["id"] = id.into();
+        edit(&mut event);
+        let file = self.tmp.path().join(format!("{id}.event.json"));
+        std::fs::write(&file, event.to_string()).unwrap();
+        self.ho_ok(&["event", "create", file.to_str().unwrap()]);
+    }
+
+    /// Enrols a second device, `booth-2`, for `event` in `device2/` beside the first; returns its
+    /// data directory (its key is removed from the keychain when the sandbox drops).
+    pub fn enrol_second(&self, event: &str) -> PathBuf {
+        let dir = self.tmp.path().join("device2");
+        let file = self.tmp.path().join("booth-2.enrol.json");
+        self.ho_ok(&[
+            "enroll",
+            "--device",
+            "booth-2",
+            "--event",
+            event,
+            "--out",
+            file.to_str().unwrap(),
+        ]);
+        ok(
+            self.dev_cmd_in(&dir, &["enroll", file.to_str().unwrap(), "--shred"])
+                .output()
+                .unwrap(),
+            &["enroll"],
+        );
+        dir
+    }
+
     /// Adds `n` entries through `sealbox add --ndjson`, numbered from `from`.
     pub fn add_many(&self, from: usize, n: usize) {
         let file = self.tmp.path().join(format!("entries-{from}.ndjson"));
