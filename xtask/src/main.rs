@@ -175,26 +175,33 @@ fn in_keyring_session(args: &[String]) -> Result<()> {
     }
     // A virtual screen for the real window, when asked for.
     let xvfb = if std::env::var_os("SEALBOX_XVFB").is_some() {
-        let display = format!(":{}", 90 + std::process::id() % 100);
-        let child = Command::new("Xvfb")
+        // Xvfb picks a free display itself and writes its number to the given descriptor.
+        let mut child = Command::new("Xvfb")
             .args([
-                display.as_str(),
+                "-displayfd",
+                "1",
                 "-screen",
                 "0",
                 "1280x800x24",
                 "-nolisten",
                 "tcp",
             ])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .context("starting Xvfb")?;
-        let socket = format!("/tmp/.X11-unix/X{}", &display[1..]);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !Path::new(&socket).exists() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut line = String::new();
+        {
+            use std::io::BufRead;
+            let out = child.stdout.take().context("Xvfb's output")?;
+            std::io::BufReader::new(out).read_line(&mut line)?;
         }
-        std::env::set_var("DISPLAY", &display);
+        let number = line.trim();
+        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+            let _ = child.kill();
+            bail!("Xvfb did not start (it printed {line:?})");
+        }
+        std::env::set_var("DISPLAY", format!(":{number}"));
         Some(child)
     } else {
         None
