@@ -5,9 +5,9 @@
 //!
 //! Writes JSON to `SEALBOX_BENCH_OUT`.
 
-use sealbox_device::{Device, OsKeychain};
 use sealbox_headoffice::keys::HoDir;
-use sealbox_headoffice::{admin, crm, Passphrase};
+use sealbox_headoffice::{admin, crm};
+use sealbox_tests::bench::{forget_key, BenchSite};
 use std::time::Instant;
 
 fn ms(t: Instant) -> f64 {
@@ -17,28 +17,9 @@ fn ms(t: Instant) -> f64 {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let n = if quick { 2_000 } else { 10_000 };
-    let base = std::env::var("SEALBOX_BENCH_DIR").unwrap_or_else(|_| "target".into());
-    let tmp = tempfile::tempdir_in(base).unwrap();
-    let ho_dir = tmp.path().join("ho");
-    let pass = Passphrase::new("bench passphrase 1");
-    admin::init(&ho_dir, &pass).unwrap();
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/trade-show.json");
-    admin::event_create(&ho_dir, &std::fs::read_to_string(example).unwrap()).unwrap();
-    let enrol = tmp.path().join("dev.json");
-    admin::enroll(&ho_dir, "bench-device", "trade-show-2026", None, &enrol).unwrap();
-    let dev_dir = tmp.path().join("device");
-    Device::enroll(
-        &dev_dir,
-        &std::fs::read_to_string(&enrol).unwrap(),
-        &OsKeychain,
-    )
-    .expect("enrol (keyring session?)");
-    let mut dev = Device::open(&dev_dir, &OsKeychain).unwrap();
-    let lines: Vec<String> = (0..n)
-        .map(|i| format!(r#"{{"name":"访客{i}","phone":"138{:08}","email":"v{i}@example.com","company":"示例","consent":true}}"#, i))
-        .collect();
-    dev.add_ndjson(std::io::Cursor::new(lines.join("\n")))
-        .unwrap();
+    let site = BenchSite::create();
+    let (ho_dir, pass, tmp) = (&site.ho_dir, &site.pass, &site.tmp);
+    let (dev_dir, mut dev) = site.device_with_entries(None, n);
 
     let batch = tmp.path().join("out.sealbox-batch");
     let t = Instant::now();
@@ -48,12 +29,12 @@ fn main() {
     let batch_bytes = std::fs::metadata(&batch).unwrap().len();
 
     let t = Instant::now();
-    HoDir::new(&ho_dir).load_identity(&pass).unwrap();
+    HoDir::new(ho_dir).load_identity(pass).unwrap();
     let identity_ms = ms(t);
 
     let receipt = tmp.path().join("receipt.json");
     let t = Instant::now();
-    let imported = admin::import(&ho_dir, &pass, &batch, &receipt).unwrap();
+    let imported = admin::import(ho_dir, pass, &batch, &receipt).unwrap();
     let import_ms = ms(t);
     assert_eq!(imported.entries, n);
 
@@ -79,10 +60,7 @@ fn main() {
     let csv_ms = ms(t);
     assert_eq!(rows.rows, n);
 
-    if let Ok(Some(meta)) = sealbox_device::files::DataDir::new(&dev_dir).read_device_json() {
-        use sealbox_device::KeyStore;
-        let _ = OsKeychain.delete(&meta.keychain_service(), sealbox_device::files::KEY_ACCOUNT);
-    }
+    forget_key(&dev_dir);
     let out = serde_json::json!({
         "batch_entries": n,
         "batch_bytes": batch_bytes,

@@ -5,10 +5,10 @@
 //!
 //! Writes JSON to `SEALBOX_BENCH_OUT`.
 
-use sealbox_device::{Device, OsKeychain};
 use sealbox_headoffice::keys::HoDir;
-use sealbox_headoffice::{admin, config::Config, server, Passphrase};
+use sealbox_headoffice::{admin, config::Config, server};
 use sealbox_protocol::sync::SyncRequest;
+use sealbox_tests::bench::{forget_key, BenchSite};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,13 +20,8 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (entries, devices) = if quick { (2_000, 100) } else { (10_000, 500) };
-    let base = std::env::var("SEALBOX_BENCH_DIR").unwrap_or_else(|_| "target".into());
-    let tmp = tempfile::tempdir_in(base).unwrap();
-    let ho_dir = tmp.path().join("ho");
-    let pass = Passphrase::new("bench passphrase 1");
-    admin::init(&ho_dir, &pass).unwrap();
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/trade-show.json");
-    admin::event_create(&ho_dir, &std::fs::read_to_string(example).unwrap()).unwrap();
+    let site = BenchSite::create();
+    let (ho_dir, pass, tmp) = (&site.ho_dir, &site.pass, &site.tmp);
 
     // Head office in this process, on a free port.
     let ho = HoDir::new(&ho_dir);
@@ -44,33 +39,7 @@ fn main() {
     }));
 
     // One device with `entries` waiting.
-    let enrol = tmp.path().join("dev.json");
-    admin::enroll(
-        &ho_dir,
-        "bench-device",
-        "trade-show-2026",
-        Some(&url),
-        &enrol,
-    )
-    .unwrap();
-    let dev_dir = tmp.path().join("device");
-    Device::enroll(
-        &dev_dir,
-        &std::fs::read_to_string(&enrol).unwrap(),
-        &OsKeychain,
-    )
-    .expect("enrol (keyring session?)");
-    let mut dev = Device::open(&dev_dir, &OsKeychain).unwrap();
-    let lines: Vec<String> = (0..entries)
-        .map(|i| {
-            format!(
-                r#"{{"name":"访客{i}","phone":"138{:08}","company":"示例","consent":true}}"#,
-                i
-            )
-        })
-        .collect();
-    dev.add_ndjson(std::io::Cursor::new(lines.join("\n")))
-        .unwrap();
+    let (dev_dir, mut dev) = site.device_with_entries(Some(&url), entries);
     let envelopes = dev.pending_envelopes(entries).unwrap();
 
     // Baseline: head office storing the same 500-entry batches straight into its database.
@@ -190,10 +159,7 @@ fn main() {
         (lat, errors, t.elapsed().as_secs_f64())
     });
     let _ = stop_tx.send(());
-    if let Ok(Some(meta)) = sealbox_device::files::DataDir::new(&dev_dir).read_device_json() {
-        use sealbox_device::KeyStore;
-        let _ = OsKeychain.delete(&meta.keychain_service(), sealbox_device::files::KEY_ACCOUNT);
-    }
+    forget_key(&dev_dir);
     let out = serde_json::json!({
         "sync_entries": entries,
         "sync_entries_per_s": entries as f64 / sync_s,

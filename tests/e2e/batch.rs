@@ -9,21 +9,6 @@ fn exported(sb: &Sandbox) -> u64 {
     sb.status()["exported"].as_u64().unwrap()
 }
 
-fn ho_import(
-    sb: &Sandbox,
-    batch: &std::path::Path,
-    receipt: &std::path::Path,
-) -> std::process::Output {
-    sb.ho_cmd(&[
-        "import",
-        batch.to_str().unwrap(),
-        "--receipt-out",
-        receipt.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap()
-}
-
 #[test]
 fn export_import_receipt_erase() {
     let sb = Sandbox::headoffice();
@@ -46,7 +31,7 @@ fn export_import_receipt_erase() {
     assert!(bytes.starts_with(b"age-encryption.org/v1"));
 
     let receipt = sb.tmp.path().join("receipt.json");
-    let out = ok(ho_import(&sb, &batch, &receipt), &["import"]);
+    let out = ok(sb.ho_import(&batch, &receipt), &["import"]);
     assert!(
         out.contains("stored 50 entries from device booth-1"),
         "{out}"
@@ -54,7 +39,7 @@ fn export_import_receipt_erase() {
     assert_eq!(ho_counts(&sb.ho), (50, 50));
     // A second import changes nothing and yields the same receipt.
     let again = sb.tmp.path().join("receipt-again.json");
-    let out = ok(ho_import(&sb, &batch, &again), &["import"]);
+    let out = ok(sb.ho_import(&batch, &again), &["import"]);
     assert!(out.contains("already held"), "{out}");
     assert_eq!(ho_counts(&sb.ho), (50, 50));
     assert_eq!(
@@ -101,7 +86,7 @@ fn tampering_with_any_byte_is_caught_and_nothing_is_erased() {
         let f = sb.tmp.path().join(format!("bad{i}"));
         std::fs::write(&f, &bad).unwrap();
         let err = fail(
-            ho_import(&sb, &f, &sb.tmp.path().join(format!("r{i}"))),
+            sb.ho_import(&f, &sb.tmp.path().join(format!("r{i}"))),
             &["import"],
         );
         assert!(
@@ -116,7 +101,7 @@ fn tampering_with_any_byte_is_caught_and_nothing_is_erased() {
     for cut in [good.len() - 1, good.len() / 2, 30] {
         let f = sb.tmp.path().join("cut");
         std::fs::write(&f, &good[..cut]).unwrap();
-        let err = fail(ho_import(&sb, &f, &sb.tmp.path().join("rc")), &["import"]);
+        let err = fail(sb.ho_import(&f, &sb.tmp.path().join("rc")), &["import"]);
         assert!(err.contains("truncated, altered"), "cut at {cut}: {err}");
     }
     assert_eq!(ho_counts(&sb.ho), (0, 0), "nothing stored from a bad file");
@@ -147,13 +132,13 @@ fn tampering_with_any_byte_is_caught_and_nothing_is_erased() {
     let forged = age::encrypt(&recipient, &serde_json::to_vec(&signed).unwrap()).unwrap();
     let f = sb.tmp.path().join("forged");
     std::fs::write(&f, forged).unwrap();
-    let err = fail(ho_import(&sb, &f, &sb.tmp.path().join("rf")), &["import"]);
+    let err = fail(sb.ho_import(&f, &sb.tmp.path().join("rf")), &["import"]);
     assert!(err.contains("not signed by the device"), "{err}");
     assert_eq!(ho_counts(&sb.ho), (0, 0));
 
     // The real file: a receipt comes back; any change to it is refused and erases nothing.
     let receipt = sb.tmp.path().join("receipt.json");
-    ok(ho_import(&sb, &batch, &receipt), &["import"]);
+    ok(sb.ho_import(&batch, &receipt), &["import"]);
     let text = std::fs::read_to_string(&receipt).unwrap();
     let mut r: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut variants = Vec::new();
@@ -228,7 +213,7 @@ fn a_receipt_for_another_device_and_a_revoked_device_are_refused() {
         &["export"],
     );
     let r2 = sb.tmp.path().join("r2.json");
-    ok(ho_import(&sb, &b2, &r2), &["import"]);
+    ok(sb.ho_import(&b2, &r2), &["import"]);
     let b1 = sb.tmp.path().join("b1");
     sb.dev_ok(&["export", "--out", b1.to_str().unwrap()]);
     let err = sb.dev_fail(&["receipt", "import", r2.to_str().unwrap()], &[]);
@@ -237,7 +222,7 @@ fn a_receipt_for_another_device_and_a_revoked_device_are_refused() {
     // A revoked device's batch is refused at import.
     sb.ho_ok(&["device", "revoke", "booth-1"]);
     let err = fail(
-        ho_import(&sb, &b1, &sb.tmp.path().join("r1.json")),
+        sb.ho_import(&b1, &sb.tmp.path().join("r1.json")),
         &["import"],
     );
     assert!(err.contains("revoked"), "{err}");
@@ -281,7 +266,7 @@ fn every_single_byte_change_is_refused() {
     }
 
     let receipt = sb.tmp.path().join("r.json");
-    ok(ho_import(&sb, &batch, &receipt), &["import"]);
+    ok(sb.ho_import(&batch, &receipt), &["import"]);
     let text = std::fs::read(&receipt).unwrap();
     let sent: Vec<uuid::Uuid> = serde_json::from_slice::<Receipt>(&text).unwrap().ids;
     let accepts = |bytes: &[u8]| {

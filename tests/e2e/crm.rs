@@ -29,17 +29,7 @@ fn deliver(sb: &Sandbox, dir: &Path, entries: &[serde_json::Value]) {
         &["export"],
     );
     let receipt = batch.with_extension("receipt");
-    ok(
-        sb.ho_cmd(&[
-            "import",
-            batch.to_str().unwrap(),
-            "--receipt-out",
-            receipt.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap(),
-        &["import"],
-    );
+    ok(sb.ho_import(&batch, &receipt), &["import"]);
     ok(
         sb.dev_cmd_in(dir, &["receipt", "import", receipt.to_str().unwrap()])
             .output()

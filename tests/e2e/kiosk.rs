@@ -4,7 +4,7 @@
 use crate::store::{canary_entry, CANARY_COMPANY, CANARY_EMAIL, CANARY_NAME, CANARY_PHONE};
 use fantoccini::{Client, ClientBuilder, Locator};
 use sealbox_tests::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -42,14 +42,25 @@ fn tauri_driver() -> PathBuf {
 
 /// Starts tauri-driver with the kiosk's environment: its data dir, and XDG dirs inside the
 /// sandbox so the webview's own storage and cache can be searched afterwards.
-fn start_driver(sb: &Sandbox, xdg: &Path, log: &Path) -> Driver {
+/// The webview's own data, cache and config dirs for this sandbox (searched for leftovers).
+fn xdg(sb: &Sandbox) -> PathBuf {
+    sb.tmp.path().join("xdg")
+}
+
+/// What the app and its driver printed.
+fn driver_log(sb: &Sandbox) -> PathBuf {
+    sb.tmp.path().join("driver.log")
+}
+
+fn start_driver(sb: &Sandbox) -> Driver {
+    let (xdg, log) = (xdg(sb), driver_log(sb));
     assert!(
         std::env::var_os("DISPLAY").is_some(),
         "the kiosk test needs a display: run it with `cargo xtask test` (Xvfb)"
     );
     let port = free_port();
     let native = free_port();
-    let log = std::fs::File::create(log).unwrap();
+    let log = std::fs::File::create(&log).unwrap();
     let child = Command::new(tauri_driver())
         .args([
             "--port",
@@ -78,8 +89,8 @@ fn start_driver(sb: &Sandbox, xdg: &Path, log: &Path) -> Driver {
 }
 
 /// tauri-driver and a WebDriver session on the kiosk binary.
-async fn session(sb: &Sandbox, xdg: &Path, log: &Path) -> (Driver, Client) {
-    let driver = start_driver(sb, xdg, log);
+async fn session(sb: &Sandbox) -> (Driver, Client) {
+    let driver = start_driver(sb);
     let mut caps = serde_json::Map::new();
     caps.insert(
         "tauri:options".into(),
@@ -199,9 +210,8 @@ fn artifacts() -> PathBuf {
 #[tokio::test(flavor = "multi_thread")]
 async fn visitor_and_manager_in_the_real_window() {
     let sb = Sandbox::enrolled();
-    let xdg = sb.tmp.path().join("xdg");
-    let driver_log = sb.tmp.path().join("driver.log");
-    let (driver, c) = session(&sb, &xdg, &driver_log).await;
+    let (xdg, driver_log) = (xdg(&sb), driver_log(&sb));
+    let (driver, c) = session(&sb).await;
 
     let outcome = drive(&c).await;
     if outcome.is_err() {
@@ -464,9 +474,8 @@ async fn first_run_enrolment_then_idle_wipe_in_the_real_window() {
         enrol.to_str().unwrap(),
     ]);
 
-    let xdg = sb.tmp.path().join("xdg");
-    let driver_log = sb.tmp.path().join("driver.log");
-    let (driver, c) = session(&sb, &xdg, &driver_log).await;
+    let xdg = xdg(&sb);
+    let (driver, c) = session(&sb).await;
 
     wait_for(
         &c,
@@ -547,9 +556,7 @@ async fn the_window_shows_sync_state_and_syncs_now() {
     let sb = Sandbox::headoffice();
     let mut server = sealbox_tests::server::HoServer::start(&sb.ho, &[]);
     sb.enrol_at(&server.url());
-    let xdg = sb.tmp.path().join("xdg");
-    let driver_log = sb.tmp.path().join("driver.log");
-    let (driver, c) = session(&sb, &xdg, &driver_log).await;
+    let (driver, c) = session(&sb).await;
 
     wait_for(
         &c,
@@ -646,17 +653,7 @@ async fn the_window_shows_sync_state_and_syncs_now() {
         .unwrap()
         .path();
     let receipt = sb.tmp.path().join("receipt.json");
-    ok(
-        sb.ho_cmd(&[
-            "import",
-            batch.to_str().unwrap(),
-            "--receipt-out",
-            receipt.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap(),
-        &["import"],
-    );
+    ok(sb.ho_import(&batch, &receipt), &["import"]);
     c.find(Locator::Id("receipt-file"))
         .await
         .unwrap()

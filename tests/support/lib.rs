@@ -4,6 +4,7 @@
 //! The tests need a Secret Service: `cargo xtask test` runs them in a private D-Bus session with
 //! an unlocked gnome-keyring.
 
+pub mod bench;
 pub mod proxy;
 pub mod server;
 
@@ -106,6 +107,18 @@ impl Sandbox {
         self.dev_ok(&["enroll", file.to_str().unwrap(), "--shred"]);
         self.dev_ok_env(&["pin", "set"], &[("SEALBOX_PIN", PIN)]);
         token
+    }
+
+    /// `sealbox-headoffice import BATCH --receipt-out RECEIPT`.
+    pub fn ho_import(&self, batch: &Path, receipt: &Path) -> Output {
+        self.ho_cmd(&[
+            "import",
+            batch.to_str().unwrap(),
+            "--receipt-out",
+            receipt.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap()
     }
 
     /// Creates an event at head office: the example event with another id, changed by `edit`.
