@@ -48,8 +48,8 @@ fn main() {
     let csv = tmp.path().join("crm.csv");
     let t = Instant::now();
     let rows = crm::export(
-        &ho_dir,
-        &pass,
+        ho_dir,
+        pass,
         "trade-show-2026",
         crm::Format::Csv,
         &csv,

@@ -24,8 +24,8 @@ fn main() {
     let (ho_dir, pass, tmp) = (&site.ho_dir, &site.pass, &site.tmp);
 
     // Head office in this process, on a free port.
-    let ho = HoDir::new(&ho_dir);
-    let mut cfg = Config::load(&ho_dir).unwrap();
+    let ho = HoDir::new(ho_dir);
+    let mut cfg = Config::load(ho_dir).unwrap();
     cfg.device_rate_per_s = 1e6;
     cfg.device_burst = 1e6;
     let state = Arc::new(server::ServerState::open(&ho, &cfg).unwrap());
@@ -44,7 +44,7 @@ fn main() {
 
     // Baseline: head office storing the same 500-entry batches straight into its database.
     let base_dir = tmp.path().join("ho-baseline");
-    admin::init(&base_dir, &pass).unwrap();
+    admin::init(&base_dir, pass).unwrap();
     let mut conn = sealbox_headoffice::db::open(&HoDir::new(&base_dir).db()).unwrap();
     let key = HoDir::new(&base_dir).load_signing_key().unwrap();
     let t = Instant::now();
@@ -69,7 +69,7 @@ fn main() {
     for d in 0..devices {
         let f = tmp.path().join(format!("d{d}.json"));
         admin::enroll(
-            &ho_dir,
+            ho_dir,
             &format!("sim-{d}"),
             "trade-show-2026",
             Some(&url),
