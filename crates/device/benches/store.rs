@@ -64,33 +64,58 @@ fn sample(i: usize) -> serde_json::Value {
     })
 }
 
-/// One-row commits of `blob`-sized rows into the entries schema, keyed as given.
-fn raw_commits(
-    dir: &std::path::Path,
-    name: &str,
-    keying: Keying<'_>,
-    n: usize,
-    blob: usize,
-) -> Vec<f64> {
-    let path = dir.join(name);
-    let mut conn = store::open(&path, keying, true).unwrap();
-    store::migrate(&mut conn).unwrap();
-    let sealed = vec![0x5au8; blob];
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
+/// A database of the entries schema, keyed as given, taking one-row commits of `blob`-sized
+/// rows. With `cpu_only` the disk is taken out (`synchronous=OFF`, no checkpoints), so what
+/// remains is the work in the process, and the WAL's size tells how many pages commits wrote.
+struct Rig {
+    conn: rusqlite::Connection,
+    wal: std::path::PathBuf,
+    sealed: Vec<u8>,
+    i: i64,
+}
+
+impl Rig {
+    fn new(
+        dir: &std::path::Path,
+        name: &str,
+        keying: Keying<'_>,
+        blob: usize,
+        cpu_only: bool,
+    ) -> Rig {
+        let path = dir.join(name);
+        let mut conn = store::open(&path, keying, true).unwrap();
+        store::migrate(&mut conn).unwrap();
+        if cpu_only {
+            conn.execute_batch("PRAGMA synchronous = OFF; PRAGMA wal_autocheckpoint = 0;")
+                .unwrap();
+        }
+        Rig {
+            conn,
+            wal: dir.join(format!("{name}-wal")),
+            sealed: vec![0x5au8; blob],
+            i: 0,
+        }
+    }
+
+    /// One durable one-row commit; its time in ms.
+    fn commit(&mut self) -> f64 {
+        self.i += 1;
         let t = Instant::now();
-        let tx = conn.transaction().unwrap();
+        let tx = self.conn.transaction().unwrap();
         tx.prepare_cached(
             "INSERT INTO entries (id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, summary)
              VALUES (?1, 'e', ?2, 'v', 'h', ?3, '{\"name\":\"访*\"}')",
         )
         .unwrap()
-        .execute(rusqlite::params![uuid::Uuid::now_v7().to_string(), i as i64, sealed])
+        .execute(rusqlite::params![uuid::Uuid::now_v7().to_string(), self.i, self.sealed])
         .unwrap();
         tx.commit().unwrap();
-        out.push(t.elapsed().as_secs_f64() * 1000.0);
+        t.elapsed().as_secs_f64() * 1000.0
     }
-    out
+
+    fn wal_bytes(&self) -> u64 {
+        std::fs::metadata(&self.wal).map(|m| m.len()).unwrap_or(0)
+    }
 }
 
 fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
@@ -124,36 +149,58 @@ fn main() {
     }
     let blob = dev.pending_envelopes(1).unwrap()[0].sealed.len();
 
-    // Interleave the three so machine noise hits them alike.
+    // Interleave the three commit by commit, in a rotating order, so the disk's moods (its
+    // fsync time drifts by tens of percent over a run) hit them alike. New files every round
+    // keep the databases the same size on both sides.
+    let key = Secret32::from_bytes([9u8; 32]);
     let (mut submit, mut plain, mut cipher) = (Vec::new(), Vec::new(), Vec::new());
     let rounds = 10;
     for r in 0..rounds {
-        for i in 0..n / rounds {
-            let v = sample(r * n + i);
-            let t = Instant::now();
-            dev.add(&v).unwrap();
-            submit.push(t.elapsed().as_secs_f64() * 1000.0);
-        }
-        plain.extend(raw_commits(
+        let mut p = Rig::new(
             tmp.path(),
             &format!("plain{r}.db"),
             Keying::None,
-            n / rounds,
             blob,
-        ));
-        let key = Secret32::from_bytes([9u8; 32]);
-        cipher.extend(raw_commits(
+            false,
+        );
+        let mut c = Rig::new(
             tmp.path(),
             &format!("cipher{r}.db"),
             Keying::Raw(&key),
-            n / rounds,
             blob,
-        ));
+            false,
+        );
+        for i in 0..n / rounds {
+            for k in 0..3 {
+                match (i + k) % 3 {
+                    0 => {
+                        let v = sample(r * n + i);
+                        let t = Instant::now();
+                        dev.add(&v).unwrap();
+                        submit.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    1 => plain.push(p.commit()),
+                    _ => cipher.push(c.commit()),
+                }
+            }
+        }
     }
+    // The same commits without the disk: SQLCipher's own cost per commit, and per page written.
+    let (mut plain_cpu, mut cipher_cpu) = (Vec::new(), Vec::new());
+    let mut p = Rig::new(tmp.path(), "plain-cpu.db", Keying::None, blob, true);
+    let mut c = Rig::new(tmp.path(), "cipher-cpu.db", Keying::Raw(&key), blob, true);
+    for _ in 0..n {
+        plain_cpu.push(p.commit());
+        cipher_cpu.push(c.commit());
+    }
+    // A WAL frame is a 24-byte header and a 4 KiB page; the file starts with a 32-byte header.
+    let frames_per_commit = c.wal_bytes().saturating_sub(32) as f64 / (4096.0 + 24.0) / n as f64;
+    drop((p, c));
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let cipher_cpu_us = (mean(&cipher_cpu) - mean(&plain_cpu)) * 1000.0;
     let (s, p, c) = (stats(submit), stats(plain), stats(cipher));
 
     // Opening: the raw key skips key derivation; a passphrase runs PBKDF2 (256,000 rounds).
-    let key = Secret32::from_bytes([9u8; 32]);
     let open_raw = median_ms(21, || {
         let conn = store::open(&tmp.path().join("cipher0.db"), Keying::Raw(&key), false).unwrap();
         drop(conn);
@@ -194,6 +241,11 @@ fn main() {
         "sqlcipher_commits_per_s": c.per_s,
         "submit_vs_plain_commit_ratio": s.p50 / p.p50,
         "sqlcipher_vs_plain_ratio": p.per_s / c.per_s,
+        "sqlcipher_vs_plain_p50_ratio": c.p50 / p.p50,
+        "sqlcipher_cpu_overhead_us_per_commit": cipher_cpu_us,
+        "plain_cpu_us_per_commit": mean(&plain_cpu) * 1000.0,
+        "wal_pages_per_commit": frames_per_commit,
+        "sqlcipher_us_per_page": cipher_cpu_us / frames_per_commit,
         "open_raw_key_ms": open_raw,
         "open_pbkdf2_ms": open_pbkdf2,
         "open_device_with_keychain_ms": open_device,

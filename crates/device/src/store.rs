@@ -9,7 +9,7 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE settings (
@@ -28,7 +28,6 @@ CREATE TABLE entries (
     exported_batch TEXT,             -- NULL while pending; the batch id once exported
     exported_at_ms INTEGER
 );
-CREATE INDEX entries_pending ON entries (exported_batch, id);
 -- What remains of an entry once head office's receipt was verified and it was erased.
 CREATE TABLE tombstones (
     id TEXT PRIMARY KEY,
@@ -60,6 +59,11 @@ CREATE TABLE outbox (
     created_at_ms INTEGER NOT NULL
 );
 ";
+
+/// Version 3: version 1's `entries_pending` index goes. Every commit of an entry wrote (and
+/// SQLCipher encrypted and authenticated) one more 4 KiB page for it, and no query needs it: a
+/// device holds at most a few thousand entries, read in id order through the primary key.
+const SCHEMA_V3: &str = "DROP INDEX IF EXISTS entries_pending;";
 
 /// How a database is keyed.
 pub enum Keying<'a> {
@@ -134,6 +138,9 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
         if version < 2 {
             tx.execute_batch(SCHEMA_V2)?;
         }
+        if version < 3 {
+            tx.execute_batch(SCHEMA_V3)?;
+        }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
     }
@@ -159,4 +166,70 @@ pub(crate) fn set_setting(conn: &Connection, k: &str, v: &[u8]) -> Result<()> {
         rusqlite::params![k, v],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version 2 database (with its `entries_pending` index and an entry) reaches version 3:
+    /// the index is gone, the entry is intact and the file is sound.
+    #[test]
+    fn version_2_migrates_to_3() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        let key = Secret32::from_bytes([7u8; 32]);
+        {
+            let conn = open(&path, Keying::Raw(&key), true).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(SCHEMA_V2).unwrap();
+            conn.execute_batch(
+                "CREATE INDEX entries_pending ON entries (exported_batch, id);
+                 INSERT INTO entries (id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, summary)
+                 VALUES ('0192', 'e', 1, 'v', 'h', x'00', '{}');
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let mut conn = open(&path, Keying::Raw(&key), false).unwrap();
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'entries_pending'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 0);
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM entries", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        assert!(integrity_ok(&conn).unwrap());
+        // A second migration is a no-op; a newer file is refused, not rewritten.
+        migrate(&mut conn).unwrap();
+        conn.execute_batch("PRAGMA user_version = 4;").unwrap();
+        assert!(migrate(&mut conn).is_err());
+    }
+
+    /// A new database never carries the dropped index.
+    #[test]
+    fn new_database_has_no_pending_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Secret32::from_bytes([7u8; 32]);
+        let mut conn = open(&dir.path().join("new.db"), Keying::Raw(&key), true).unwrap();
+        migrate(&mut conn).unwrap();
+        let names: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'entries'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        assert_eq!(names, vec!["sqlite_autoindex_entries_1".to_string()]);
+    }
 }
