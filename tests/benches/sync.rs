@@ -1,14 +1,19 @@
 //! Sync benchmark, run by `cargo xtask bench` inside a keyring session:
 //! - 10,000 entries device → head office over TLS on loopback, durable at head office and erased
-//!   on the device, beside head office storing the same batches with no network or device;
+//!   on the device, beside head office storing batches of the same size with no network or device;
 //! - 500 devices syncing one batch each at once, beside the same requests one at a time.
 //!
-//! Writes JSON to `SEALBOX_BENCH_OUT`.
+//! Head office is the real `sealbox-headoffice serve`, in its own process as in production: in
+//! this one the device switches SQLCipher's memory security on, which is process-wide (every
+//! allocation of every SQLite connection is then locked and wiped), and head office never runs
+//! with it. Writes JSON to `SEALBOX_BENCH_OUT`.
 
+use sealbox_headoffice::admin;
 use sealbox_headoffice::keys::HoDir;
-use sealbox_headoffice::{admin, config::Config, server};
 use sealbox_protocol::sync::SyncRequest;
+use sealbox_protocol::EntryEnvelope;
 use sealbox_tests::bench::{forget_key, BenchSite};
+use sealbox_tests::server::HoServer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,39 +28,41 @@ fn main() {
     let site = BenchSite::create();
     let (ho_dir, pass, tmp) = (&site.ho_dir, &site.pass, &site.tmp);
 
-    // Head office in this process, on a free port.
+    // Baseline first, before anything in this process opens SQLCipher: head office storing
+    // 500-entry batches straight into its database, entries sealed to it like a device's.
+    let base_dir = tmp.path().join("ho-baseline");
+    admin::init(&base_dir, pass).unwrap();
+    let template = sealed_like_a_device(&HoDir::new(&base_dir));
+    let mut conn = sealbox_headoffice::db::open(&HoDir::new(&base_dir).db()).unwrap();
+    let key = HoDir::new(&base_dir).load_signing_key().unwrap();
+    let batches: Vec<SyncRequest> = (0..entries / 500)
+        .map(|_| SyncRequest {
+            batch_id: uuid::Uuid::now_v7(),
+            entries: (0..500).map(|_| fresh(&template)).collect(),
+        })
+        .collect();
+    let t = Instant::now();
+    for req in &batches {
+        sealbox_headoffice::db::ingest(&mut conn, "bench-device", req, &key, 1).unwrap();
+    }
+    let ingest_s = t.elapsed().as_secs_f64();
+    drop(conn);
+
+    // The real head office, on a free port, without per-device rate limits.
+    let mut server = HoServer::start(
+        ho_dir,
+        &[
+            ("SEALBOX_HO_DEVICE_RATE_PER_S", "1000000"),
+            ("SEALBOX_HO_DEVICE_BURST", "1000000"),
+        ],
+    );
+    let url = server.url();
     let ho = HoDir::new(ho_dir);
-    let mut cfg = Config::load(ho_dir).unwrap();
-    cfg.device_rate_per_s = 1e6;
-    cfg.device_burst = 1e6;
-    let state = Arc::new(server::ServerState::open(&ho, &cfg).unwrap());
-    let tls = server::load_tls(&ho, &cfg).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("https://{}", listener.local_addr().unwrap());
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    rt.spawn(server::serve(listener, tls, state, async move {
-        let _ = stop_rx.await;
-    }));
 
     // One device with `entries` waiting.
     let (dev_dir, mut dev) = site.device_with_entries(Some(&url), entries);
-    let envelopes = dev.pending_envelopes(entries).unwrap();
-
-    // Baseline: head office storing the same 500-entry batches straight into its database.
-    let base_dir = tmp.path().join("ho-baseline");
-    admin::init(&base_dir, pass).unwrap();
-    let mut conn = sealbox_headoffice::db::open(&HoDir::new(&base_dir).db()).unwrap();
-    let key = HoDir::new(&base_dir).load_signing_key().unwrap();
-    let t = Instant::now();
-    for chunk in envelopes.chunks(500) {
-        let req = SyncRequest {
-            batch_id: uuid::Uuid::now_v7(),
-            entries: chunk.to_vec(),
-        };
-        sealbox_headoffice::db::ingest(&mut conn, "bench-device", &req, &key, 1).unwrap();
-    }
-    let ingest_s = t.elapsed().as_secs_f64();
+    let envelopes = dev.pending_envelopes(1).unwrap();
 
     let client = dev.sync_client(Duration::from_secs(30)).unwrap();
     let t = Instant::now();
@@ -80,7 +87,6 @@ fn main() {
             serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
         tokens.push(v["device_token"].as_str().unwrap().to_string());
     }
-    let template = envelopes[0].clone();
     let ca = reqwest::Certificate::from_pem(&std::fs::read(ho.ca_cert()).unwrap()).unwrap();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let make_client = || {
@@ -93,82 +99,77 @@ fn main() {
             .unwrap()
     };
     let body = |_: usize| {
-        let entries = (0..10)
-            .map(|_| {
-                let mut e = template.clone();
-                e.id = uuid::Uuid::now_v7();
-                e
-            })
-            .collect();
+        let entries = (0..10).map(|_| fresh(&envelopes[0])).collect();
         serde_json::to_vec(&SyncRequest {
             batch_id: uuid::Uuid::now_v7(),
             entries,
         })
         .unwrap()
     };
-    let post = |http: reqwest::Client, token: String, body: Vec<u8>, url: String| async move {
-        let t = Instant::now();
-        let r = http
-            .post(format!("{url}/v1/sync"))
+    let sync_request = |http: &reqwest::Client, token: &str| {
+        http.post(format!("{url}/v1/sync"))
             .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await;
-        let ok = matches!(&r, Ok(resp) if resp.status().is_success());
-        (t.elapsed().as_secs_f64() * 1000.0, ok)
+            .body(body(0))
+            .build()
+            .unwrap()
     };
     // Baseline: the same kind of request, one device after another.
     let (mut seq, seq_errors) = rt.block_on(async {
         let mut lat = Vec::new();
         let mut errors = 0;
         for token in tokens.iter().take(50) {
-            let (ms, ok) = post(make_client(), token.clone(), body(0), url.clone()).await;
+            let http = make_client();
+            let req = sync_request(&http, token);
+            let (ms, ok) = timed(http, req).await;
             lat.push(ms);
             errors += usize::from(!ok);
         }
         (lat, errors)
     });
-    let (mut conc, conc_errors, wall) = rt.block_on(async {
-        let barrier = Arc::new(tokio::sync::Barrier::new(devices));
-        let t = Instant::now();
-        let tasks: Vec<_> = tokens
+    // All devices at once, alternating with the floor under it: the same number of fresh
+    // clients, each a full TLS handshake and a request that touches no database (`/v1/health`).
+    let rounds = if quick { 1 } else { 3 };
+    let (mut conc_p50, mut conc_p99, mut floor_p99, mut wall) = (vec![], vec![], vec![], vec![]);
+    let mut conc_errors = 0;
+    for _ in 0..rounds {
+        let reqs = tokens
             .iter()
-            .enumerate()
-            .map(|(i, token)| {
-                let (b, http, token, body, url) = (
-                    barrier.clone(),
-                    make_client(),
-                    token.clone(),
-                    body(i),
-                    url.clone(),
-                );
-                tokio::spawn(async move {
-                    b.wait().await;
-                    post(http, token, body, url).await
-                })
+            .map(|token| {
+                let http = make_client();
+                let req = sync_request(&http, token);
+                (http, req)
             })
             .collect();
-        let mut lat = Vec::new();
-        let mut errors = 0;
-        for t in tasks {
-            let (ms, ok) = t.await.unwrap();
-            lat.push(ms);
-            errors += usize::from(!ok);
-        }
-        (lat, errors, t.elapsed().as_secs_f64())
-    });
-    let _ = stop_tx.send(());
+        let (mut lat, errors, w) = rt.block_on(at_once(reqs));
+        conc_p50.push(percentile(&mut lat, 0.5));
+        conc_p99.push(percentile(&mut lat, 0.99));
+        conc_errors += errors;
+        wall.push(w);
+        let reqs = (0..devices)
+            .map(|_| {
+                let http = make_client();
+                let req = http.get(format!("{url}/v1/health")).build().unwrap();
+                (http, req)
+            })
+            .collect();
+        let (mut lat, errors, _) = rt.block_on(at_once(reqs));
+        assert_eq!(errors, 0, "health requests failed");
+        floor_p99.push(percentile(&mut lat, 0.99));
+    }
+    server.terminate();
     forget_key(&dev_dir);
     let out = serde_json::json!({
         "sync_entries": entries,
         "sync_entries_per_s": entries as f64 / sync_s,
         "headoffice_ingest_only_entries_per_s": entries as f64 / ingest_s,
         "simulated_devices": devices,
-        "headoffice_500_devices_p50_ms": percentile(&mut conc, 0.5),
-        "headoffice_500_devices_p99_ms": percentile(&mut conc, 0.99),
+        "headoffice_500_devices_rounds": rounds,
+        "headoffice_500_devices_p50_ms": percentile(&mut conc_p50, 0.5),
+        "headoffice_500_devices_p99_ms": percentile(&mut conc_p99, 0.5),
         "headoffice_500_devices_errors": conc_errors,
-        "headoffice_500_devices_wall_ms": wall * 1000.0,
+        "headoffice_500_devices_wall_ms": percentile(&mut wall, 0.5),
+        "headoffice_500_tls_handshakes_p99_ms": percentile(&mut floor_p99, 0.5),
         "headoffice_one_device_p50_ms": percentile(&mut seq, 0.5),
         "headoffice_one_device_errors": seq_errors,
     });
@@ -177,4 +178,70 @@ fn main() {
     if let Ok(p) = std::env::var("SEALBOX_BENCH_OUT") {
         std::fs::write(p, text).unwrap();
     }
+}
+
+/// A sealed payload of the size a device makes: the example visitor, age-encrypted to head
+/// office (head office stores it as it is; the content does not change the cost).
+fn sealed_like_a_device(ho: &HoDir) -> EntryEnvelope {
+    use std::io::Write;
+    let recipient: age::x25519::Recipient = ho.load_recipient().unwrap().parse().unwrap();
+    let plaintext = br#"{"values":{"name":"\u8bbf\u5ba2","phone":"13800000000","email":"v@example.com","company":"\u793a\u4f8b","interest":"sensors"},"consent":true}"#;
+    let mut sealed = Vec::new();
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+            .unwrap();
+    let mut w = encryptor.wrap_output(&mut sealed).unwrap();
+    w.write_all(&plaintext[..]).unwrap();
+    w.finish().unwrap();
+    EntryEnvelope {
+        id: uuid::Uuid::now_v7(),
+        event_id: sealbox_tests::EVENT.into(),
+        captured_at_ms: 1,
+        consent_version: "2026-01".into(),
+        consent_sha256: "0".repeat(64),
+        sealed,
+    }
+}
+
+/// One request; its time from send to the whole answer, and whether it succeeded.
+async fn timed(http: reqwest::Client, req: reqwest::Request) -> (f64, bool) {
+    let t = Instant::now();
+    let ok = match http.execute(req).await {
+        Ok(resp) => resp.status().is_success() && resp.bytes().await.is_ok(),
+        Err(_) => false,
+    };
+    (t.elapsed().as_secs_f64() * 1000.0, ok)
+}
+
+/// Every request released at once by a barrier, each on its own client (its own connection
+/// and handshake): the latencies, the number that failed, and the wall time in ms.
+async fn at_once(reqs: Vec<(reqwest::Client, reqwest::Request)>) -> (Vec<f64>, usize, f64) {
+    let barrier = Arc::new(tokio::sync::Barrier::new(reqs.len() + 1));
+    let tasks: Vec<_> = reqs
+        .into_iter()
+        .map(|(http, req)| {
+            let b = barrier.clone();
+            tokio::spawn(async move {
+                b.wait().await;
+                timed(http, req).await
+            })
+        })
+        .collect();
+    barrier.wait().await;
+    let t = Instant::now();
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (ms, ok) = task.await.unwrap();
+        lat.push(ms);
+        errors += usize::from(!ok);
+    }
+    (lat, errors, t.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// `template` under a new id.
+fn fresh(template: &EntryEnvelope) -> EntryEnvelope {
+    let mut e = template.clone();
+    e.id = uuid::Uuid::now_v7();
+    e
 }

@@ -533,3 +533,136 @@ fn soak_10000_entries_while_30_percent_of_connections_drop() {
         "the device erased every one, on receipts"
     );
 }
+
+/// Forty devices post at the same moment through the real server, so its writer stores them in
+/// group commits: every batch still gets its own receipt, signed for its device and exactly its
+/// ids; a batch with a conflicting entry is refused alone and leaves nothing behind; a batch
+/// sent twice at once is stored once and both copies get the same receipt.
+#[test]
+fn forty_devices_at_once_each_get_their_own_receipt() {
+    use sealbox_protocol::sync::Receipt;
+    let sb = Sandbox::headoffice();
+    let server = HoServer::start(&sb.ho, &[("SEALBOX_LOG", "sealbox_headoffice=debug")]);
+    let url = server.url();
+    let vk = sealbox_headoffice::keys::HoDir::new(&sb.ho)
+        .load_signing_key()
+        .unwrap()
+        .verifying_key();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(sb.ho.join("ca.pem")).unwrap()).unwrap();
+    let client = || {
+        reqwest::blocking::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca.clone())
+            .build()
+            .unwrap()
+    };
+    let envelope = |id: uuid::Uuid, sealed: &[u8]| {
+        serde_json::json!({"id": id, "event_id": EVENT, "captured_at_ms": 1, "consent_version": "v",
+            "consent_sha256": "a".repeat(64), "sealed": sealbox_protocol::entry::b64_encode(sealed)})
+    };
+    let post = |http: &reqwest::blocking::Client, token: &str, body: &serde_json::Value| {
+        let resp = http
+            .post(format!("{url}/v1/sync"))
+            .header("authorization", format!("Bearer {token}"))
+            .json(body)
+            .send()
+            .unwrap();
+        (resp.status().as_u16(), resp.text().unwrap())
+    };
+    // Forty enrolled devices, and one entry already held.
+    let tokens: Vec<String> = (0..40)
+        .map(|i| {
+            let f = sb.tmp.path().join(format!("sim-{i}.json"));
+            sealbox_headoffice::admin::enroll(&sb.ho, &format!("sim-{i}"), EVENT, Some(&url), &f)
+                .unwrap();
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+            v["device_token"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let held = uuid::Uuid::now_v7();
+    let first = serde_json::json!({"batch_id": uuid::Uuid::now_v7(),
+        "entries": [envelope(held, b"age-encryption.org/v1\nheld")]});
+    assert_eq!(post(&client(), &tokens[0], &first).0, 200);
+
+    // Device i sends 5 new entries; every tenth (i % 10 == 3) adds the held id with other
+    // content; i % 10 == 7 sends its batch twice at once.
+    let mut jobs = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let ids: Vec<uuid::Uuid> = (0..5).map(|_| uuid::Uuid::now_v7()).collect();
+        let mut entries: Vec<_> = ids
+            .iter()
+            .map(|id| envelope(*id, b"age-encryption.org/v1\nnew"))
+            .collect();
+        if i % 10 == 3 {
+            entries.push(envelope(held, b"age-encryption.org/v1\nother"));
+        }
+        let batch_id = uuid::Uuid::now_v7();
+        let body = serde_json::json!({"batch_id": batch_id, "entries": entries});
+        let copies = if i % 10 == 7 { 2 } else { 1 };
+        for _ in 0..copies {
+            jobs.push((i, token.clone(), batch_id, ids.clone(), body.clone()));
+        }
+    }
+    let barrier = std::sync::Barrier::new(jobs.len());
+    let answers: Vec<(usize, uuid::Uuid, Vec<uuid::Uuid>, u16, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|(i, token, batch_id, ids, body)| {
+                let (barrier, post, client) = (&barrier, &post, &client);
+                s.spawn(move || {
+                    let http = client();
+                    barrier.wait();
+                    let (status, text) = post(&http, token, body);
+                    (*i, *batch_id, ids.clone(), status, text)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut stored = 1;
+    let mut twice = std::collections::HashMap::new();
+    for (i, batch_id, ids, status, text) in &answers {
+        if i % 10 == 3 {
+            assert_eq!(*status, 409, "device {i}: {text}");
+            continue;
+        }
+        assert_eq!(*status, 200, "device {i}: {text}");
+        let receipt: Receipt = serde_json::from_str(text).unwrap();
+        receipt
+            .verify_for(&vk, &format!("sim-{i}"), *batch_id, ids)
+            .unwrap_or_else(|e| panic!("device {i}: {e}"));
+        if i % 10 == 7 {
+            if let Some(other) = twice.insert(*i, text.clone()) {
+                assert_eq!(other, *text, "a resend gets the same receipt");
+                continue;
+            }
+        }
+        stored += ids.len() as u64;
+    }
+    assert_eq!(
+        ho_counts(&sb.ho),
+        (stored, stored),
+        "each entry exactly once"
+    );
+    let conn = rusqlite::Connection::open(sb.ho.join("headoffice.db")).unwrap();
+    let refused: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM entries WHERE device IN ('sim-3', 'sim-13', 'sim-23', 'sim-33')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(refused, 0, "a refused batch leaves nothing behind");
+    // The writer did group them: some commit carried more than one batch.
+    let log = server.log();
+    let grouped = log
+        .lines()
+        .filter(|l| l.contains("group commit"))
+        .filter_map(|l| l.split("batches=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse::<usize>().ok())
+        .any(|n| n > 1);
+    assert!(grouped, "no group commit held more than one batch:\n{log}");
+}

@@ -200,7 +200,10 @@ impl Device {
             DeviceError::Enrolment("head office's verifying key is damaged".into())
         })?;
         let mut report = SyncReport::default();
-        let total = self.counts()?.pending + self.counts()?.exported;
+        let total = {
+            let c = self.counts()?;
+            c.pending + c.exported
+        };
         progress(SyncProgress { erased: 0, total });
         loop {
             let Some((batch_id, ids)) = self.next_batch(page.max(1))? else {
@@ -235,7 +238,10 @@ impl Device {
                 total,
             });
         }
-        report.pending = self.counts()?.pending + self.counts()?.exported;
+        report.pending = {
+            let c = self.counts()?;
+            c.pending + c.exported
+        };
         tracing::info!(
             batches = report.batches,
             erased = report.erased,

@@ -123,17 +123,81 @@ pub fn ingest(
     key: &ed25519_dalek::SigningKey,
     now_ms: i64,
 ) -> Result<(sealbox_protocol::sync::Receipt, bool), IngestError> {
+    let mut out = ingest_group(conn, &[(device, req)], key, now_ms);
+    out.pop().unwrap_or(Err(IngestError::BatchConflict))
+}
+
+/// What one batch of a group came to.
+pub type Ingested = Result<(sealbox_protocol::sync::Receipt, bool), IngestError>;
+
+/// Group commit: stores several devices' batches in one transaction, so they share one durable
+/// commit (one fsync) instead of queueing for one each. Every batch runs in its own savepoint:
+/// one refused batch (a conflict) is rolled back alone and the others are stored. The results
+/// come back in order, and a receipt is only returned once the commit is durable; if the commit
+/// fails, every batch of the group gets the error and nothing of it was stored.
+pub fn ingest_group(
+    conn: &mut Connection,
+    batches: &[(&str, &sealbox_protocol::sync::SyncRequest)],
+    key: &ed25519_dalek::SigningKey,
+    now_ms: i64,
+) -> Vec<Ingested> {
+    let all_failed = |e: &rusqlite::Error| -> Vec<Ingested> {
+        batches
+            .iter()
+            .map(|_| Err(IngestError::Storage(copy_error(e))))
+            .collect()
+    };
+    let mut tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => return all_failed(&e),
+    };
+    let mut out = Vec::with_capacity(batches.len());
+    for (device, req) in batches {
+        let result = match tx.savepoint() {
+            Ok(sp) => match ingest_one(&sp, device, req, key, now_ms) {
+                Ok(r) => sp.commit().map(|()| r).map_err(IngestError::Storage),
+                // Dropping the savepoint rolls this batch back; the group goes on.
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(IngestError::Storage(e)),
+        };
+        out.push(result);
+    }
+    // Durable (WAL, synchronous=FULL) before anyone sees a receipt.
+    if let Err(e) = tx.commit() {
+        return all_failed(&e);
+    }
+    out
+}
+
+/// A copy of a storage error for each batch of a failed group (the code is what callers use).
+fn copy_error(e: &rusqlite::Error) -> rusqlite::Error {
+    match e.sqlite_error() {
+        Some(f) => rusqlite::Error::SqliteFailure(*f, None),
+        None => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(e.to_string()),
+        ),
+    }
+}
+
+/// One batch inside the group's transaction.
+fn ingest_one(
+    tx: &Connection,
+    device: &str,
+    req: &sealbox_protocol::sync::SyncRequest,
+    key: &ed25519_dalek::SigningKey,
+    now_ms: i64,
+) -> Result<(sealbox_protocol::sync::Receipt, bool), IngestError> {
     use rusqlite::OptionalExtension;
     use sealbox_protocol::sync::Receipt;
     let ids: Vec<uuid::Uuid> = req.entries.iter().map(|e| e.id).collect();
     let digest = Receipt::digest_of(&ids);
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let seen: Option<(String, String, String)> = tx
-        .query_row(
-            "SELECT device, ids_digest, receipt FROM batches WHERE batch_id = ?1",
-            [req.batch_id.to_string()],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        .prepare_cached("SELECT device, ids_digest, receipt FROM batches WHERE batch_id = ?1")?
+        .query_row([req.batch_id.to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
     if let Some((dev, d, receipt)) = seen {
         if dev == device && d == digest {
@@ -184,11 +248,111 @@ pub fn ingest(
     }
     let receipt = Receipt::sign(req.batch_id, device, ids, now_ms, key);
     let receipt_json = serde_json::to_string(&receipt).map_err(|_| IngestError::BatchConflict)?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO batches (batch_id, device, ids_digest, receipt, received_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        rusqlite::params![req.batch_id.to_string(), device, digest, receipt_json, now_ms],
-    )?;
-    // Durable (WAL, synchronous=FULL) before anyone sees the receipt.
-    tx.commit()?;
+    )?
+    .execute(rusqlite::params![req.batch_id.to_string(), device, digest, receipt_json, now_ms])?;
     Ok((receipt, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sealbox_protocol::sync::SyncRequest;
+    use sealbox_protocol::EntryEnvelope;
+
+    fn envelope() -> EntryEnvelope {
+        EntryEnvelope {
+            id: uuid::Uuid::now_v7(),
+            event_id: "e".into(),
+            captured_at_ms: 1,
+            consent_version: "v".into(),
+            consent_sha256: "0".repeat(64),
+            sealed: b"age-encryption.org/v1\nbody".to_vec(),
+        }
+    }
+
+    fn batch(entries: Vec<EntryEnvelope>) -> SyncRequest {
+        SyncRequest {
+            batch_id: uuid::Uuid::now_v7(),
+            entries,
+        }
+    }
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// One group commit: a batch that conflicts is rolled back alone, the others are stored and
+    /// signed; a batch sent twice in the same group gets the same receipt, stored once.
+    #[test]
+    fn a_group_stores_each_batch_or_refuses_it_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open(&dir.path().join("ho.db")).unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]);
+        let held = envelope();
+        ingest(&mut conn, "d0", &batch(vec![held.clone()]), &key, 1).unwrap();
+
+        let first = batch(vec![envelope(), envelope()]);
+        let mut changed = held.clone();
+        changed.sealed = b"age-encryption.org/v1\nother".to_vec();
+        let conflicting = batch(vec![envelope(), changed]);
+        let third = batch(vec![envelope()]);
+        let group = [
+            ("d1", &first),
+            ("d2", &conflicting),
+            ("d3", &third),
+            ("d1", &first),
+        ];
+        let out = ingest_group(&mut conn, &group, &key, 2);
+        assert_eq!(out.len(), 4);
+        let (r1, fresh1) = out[0].as_ref().unwrap();
+        assert!(fresh1);
+        assert!(matches!(&out[1], Err(IngestError::Conflict(ids)) if ids == &vec![held.id]));
+        let (r3, _) = out[2].as_ref().unwrap();
+        let (r1_again, fresh_again) = out[3].as_ref().unwrap();
+        assert!(!fresh_again);
+        assert_eq!(
+            serde_json::to_string(r1).unwrap(),
+            serde_json::to_string(r1_again).unwrap()
+        );
+        assert!(r1.verify(&key.verifying_key()).is_ok());
+        assert!(r3.verify(&key.verifying_key()).is_ok());
+        // Stored: the held entry, first's two, third's one; nothing of the conflicting batch.
+        assert_eq!(count(&conn, "SELECT count(*) FROM entries"), 4);
+        assert_eq!(
+            count(&conn, "SELECT count(*) FROM entries WHERE device = 'd2'"),
+            0
+        );
+        assert_eq!(count(&conn, "SELECT count(*) FROM batches"), 3);
+    }
+
+    /// When the group cannot write (another process holds the write lock past the busy
+    /// timeout), every batch of it gets the busy error and nothing is stored.
+    #[test]
+    fn a_group_that_cannot_commit_fails_every_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ho.db");
+        let mut conn = open_with_timeout(&path, std::time::Duration::from_millis(50)).unwrap();
+        let other = open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]);
+        let (a, b) = (batch(vec![envelope()]), batch(vec![envelope()]));
+        let out = ingest_group(&mut conn, &[("d1", &a), ("d2", &b)], &key, 1);
+        for r in &out {
+            match r {
+                Err(IngestError::Storage(e)) => assert_eq!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy)
+                ),
+                other => panic!("expected busy, got {other:?}"),
+            }
+        }
+        other.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(count(&conn, "SELECT count(*) FROM entries"), 0);
+        // Once the lock is gone the same batches go through.
+        let out = ingest_group(&mut conn, &[("d1", &a), ("d2", &b)], &key, 1);
+        assert!(out.iter().all(|r| r.is_ok()));
+        assert_eq!(count(&conn, "SELECT count(*) FROM entries"), 2);
+    }
 }

@@ -45,13 +45,79 @@ impl Limits {
     }
 }
 
+/// One batch waiting for the writer, and where its outcome goes.
+struct Job {
+    device: String,
+    req: SyncRequest,
+    reply: tokio::sync::oneshot::Sender<db::Ingested>,
+}
+
+/// The most batches and entries one group commit takes; the rest wait for the next.
+const GROUP_MAX_BATCHES: usize = 512;
+const GROUP_MAX_ENTRIES: usize = 20_000;
+
+/// The writer: one thread owning the write connection. It takes every batch that is waiting
+/// and stores them with one group commit, so concurrent devices share an fsync instead of
+/// queueing for one each; while it commits, the next group gathers. No batch waits for a timer.
+fn writer_loop(
+    mut conn: Connection,
+    key: SigningKey,
+    jobs: std::sync::mpsc::Receiver<Job>,
+    stats: Arc<GroupStats>,
+) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        let mut entries = group[0].req.entries.len();
+        while group.len() < GROUP_MAX_BATCHES && entries < GROUP_MAX_ENTRIES {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    entries += job.req.entries.len();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let batches: Vec<(&str, &SyncRequest)> =
+            group.iter().map(|j| (j.device.as_str(), &j.req)).collect();
+        let results = db::ingest_group(&mut conn, &batches, &key, crate::now_ms());
+        stats.record(group.len());
+        tracing::debug!(batches = group.len(), entries, "group commit");
+        for (job, result) in group.into_iter().zip(results) {
+            // A device that hung up meanwhile gets its receipt on its retry (same batch id).
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+/// How many group commits the writer made for how many batches (for benchmarks and tests).
+#[derive(Debug, Default)]
+pub struct GroupStats {
+    commits: std::sync::atomic::AtomicU64,
+    batches: std::sync::atomic::AtomicU64,
+}
+
+impl GroupStats {
+    fn record(&self, batches: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.commits.fetch_add(1, Relaxed);
+        self.batches.fetch_add(batches as u64, Relaxed);
+    }
+
+    /// (commits, batches) so far.
+    pub fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.commits.load(Relaxed), self.batches.load(Relaxed))
+    }
+}
+
 /// What the handlers share.
 pub struct ServerState {
-    /// The one writer (SQLite has one at a time anyway).
-    writer: Mutex<Connection>,
+    /// The queue to the writer thread (SQLite has one writer at a time anyway).
+    writer: std::sync::mpsc::Sender<Job>,
+    /// Group commits made so far.
+    pub groups: Arc<GroupStats>,
     /// Reads for authentication, beside the writer (WAL).
     reader: Mutex<Connection>,
-    key: SigningKey,
     limits: Limits,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
@@ -60,10 +126,20 @@ impl ServerState {
     pub fn open(dir: &HoDir, config: &Config) -> Result<ServerState> {
         dir.require_initialised()?;
         let busy = Duration::from_millis(config.busy_timeout_ms);
+        let conn = db::open_with_timeout(&dir.db(), busy)?;
+        let key = dir.load_signing_key()?;
+        let (writer, jobs) = std::sync::mpsc::channel();
+        let groups = Arc::new(GroupStats::default());
+        let g = groups.clone();
+        // Ends when the state (the last sender) is dropped.
+        std::thread::Builder::new()
+            .name("sealbox-ho-writer".into())
+            .spawn(move || writer_loop(conn, key, jobs, g))
+            .map_err(HoError::io("starting the writer thread"))?;
         Ok(ServerState {
-            writer: Mutex::new(db::open_with_timeout(&dir.db(), busy)?),
+            writer,
+            groups,
             reader: Mutex::new(db::open_with_timeout(&dir.db(), busy)?),
-            key: dir.load_signing_key()?,
             limits: Limits::from_config(config),
             buckets: Mutex::new(HashMap::new()),
         })
@@ -261,16 +337,25 @@ async fn sync(
     if let Err(r) = validate(&req, &device, &state.limits) {
         return r.into_response();
     }
-    let st = state.clone();
-    let name = device.name.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let mut conn = st.writer.lock().unwrap_or_else(|e| e.into_inner());
-        db::ingest(&mut conn, &name, &req, &st.key, crate::now_ms())
-            .map(|r| (r, req.batch_id, req.entries.len()))
-    })
-    .await;
+    let (batch, n) = (req.batch_id, req.entries.len());
+    let (reply, outcome) = tokio::sync::oneshot::channel();
+    let job = Job {
+        device: device.name.clone(),
+        req,
+        reply,
+    };
+    let outcome = match state.writer.send(job) {
+        Ok(()) => outcome.await,
+        Err(_) => {
+            return api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "head office is shutting down; try again",
+            )
+        }
+    };
     match outcome {
-        Ok(Ok(((receipt, fresh), batch, n))) => {
+        Ok(Ok((receipt, fresh))) => {
             tracing::info!(device = %device.name, %batch, entries = n, duplicate = !fresh, "batch stored");
             Json(receipt).into_response()
         }
@@ -352,6 +437,21 @@ pub fn load_tls(dir: &HoDir, config: &Config) -> Result<rustls::ServerConfig> {
         std::fs::read_to_string(p).map_err(HoError::io(format!("reading {}", p.display())))
     };
     tls_config(&read(&cert)?, &zeroize::Zeroizing::new(read(&key)?))
+}
+
+/// How many connections the kernel queues before head office accepts them. The default that
+/// `std` asks for (128) is exceeded when a few hundred devices connect at the same moment: the
+/// kernel then drops their SYNs and each waits a full second to retry.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// A listening socket on `addr` with [`LISTEN_BACKLOG`] (the kernel caps it at `somaxconn`).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// Serves on `listener` until `shutdown` resolves, then lets requests in flight finish (at
