@@ -1,5 +1,7 @@
 //! An empty Tauri window, built from the same dependencies as the kiosk: the baseline that
-//! `cargo xtask bench` measures the kiosk's start time and memory against.
+//! `cargo xtask bench` measures the kiosk's start time and memory against. With
+//! `SEALBOX_EMPTY_SOFTWARE_RENDERING=1` it renders like the kiosk (no accelerated compositing),
+//! for a like-for-like comparison.
 
 use tauri::webview::PageLoadEvent;
 
@@ -9,7 +11,7 @@ fn main() {
     context.config_mut().app.windows.clear();
     tauri::Builder::default()
         .setup(|app| {
-            tauri::WebviewWindowBuilder::new(
+            let window = tauri::WebviewWindowBuilder::new(
                 app,
                 "main",
                 tauri::WebviewUrl::App("empty.html".into()),
@@ -17,6 +19,9 @@ fn main() {
             .title("empty")
             .inner_size(1280.0, 800.0)
             .build()?;
+            if std::env::var_os("SEALBOX_EMPTY_SOFTWARE_RENDERING").is_some() {
+                sealbox_kiosk::software_rendering(&window);
+            }
             Ok(())
         })
         .on_page_load(move |_, payload| {

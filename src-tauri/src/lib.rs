@@ -90,6 +90,28 @@ fn data_dir<R: Runtime>(app: &tauri::AppHandle<R>) -> PathBuf {
     }
 }
 
+/// The kiosk draws a still form: WebKit's accelerated compositing buys it nothing and, on a
+/// machine without a GPU driver it likes, costs a software GL stack (llvmpipe) and a layer
+/// backing store per element: about 80 MB more in the web process under Xvfb (measured by
+/// `cargo xtask bench`). It is also the usual cure for WebKitGTK's blank windows on some GPU
+/// drivers. Set before the page draws its first frame.
+pub fn software_rendering(window: &tauri::WebviewWindow) {
+    let result = window.with_webview(|webview| {
+        #[cfg(target_os = "linux")]
+        {
+            use webkit2gtk::{HardwareAccelerationPolicy, SettingsExt, WebViewExt};
+            if let Some(settings) = webview.inner().settings() {
+                settings.set_hardware_acceleration_policy(HardwareAccelerationPolicy::Never);
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = webview;
+    });
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not set the webview's rendering mode");
+    }
+}
+
 /// Runs the kiosk app.
 pub fn run() {
     let started = Instant::now();
@@ -111,6 +133,9 @@ pub fn run() {
         let dir = data_dir(app.handle());
         let shared = app.state::<Shared>();
         *shared.kiosk() = Kiosk::new(dir, std::sync::Arc::new(OsKeychain));
+        if let Some(window) = app.get_webview_window("main") {
+            software_rendering(&window);
+        }
         Ok(())
     })
     .build(context);
