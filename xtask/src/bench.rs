@@ -190,7 +190,7 @@ fn markdown(j: &serde_json::Value) -> String {
     );
     let _ = writeln!(
         s,
-        "| {} entries device → head office over TLS on loopback, durable and erased | {:.0} entries/s | head office storing the same batches, no network or device: {:.0} entries/s | | ≥ 20,000 entries/s |",
+        "| {} entries device → head office over TLS on loopback, durable and erased | {:.0} entries/s | head office storing batches of the same size, in process, no network or device: {:.0} entries/s | | ≥ 20,000 entries/s |",
         j["sync_entries"], f("sync_entries_per_s"), f("headoffice_ingest_only_entries_per_s")
     );
     let _ = writeln!(
