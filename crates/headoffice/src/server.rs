@@ -59,12 +59,7 @@ const GROUP_MAX_ENTRIES: usize = 20_000;
 /// The writer: one thread owning the write connection. It takes every batch that is waiting
 /// and stores them with one group commit, so concurrent devices share an fsync instead of
 /// queueing for one each; while it commits, the next group gathers. No batch waits for a timer.
-fn writer_loop(
-    mut conn: Connection,
-    key: SigningKey,
-    jobs: std::sync::mpsc::Receiver<Job>,
-    stats: Arc<GroupStats>,
-) {
+fn writer_loop(mut conn: Connection, key: SigningKey, jobs: std::sync::mpsc::Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         let mut entries = group[0].req.entries.len();
@@ -80,7 +75,6 @@ fn writer_loop(
         let batches: Vec<(&str, &SyncRequest)> =
             group.iter().map(|j| (j.device.as_str(), &j.req)).collect();
         let results = db::ingest_group(&mut conn, &batches, &key, crate::now_ms());
-        stats.record(group.len());
         tracing::debug!(batches = group.len(), entries, "group commit");
         for (job, result) in group.into_iter().zip(results) {
             // A device that hung up meanwhile gets its receipt on its retry (same batch id).
@@ -89,33 +83,10 @@ fn writer_loop(
     }
 }
 
-/// How many group commits the writer made for how many batches (for benchmarks and tests).
-#[derive(Debug, Default)]
-pub struct GroupStats {
-    commits: std::sync::atomic::AtomicU64,
-    batches: std::sync::atomic::AtomicU64,
-}
-
-impl GroupStats {
-    fn record(&self, batches: usize) {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.commits.fetch_add(1, Relaxed);
-        self.batches.fetch_add(batches as u64, Relaxed);
-    }
-
-    /// (commits, batches) so far.
-    pub fn get(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (self.commits.load(Relaxed), self.batches.load(Relaxed))
-    }
-}
-
 /// What the handlers share.
 pub struct ServerState {
     /// The queue to the writer thread (SQLite has one writer at a time anyway).
     writer: std::sync::mpsc::Sender<Job>,
-    /// Group commits made so far.
-    pub groups: Arc<GroupStats>,
     /// Reads for authentication, beside the writer (WAL).
     reader: Mutex<Connection>,
     limits: Limits,
@@ -129,16 +100,13 @@ impl ServerState {
         let conn = db::open_with_timeout(&dir.db(), busy)?;
         let key = dir.load_signing_key()?;
         let (writer, jobs) = std::sync::mpsc::channel();
-        let groups = Arc::new(GroupStats::default());
-        let g = groups.clone();
         // Ends when the state (the last sender) is dropped.
         std::thread::Builder::new()
             .name("sealbox-ho-writer".into())
-            .spawn(move || writer_loop(conn, key, jobs, g))
+            .spawn(move || writer_loop(conn, key, jobs))
             .map_err(HoError::io("starting the writer thread"))?;
         Ok(ServerState {
             writer,
-            groups,
             reader: Mutex::new(db::open_with_timeout(&dir.db(), busy)?),
             limits: Limits::from_config(config),
             buckets: Mutex::new(HashMap::new()),
