@@ -287,28 +287,7 @@ fn serve(dir: &Path, listen: Option<String>) -> Result<()> {
     let state = std::sync::Arc::new(server::ServerState::open(&ho, &cfg)?);
     let tls = server::load_tls(&ho, &cfg)?;
     let addr = listen.unwrap_or(cfg.listen.clone());
-    let listener = {
-        use std::net::ToSocketAddrs;
-        let mut last = None;
-        let mut bound = None;
-        for a in addr
-            .to_socket_addrs()
-            .with_context(|| format!("listening on {addr}"))?
-        {
-            match server::bind(a) {
-                Ok(l) => {
-                    bound = Some(l);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        match (bound, last) {
-            (Some(l), _) => l,
-            (None, Some(e)) => return Err(e).with_context(|| format!("listening on {addr}")),
-            (None, None) => anyhow::bail!("listening on {addr}: the address resolves to nothing"),
-        }
-    };
+    let listener = server::bind(&addr).with_context(|| format!("listening on {addr}"))?;
     let local = listener.local_addr()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

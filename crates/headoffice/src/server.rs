@@ -413,13 +413,29 @@ pub fn load_tls(dir: &HoDir, config: &Config) -> Result<rustls::ServerConfig> {
 pub const LISTEN_BACKLOG: i32 = 4096;
 
 /// A listening socket on `addr` with [`LISTEN_BACKLOG`] (the kernel caps it at `somaxconn`).
-pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// Like `std::net::TcpListener::bind`: each address `addr` resolves to is tried in turn, and the
+/// last error is returned if none can be bound.
+pub fn bind(addr: impl std::net::ToSocketAddrs) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
+    let mut last = None;
+    for a in addr.to_socket_addrs()? {
+        let bound = Socket::new(Domain::for_address(a), Type::STREAM, None).and_then(|socket| {
+            socket.set_reuse_address(true)?;
+            socket.bind(&a.into())?;
+            socket.listen(LISTEN_BACKLOG)?;
+            Ok(socket)
+        });
+        match bound {
+            Ok(socket) => return Ok(socket.into()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    }))
 }
 
 /// Serves on `listener` until `shutdown` resolves, then lets requests in flight finish (at
