@@ -9,3 +9,4 @@ mod input;
 mod kiosk;
 mod store;
 mod sync;
+mod traces;

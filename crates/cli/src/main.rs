@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sealbox_device::pin::Pin;
 use sealbox_device::{files, Device, OsKeychain};
-use std::io::BufReader;
+use std::ffi::OsString;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -38,13 +39,19 @@ enum Command {
         #[arg(long)]
         shred: bool,
     },
-    /// Record registrations.
+    /// Record registrations, read from a file or stdin: never from an argument, which would
+    /// stay in the shell's history and show in the process list.
     Add {
-        /// One registration as a JSON object, with "consent": true.
-        #[arg(long, conflicts_with = "ndjson", required_unless_present = "ndjson")]
-        json: Option<String>,
+        /// One registration (a JSON object with "consent": true) from a file, or `-` for stdin.
+        #[arg(
+            long,
+            value_name = "FILE|-",
+            conflicts_with = "ndjson",
+            required_unless_present = "ndjson"
+        )]
+        json: Option<PathBuf>,
         /// Many registrations, one JSON object a line, from a file or `-` for stdin.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE|-")]
         ndjson: Option<PathBuf>,
     },
     /// Counts and health; no personal data.
@@ -169,9 +176,19 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Add { json, ndjson } => {
             let mut dev = open(dir)?;
-            if let Some(j) = json {
-                let j = Zeroizing::new(j);
-                let id = dev.add_json(&j)?;
+            if let Some(path) = json {
+                let mut text = Zeroizing::new(String::new());
+                if path.as_os_str() == "-" {
+                    std::io::stdin()
+                        .lock()
+                        .read_to_string(&mut text)
+                        .context("reading the entry from stdin")?;
+                } else {
+                    std::fs::File::open(&path)
+                        .and_then(|mut f| f.read_to_string(&mut text))
+                        .with_context(|| format!("reading {}", path.display()))?;
+                }
+                let id = dev.add_json(&text)?;
                 println!("{id}");
             } else if let Some(path) = ndjson {
                 let ids = if path.as_os_str() == "-" {
@@ -353,7 +370,33 @@ fn chinese() -> bool {
     }
 }
 
+/// Whether a command-line argument looks like a registration (a JSON object or array, or a
+/// `"key":` pair), alone or as `--option=VALUE`. No Sealbox argument ever has that shape.
+fn looks_like_entry(arg: &OsString) -> bool {
+    let arg = arg.to_string_lossy();
+    let value = match arg.split_once('=') {
+        Some((option, value)) if option.starts_with("--") => value,
+        _ => &arg,
+    };
+    value.trim_start().starts_with(['{', '[']) || (value.contains('"') && value.contains(':'))
+}
+
+/// The refusal of an entry given as an argument: one line, without the argument (it holds a
+/// visitor's values), saying how to pass it instead.
+fn entry_argument_refusal(zh: bool) -> &'static str {
+    if zh {
+        "登记内容不能作为命令行参数（会留在 shell 历史记录中，并在进程列表中对本机所有用户可见），未保存任何内容。请从文件或标准输入读取：sealbox add --json entry.json，或 sealbox add --json - < entry.json，多条用 sealbox add --ndjson 文件|-"
+    } else {
+        "a registration is never a command-line argument (it would stay in the shell's history and show in the process list to every local user); nothing was stored. Read it from a file or stdin: `sealbox add --json entry.json`, `sealbox add --json - < entry.json`, or for many `sealbox add --ndjson FILE|-`"
+    }
+}
+
 fn main() {
+    // Before clap, whose own errors would repeat an unexpected argument.
+    if std::env::args_os().skip(1).any(|a| looks_like_entry(&a)) {
+        eprintln!("error: {}", entry_argument_refusal(chinese()));
+        std::process::exit(2);
+    }
     let cli = Cli::parse();
     init_logging(&cli.data_dir);
     if let Err(e) = run(cli) {
@@ -369,5 +412,37 @@ fn main() {
         });
         eprintln!("error: {}", line.replace('\n', " "));
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_recognised_in_arguments_paths_are_not() {
+        for entry in [
+            r#"{"name":"张三","consent":true}"#,
+            r#"  {"name":"x"}"#,
+            r#"["x"]"#,
+            r#"--json={"name":"x"}"#,
+            r#""name":"x""#,
+        ] {
+            assert!(looks_like_entry(&OsString::from(entry)), "{entry}");
+        }
+        for arg in [
+            "add",
+            "--json",
+            "-",
+            "entry.json",
+            "/media/usb/paper forms.ndjson",
+            "--data-dir=/var/lib/sealbox",
+            "--ndjson=-",
+            "C:\\sealbox\\entry.json",
+        ] {
+            assert!(!looks_like_entry(&OsString::from(arg)), "{arg}");
+        }
+        assert!(!entry_argument_refusal(false).contains('\n'));
+        assert!(entry_argument_refusal(true).contains("未保存任何内容"));
     }
 }
