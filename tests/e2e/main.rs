@@ -4,6 +4,7 @@
 mod batch;
 mod crash;
 mod crm;
+mod enrolment;
 mod faults;
 mod input;
 mod kiosk;

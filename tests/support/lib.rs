@@ -248,6 +248,10 @@ impl Sandbox {
         ok(self.dev_cmd(args).output().unwrap(), args)
     }
 
+    pub fn dev_ok_in(&self, dir: &Path, args: &[&str]) -> String {
+        ok(self.dev_cmd_in(dir, args).output().unwrap(), args)
+    }
+
     pub fn dev_ok_env(&self, args: &[&str], env: &[(&str, &str)]) -> String {
         let mut c = self.dev_cmd(args);
         for (k, v) in env {

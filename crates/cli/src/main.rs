@@ -261,9 +261,13 @@ fn run(cli: Cli) -> Result<()> {
                 std::fs::read_to_string(&escrow_key)
                     .with_context(|| format!("reading {}", escrow_key.display()))?,
             );
-            Device::recover(dir, &text, &OsKeychain)?;
+            let r = Device::recover(dir, &text, &OsKeychain)?;
             files::shred(&escrow_key)?;
-            println!("database key restored to the keychain; the escrow key file was shredded");
+            if r.device_json_rebuilt {
+                println!("database key restored to the keychain and device.json rebuilt from the escrow record and the database; the escrow key file was shredded");
+            } else {
+                println!("database key restored to the keychain; the escrow key file was shredded");
+            }
         }
         Command::Export { out } => {
             let mut dev = open(dir)?;

@@ -101,7 +101,9 @@ mod keys {
 impl Device {
     /// Enrols a new device in `dir` from an enrolment file's text: a new random database key in
     /// the keychain, the encrypted database holding the device's secrets, the escrow file, and
-    /// last `device.json`. On failure everything it made is removed again.
+    /// last `device.json`. On failure everything it made is removed again; if the process is
+    /// killed half-way, the marker it wrote first (`DIR/enrolling`, the store id) lets the next
+    /// `enroll` remove the keychain entry and files it left.
     pub fn enroll(dir: &Path, enrolment_json: &str, keys: &dyn KeyStore) -> Result<EnrolReport> {
         let f = EnrolmentFile::from_json(enrolment_json)
             .map_err(|e| DeviceError::Enrolment(e.to_string()))?;
@@ -110,6 +112,7 @@ impl Device {
         if let Some(m) = dd.read_device_json()? {
             return Err(DeviceError::AlreadyEnrolled(m.device_name));
         }
+        clear_interrupted_enrolment(&dd, keys)?;
         if dd.db().exists() || dd.escrow().exists() {
             return Err(DeviceError::OrphanDatabase(dd.db()));
         }
@@ -124,10 +127,25 @@ impl Device {
             enrolled_at_ms: now_ms(),
         };
         let service = meta.keychain_service();
-        keys.set(&service, KEY_ACCOUNT, &key)
-            .map_err(keychain_err)?;
+        let made_dir = !dd.root().exists();
+        dd.create()?;
+        let undo_dir = || {
+            let _ = std::fs::remove_file(dd.enrolment_marker());
+            if made_dir {
+                let _ = std::fs::remove_dir(dd.root());
+            }
+        };
+        // The marker goes first: a keychain entry is never made without a note of its name.
+        if let Err(e) = files::write_atomic(&dd.enrolment_marker(), meta.store_id.as_bytes()) {
+            undo_dir();
+            return Err(e);
+        }
+        if let Err(e) = keys.set(&service, KEY_ACCOUNT, &key) {
+            undo_dir();
+            return Err(keychain_err(e));
+        }
+        pause_point("enrol.after_keychain");
         let made = (|| -> Result<()> {
-            dd.create()?;
             let mut conn = store::open(&dd.db(), Keying::Raw(&key), true)?;
             files::restrict(&dd.db(), 0o600)?;
             store::migrate(&mut conn)?;
@@ -164,6 +182,7 @@ impl Device {
             files::write_atomic(&dd.escrow(), &sealer.seal(&plain)?)?;
             let meta_json =
                 serde_json::to_vec_pretty(&meta).map_err(|e| DeviceError::Seal(e.to_string()))?;
+            pause_point("enrol.before_device_json");
             files::write_atomic(&dd.device_json(), &meta_json)?;
             Ok(())
         })();
@@ -176,8 +195,10 @@ impl Device {
                 let _ = std::fs::remove_file(dd.root().join(format!("sealbox.db{suffix}")));
             }
             let _ = keys.delete(&service, KEY_ACCOUNT);
+            undo_dir();
             return Err(e);
         }
+        remove_marker(&dd);
         tracing::info!(device = %meta.device_name, event = %meta.event_id, "device enrolled");
         Ok(EnrolReport {
             device: meta.device_name,
@@ -199,6 +220,10 @@ impl Device {
         if !dd.db().exists() {
             return Err(DeviceError::DatabaseMissing(dd.db()));
         }
+        // An enrolment killed after device.json but before removing its marker is complete:
+        // drop the marker before anything can be stored, so no later `enroll` takes this
+        // directory for an interrupted one.
+        remove_marker(&dd);
         let key = match keys.get(&meta.keychain_service(), KEY_ACCOUNT) {
             Ok(Some(k)) => k,
             Ok(None) => return Err(DeviceError::KeyLost(dd.escrow())),
@@ -571,32 +596,62 @@ impl Device {
 
     /// Puts the database key back into the keychain from an escrow key file that head office
     /// opened (`sealbox-headoffice escrow open`). The key must belong to this device and open its
-    /// database; otherwise nothing changes.
-    pub fn recover(dir: &Path, escrow_key_json: &str, keys: &dyn KeyStore) -> Result<()> {
+    /// database; otherwise nothing changes. A missing or damaged `device.json` is rebuilt from
+    /// the escrow record and the database it opens (store id, key id, device, event, enrolment
+    /// time), so a lost `device.json` never strands a database.
+    pub fn recover(dir: &Path, escrow_key_json: &str, keys: &dyn KeyStore) -> Result<Recovery> {
         let dd = DataDir::new(dir);
-        let meta = dd.read_device_json()?.ok_or(DeviceError::NotEnrolled)?;
         let record: EscrowRecord = serde_json::from_str(escrow_key_json).map_err(|_| {
             DeviceError::Enrolment(
                 "not an escrow key file from `sealbox-headoffice escrow open`".into(),
             )
         })?;
-        if record.format != ESCROW_FORMAT
-            || record.store_id != meta.store_id
-            || key_id(&record.key) != meta.key_id
-        {
+        if record.format != ESCROW_FORMAT || key_id(&record.key) != record.key_id {
             return Err(DeviceError::EscrowMismatch);
         }
-        let conn = open_existing(&dd, &record.key)?;
+        let known = match dd.read_device_json() {
+            Ok(m) => m,
+            // Damaged: rebuilt below, once the key has proved it opens this database.
+            Err(DeviceError::Enrolment(_)) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(meta) = &known {
+            if record.store_id != meta.store_id || record.key_id != meta.key_id {
+                return Err(DeviceError::EscrowMismatch);
+            }
+        }
+        if !dd.db().exists() {
+            return Err(DeviceError::DatabaseMissing(dd.db()));
+        }
+        let rebuilt = known.is_none();
+        let conn = match open_existing(&dd, &record.key) {
+            // Without device.json's key id, a key that does not open the database is the sign
+            // of another device's escrow.
+            Err(DeviceError::Corrupt) if rebuilt => return Err(DeviceError::EscrowMismatch),
+            other => other?,
+        };
+        let meta = match known {
+            Some(m) => m,
+            None => rebuild_device_json(&conn, &record)?,
+        };
         keys.set(&meta.keychain_service(), KEY_ACCOUNT, &record.key)
             .map_err(keychain_err)?;
+        if rebuilt {
+            let meta_json =
+                serde_json::to_vec_pretty(&meta).map_err(|e| DeviceError::Seal(e.to_string()))?;
+            files::write_atomic(&dd.device_json(), &meta_json)?;
+        }
         audit::append(
             &conn,
             now_ms(),
             "key.recovered",
-            &json!({"store": meta.store_id}),
+            &json!({"store": meta.store_id, "device_json_rebuilt": rebuilt}),
         )?;
-        tracing::info!(device = %meta.device_name, "database key recovered from escrow");
-        Ok(())
+        tracing::info!(device = %meta.device_name, rebuilt, "database key recovered from escrow");
+        Ok(Recovery {
+            device: meta.device_name,
+            device_json_rebuilt: rebuilt,
+        })
     }
 
     /// Head office's recipient, verifying key, CA and URL, as the enrolment file gave them.
@@ -627,6 +682,88 @@ impl Device {
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
+}
+
+/// What `recover` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovery {
+    pub device: String,
+    /// `device.json` was missing or damaged and was rebuilt from the escrow and the database.
+    pub device_json_rebuilt: bool,
+}
+
+/// device.json again, from the escrow record and the database its key opened: the record names
+/// the store, key, device and event; the database must agree on the device and the event (and
+/// on the store, in its enrolment audit row), and gives the enrolment time.
+fn rebuild_device_json(conn: &Connection, record: &EscrowRecord) -> Result<DeviceJson> {
+    let device_name = setting_string(conn, keys::DEVICE_NAME)?;
+    let config: EventConfig = store::get_setting(conn, keys::EVENT)?
+        .and_then(|v| serde_json::from_slice(&v).ok())
+        .ok_or(DeviceError::Corrupt)?;
+    let enrolled = audit::first(conn, "device.enrolled")?;
+    let store_matches = enrolled
+        .as_ref()
+        .is_none_or(|row| row.detail["store"] == record.store_id.as_str());
+    if device_name != record.device_name || config.id != record.event_id || !store_matches {
+        return Err(DeviceError::EscrowMismatch);
+    }
+    Ok(DeviceJson {
+        format: DEVICE_FORMAT.into(),
+        store_id: record.store_id.clone(),
+        device_name,
+        event_id: config.id,
+        key_id: record.key_id.clone(),
+        enrolled_at_ms: enrolled.map(|r| r.at_ms).unwrap_or_else(now_ms),
+    })
+}
+
+/// Removes what an enrolment killed half-way left in `dd` (its keychain entry, a database and
+/// escrow that never had a device.json), as named by its marker. A marker exists only until
+/// the first successful open, so nothing here can hold a registration.
+fn clear_interrupted_enrolment(dd: &DataDir, keys: &dyn KeyStore) -> Result<()> {
+    let marker = dd.enrolment_marker();
+    let store_id = match std::fs::read_to_string(&marker) {
+        Ok(s) => s.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(DeviceError::io("reading the enrolment marker")(e)),
+    };
+    if !store_id.is_empty() && store_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        keys.delete(&files::keychain_service(&store_id), KEY_ACCOUNT)
+            .map_err(keychain_err)?;
+    }
+    for p in [
+        dd.escrow(),
+        dd.db(),
+        dd.root().join("sealbox.db-wal"),
+        dd.root().join("sealbox.db-shm"),
+    ] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(DeviceError::io(format!("removing {}", p.display()))(e)),
+        }
+    }
+    remove_marker(dd);
+    tracing::warn!(store = %store_id, "removed the keychain entry and files of an interrupted enrolment");
+    Ok(())
+}
+
+fn remove_marker(dd: &DataDir) {
+    if std::fs::remove_file(dd.enrolment_marker()).is_ok() {
+        files::sync_dir(dd.root());
+    }
+}
+
+/// Debug builds only: stops for five minutes at the step `name` while `SEALBOX_TEST_PAUSE_AT`
+/// names it, so an end-to-end test can kill the process exactly there.
+fn pause_point(name: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("SEALBOX_TEST_PAUSE_AT").as_deref() == Ok(name) {
+        eprintln!("sealbox: paused at {name}");
+        std::thread::sleep(std::time::Duration::from_secs(300));
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
 }
 
 /// Whether an entry captured at `oldest_ms` has waited more than `days` at `now_ms`.

@@ -12,7 +12,7 @@ pub enum DeviceError {
     NotEnrolled,
     #[error("this data directory is already enrolled as device {0:?}; nothing was changed")]
     AlreadyEnrolled(String),
-    #[error("{} exists but device.json does not: an enrolment was interrupted or the directory is damaged; nothing was changed. If you have not used this directory, move it away and enrol again", .0.display())]
+    #[error("{} exists but device.json does not: an enrolment was interrupted or device.json was lost; nothing was changed. After an interrupted enrolment, `sealbox enroll FILE` again cleans up; if the device held registrations, ask head office to open its escrow.age and run `sealbox recover --escrow-key KEYFILE`, which rebuilds device.json", .0.display())]
     OrphanDatabase(PathBuf),
     #[error("the database key is missing from the keychain (key lost); the database is intact and nothing was changed. Ask head office to run `sealbox-headoffice escrow open {}`, then run `sealbox recover --escrow-key KEYFILE`", .0.display())]
     KeyLost(PathBuf),

@@ -4,6 +4,8 @@
 //! DIR/device.json   public facts: store id, device, event, key id (never the key)
 //! DIR/sealbox.db    the SQLCipher database (+ -wal, -shm)
 //! DIR/escrow.age    the database key sealed to head office
+//! DIR/enrolling     only while `enroll` runs: the store id whose keychain entry it is making,
+//!                   so the next `enroll` removes what a killed one left
 //! DIR/logs/         the CLI's log: ids and counts only
 //! ```
 
@@ -40,6 +42,10 @@ impl DataDir {
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
     }
+    /// The marker of an enrolment in progress (holds the store id, nothing secret).
+    pub fn enrolment_marker(&self) -> PathBuf {
+        self.root.join("enrolling")
+    }
 
     /// Creates the directory, readable by its owner only.
     pub fn create(&self) -> Result<()> {
@@ -74,8 +80,13 @@ pub struct DeviceJson {
 
 impl DeviceJson {
     pub fn keychain_service(&self) -> String {
-        format!("sealbox.device.{}", self.store_id)
+        keychain_service(&self.store_id)
     }
+}
+
+/// The keychain service name of the store `store_id`.
+pub fn keychain_service(store_id: &str) -> String {
+    format!("sealbox.device.{store_id}")
 }
 
 /// The keychain account of the database key.

@@ -70,7 +70,7 @@ fn zh_for(e: &DeviceError) -> String {
     match e {
         NotEnrolled => "本设备尚未注册：请使用总部提供的注册文件完成注册".into(),
         AlreadyEnrolled(_) => "本设备已注册，未做任何更改".into(),
-        OrphanDatabase(_) => "数据目录不完整（注册曾中断或目录损坏），未做任何更改".into(),
+        OrphanDatabase(_) => "数据目录不完整（注册曾中断或 device.json 丢失），未做任何更改。注册中断时重新注册即可清理；若设备上有登记数据，请联系总部打开托管密钥，再运行 sealbox recover --escrow-key 恢复".into(),
         KeyLost(_) => "数据库密钥已丢失（钥匙串中找不到）。数据完好，未做任何更改。请联系总部打开托管密钥并恢复".into(),
         WrongKey => "钥匙串中的密钥与本数据库不匹配，未做任何更改。请通过总部的托管密钥恢复".into(),
         Corrupt => "数据库文件已损坏，文件保持原样".into(),

@@ -34,7 +34,7 @@ pub mod store;
 pub mod sync;
 pub mod sync_loop;
 
-pub use device::{Device, EnrolReport, ListedEntry, Status};
+pub use device::{Device, EnrolReport, ListedEntry, Recovery, Status};
 pub use error::DeviceError;
 pub use keychain::{KeyStore, OsKeychain};
 pub use sealbox_protocol as protocol;
