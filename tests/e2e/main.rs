@@ -8,6 +8,7 @@ mod enrolment;
 mod faults;
 mod input;
 mod kiosk;
+mod pin;
 mod store;
 mod sync;
 mod traces;

@@ -30,6 +30,8 @@ pub(crate) const TAURI_PACKAGES: &[&str] = &[
 ];
 /// Debian packages to run and drive the real window without a screen.
 pub(crate) const WINDOW_TEST_PACKAGES: &[&str] = &["xvfb", "xauth", "webkit2gtk-driver"];
+/// Debian packages other tests use: faketime moves a process's clock (the PIN's waits).
+const TEST_PACKAGES: &[&str] = &["faketime"];
 const TAURI_DRIVER_VERSION: &str = "2.1.0";
 
 fn main() {
@@ -284,6 +286,7 @@ fn test(extra: &[String]) -> Result<()> {
         KEYRING_PACKAGES,
         TAURI_PACKAGES,
         WINDOW_TEST_PACKAGES,
+        TEST_PACKAGES,
     ]
     .concat();
     ensure_packages(&all)?;

@@ -5,7 +5,7 @@ use crate::error::{DeviceError, Result};
 use crate::files::{self, DataDir, DeviceJson, DEVICE_FORMAT, KEY_ACCOUNT};
 use crate::keychain::{KeyStore, KeychainError};
 use crate::now_ms;
-use crate::pin::{self, Attempts, Pin};
+use crate::pin::{self, Attempts, Moment, Pin};
 use crate::seal::Sealer;
 use crate::store::{self, Keying};
 use rusqlite::Connection;
@@ -497,36 +497,51 @@ impl Device {
 
     /// Checks the manager PIN for `purpose` (`list`, `unlock`, …), rate-limited and audited.
     pub fn verify_pin(&mut self, candidate: &Pin, purpose: &str) -> Result<()> {
-        self.verify_pin_at(candidate, purpose, now_ms())
+        self.verify_pin_at(candidate, purpose, &Moment::now())
     }
 
-    pub(crate) fn verify_pin_at(&mut self, candidate: &Pin, purpose: &str, now: i64) -> Result<()> {
-        let phc = store::get_setting(&self.conn, keys::PIN_HASH)?.ok_or(DeviceError::PinNotSet)?;
+    /// The whole attempt is one IMMEDIATE transaction: the counter is read, the PIN checked and
+    /// the counter written under the database's write lock, so parallel processes (`sealbox list`
+    /// run many times at once) take their turns and each wrong PIN counts.
+    pub(crate) fn verify_pin_at(
+        &mut self,
+        candidate: &Pin,
+        purpose: &str,
+        moment: &Moment,
+    ) -> Result<()> {
+        let now = moment.wall_ms;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let phc = store::get_setting(&tx, keys::PIN_HASH)?.ok_or(DeviceError::PinNotSet)?;
         let phc = String::from_utf8(phc).map_err(|_| DeviceError::Corrupt)?;
-        let attempts: Attempts = store::get_setting(&self.conn, keys::PIN_ATTEMPTS)?
+        let mut attempts: Attempts = store::get_setting(&tx, keys::PIN_ATTEMPTS)?
             .and_then(|v| serde_json::from_slice(&v).ok())
             .unwrap_or_default();
-        let wait = attempts.wait_ms(now);
+        if let Some(moved) = attempts.reanchored(moment) {
+            attempts = moved;
+            let state =
+                serde_json::to_vec(&attempts).map_err(|e| DeviceError::Seal(e.to_string()))?;
+            store::set_setting(&tx, keys::PIN_ATTEMPTS, &state)?;
+        }
+        let wait = attempts.wait_ms(moment);
         if wait > 0 {
             let secs = (wait as u64).div_ceil(1000);
             audit::append(
-                &self.conn,
+                &tx,
                 now,
                 "pin.refused",
                 &json!({"for": purpose, "wait_s": secs}),
             )?;
+            tx.commit()?;
             return Err(DeviceError::PinLocked(secs));
         }
         let ok = pin::matches(candidate, &phc);
         let next = if ok {
             Attempts::default()
         } else {
-            Attempts {
-                failures: attempts.failures + 1,
-                last_failure_ms: now,
-            }
+            attempts.failed(moment)
         };
-        let tx = self.conn.transaction()?;
         let state = serde_json::to_vec(&next).map_err(|e| DeviceError::Seal(e.to_string()))?;
         store::set_setting(&tx, keys::PIN_ATTEMPTS, &state)?;
         if ok {
@@ -908,22 +923,26 @@ pub(crate) mod tests {
         );
         dev.set_pin(None, &Pin::new("246810")).unwrap();
         let t0 = 1_000_000;
+        let at = |ms: i64| Moment {
+            wall_ms: ms,
+            boot: None,
+        };
         for i in 0..3 {
             let e = dev
-                .verify_pin_at(&Pin::new("999999"), "test", t0 + i)
+                .verify_pin_at(&Pin::new("999999"), "test", &at(t0 + i))
                 .unwrap_err();
             assert_eq!(e.code(), "pin_wrong");
         }
         let e = dev
-            .verify_pin_at(&Pin::new("246810"), "test", t0 + 10)
+            .verify_pin_at(&Pin::new("246810"), "test", &at(t0 + 10))
             .unwrap_err();
         assert!(matches!(e, DeviceError::PinLocked(30)), "{e}");
-        dev.verify_pin_at(&Pin::new("246810"), "test", t0 + 2 + 30_000)
+        dev.verify_pin_at(&Pin::new("246810"), "test", &at(t0 + 2 + 30_000))
             .unwrap();
         // Success resets the count.
-        dev.verify_pin_at(&Pin::new("999999"), "test", t0 + 40_000)
+        dev.verify_pin_at(&Pin::new("999999"), "test", &at(t0 + 40_000))
             .unwrap_err();
-        dev.verify_pin_at(&Pin::new("246810"), "test", t0 + 40_001)
+        dev.verify_pin_at(&Pin::new("246810"), "test", &at(t0 + 40_001))
             .unwrap();
         assert!(dev.audit_verify().unwrap().ok());
     }
