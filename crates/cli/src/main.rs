@@ -396,6 +396,8 @@ fn entry_argument_refusal(zh: bool) -> &'static str {
 }
 
 fn main() {
+    // First of all: no core file may hold what this process reads.
+    let hardened = sealbox_device::process::forbid_core_dumps();
     // Before clap, whose own errors would repeat an unexpected argument.
     if std::env::args_os().skip(1).any(|a| looks_like_entry(&a)) {
         eprintln!("error: {}", entry_argument_refusal(chinese()));
@@ -403,6 +405,9 @@ fn main() {
     }
     let cli = Cli::parse();
     init_logging(&cli.data_dir);
+    if let Err(e) = hardened {
+        tracing::warn!(error = %e, "core dumps could not be turned off");
+    }
     if let Err(e) = run(cli) {
         let zh = e
             .downcast_ref::<sealbox_device::DeviceError>()

@@ -19,6 +19,7 @@
 //! - [`audit`]: the append-only, hash-chained audit log.
 //! - [`pin`]: the manager PIN (Argon2id) and its rate limit.
 //! - [`files`]: data-dir layout, atomic writes and shredding.
+//! - [`process`]: no core dumps for the kiosk and the CLI.
 //! - [`error`]: [`DeviceError`] with stable codes.
 
 pub mod audit;
@@ -29,6 +30,7 @@ pub mod files;
 pub mod keychain;
 pub mod kiosk;
 pub mod pin;
+pub mod process;
 pub mod seal;
 pub mod store;
 pub mod sync;
