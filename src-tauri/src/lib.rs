@@ -183,7 +183,8 @@ pub fn run() {
             .cloned()
         {
             config.incognito = config.incognito && !automation;
-            let window = tauri::WebviewWindowBuilder::from_config(app.handle(), &config)?.build()?;
+            let window =
+                tauri::WebviewWindowBuilder::from_config(app.handle(), &config)?.build()?;
             software_rendering(&window);
             private_webview(&window);
         }

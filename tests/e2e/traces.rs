@@ -254,3 +254,149 @@ fn a_running_add_shows_no_value_in_the_process_list() {
     );
     assert_eq!(sb.pending(), 1);
 }
+
+/// Whether the kernel writes core files itself (`core_pattern` is a file name, not a pipe to a
+/// handler such as systemd-coredump or apport).
+pub fn cores_are_files() -> bool {
+    let pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default();
+    !pattern.trim_start().starts_with('|')
+}
+
+/// `cmd` run through bash with the core size limit raised first, as a user with `ulimit -c
+/// unlimited` in their profile would start it.
+pub fn with_cores_allowed(cmd: Command) -> Command {
+    let mut b = Command::new("bash");
+    b.args(["-c", "ulimit -c unlimited && exec \"$@\"", "bash"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        b.current_dir(dir);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => b.env(k, v),
+            None => b.env_remove(k),
+        };
+    }
+    b
+}
+
+/// The control: a process that holds `canary` in memory and aborts, started the same way in
+/// `dir`, leaves a core file there that holds it. Returns false (after saying so) where cores go
+/// to a handler instead of a file.
+pub fn a_core_file_would_catch(dir: &Path, canary: &str) -> bool {
+    if !cores_are_files() {
+        eprintln!("core_pattern is a pipe here: core files are checked through the limits only");
+        return false;
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let mut c = Command::new("sh");
+    c.args(["-c", "read v; kill -ABRT $$"]).current_dir(dir);
+    let out = with_stdin(with_cores_allowed(c), &format!("{canary}\n"));
+    assert!(!out.status.success());
+    let hits = files_containing(dir, canary);
+    assert!(
+        !hits.is_empty(),
+        "the control process left no core holding its value in {}",
+        dir.display()
+    );
+    for h in hits {
+        std::fs::remove_file(h).unwrap();
+    }
+    true
+}
+
+/// The soft and hard core size limits of a process, as /proc shows them.
+pub fn core_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap()
+        .to_string();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (f[4].to_string(), f[5].to_string())
+}
+
+/// Sends SIGABRT (which dumps core by default) and waits until the process is gone or a zombie.
+pub fn abort_and_wait(pid: u32) {
+    let st = Command::new("kill")
+        .args(["-ABRT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let gone = state.is_empty()
+            || state
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with(['Z', 'X']));
+        if gone {
+            return;
+        }
+        assert!(Instant::now() < deadline, "process {pid} did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Files named like core files in `dir`.
+pub fn core_files(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("core"))
+        })
+        .collect()
+}
+
+/// `sealbox add` aborted while it holds a visitor's value (read from stdin, not yet stored),
+/// started with core files allowed: no core file, its limit reads 0. A plain process started the
+/// same way does leave a core holding its value.
+#[test]
+fn a_crashing_sealbox_leaves_no_core_file() {
+    let sb = Sandbox::enrolled();
+    let name = unique_canary("core");
+    let control = sb.tmp.path().join("control");
+    let cores = a_core_file_would_catch(&control, &format!("{name}control"));
+
+    let cwd = sb.tmp.path().join("crash");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let mut cmd = sb.dev_cmd(&["add", "--json", "-"]);
+    cmd.current_dir(&cwd);
+    let mut child = with_cores_allowed(cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let entry = entry_with_name(&name);
+    let head = &entry[..entry.find(&name).unwrap() + name.len()];
+    let mut stdin = child.stdin.take().unwrap();
+    {
+        use std::io::Write;
+        stdin.write_all(head.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+    // It has read the value and waits for the rest.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none());
+    let limits = core_limits(child.id());
+    abort_and_wait(child.id());
+    drop(stdin);
+    let st = child.wait().unwrap();
+    assert!(!st.success());
+    if cores {
+        assert!(core_files(&cwd).is_empty(), "{:?}", core_files(&cwd));
+    }
+    let hits = files_containing(sb.tmp.path(), &name);
+    assert!(hits.is_empty(), "{hits:?}");
+    assert_eq!(
+        limits,
+        ("0".into(), "0".into()),
+        "sealbox lowers the limit it was started with"
+    );
+    assert_eq!(sb.pending(), 0);
+}

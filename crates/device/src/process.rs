@@ -46,7 +46,10 @@ mod tests {
             return;
         }
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "process::tests::the_core_limit_reads_back_as_zero"])
+            .args([
+                "--exact",
+                "process::tests::the_core_limit_reads_back_as_zero",
+            ])
             .env("SEALBOX_TEST_CORE_CHILD", "1")
             .output()
             .unwrap();
