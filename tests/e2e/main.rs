@@ -8,5 +8,6 @@ mod faults;
 mod input;
 mod kiosk;
 mod lifecycle;
+mod model;
 mod store;
 mod sync;
