@@ -409,7 +409,7 @@ fn an_entry_that_does_not_open_blocks_nothing_at_head_office() {
         consent_sha256: "a".repeat(64),
         sealed: b"age-encryption.org/v1\n-> X25519 junk\nnot a real age file".to_vec(),
     };
-    let (status, body) = post(&http, &server, &token, &[junk.clone()]);
+    let (status, body) = post(&http, &server, &token, std::slice::from_ref(&junk));
     assert_eq!(status, 200, "{body}");
     assert_eq!(ho_counts(&sb.ho), (3, 3));
     let csv = sb.tmp.path().join("crm.csv");

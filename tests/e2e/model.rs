@@ -46,8 +46,13 @@ pub enum Step {
     SetLimit(usize),
     /// The next connection fails this way.
     Network(NetFault),
+    /// `sealbox add --ndjson -` with this many entries, killed with SIGKILL after this many
+    /// milliseconds (its entries may or may not be stored; none was promised to a visitor).
+    DeviceKillDuringAdd(usize, u64),
     /// `sealbox-headoffice forget --phone` of the n-th visitor (modulo how many exist).
     Forget(usize),
+    /// `sealbox-headoffice forget --email` of the n-th visitor (modulo how many exist).
+    ForgetEmail(usize),
     /// `sealbox-headoffice purge` with head office's clock 400 days ahead.
     PurgeLater,
 }
@@ -92,7 +97,9 @@ impl ReferenceStateMachine for Model {
                 Just(NetFault::TruncateReceipt)
             ]
             .prop_map(Step::Network),
+            1 => ((1usize..20), (0u64..300)).prop_map(|(n, ms)| Step::DeviceKillDuringAdd(n, ms)),
             2 => (0usize..16).prop_map(Step::Forget),
+            1 => (0usize..16).prop_map(Step::ForgetEmail),
             1 => Just(Step::PurgeLater),
         ]
         .boxed()
@@ -125,6 +132,7 @@ fn visitor_values(n: usize) -> serde_json::Value {
         "name": format!("{CANARY} Visitor {n}"),
         "phone": format!("137{:08}", n),
         "company": format!("{CANARY} Widgets"),
+        "email": format!("qzmodel.{n}@example.com"),
         "consent": true
     })
 }
@@ -157,7 +165,8 @@ impl World {
     fn ids(conn: &rusqlite::Connection, sql: &str) -> BTreeSet<Uuid> {
         let mut stmt = conn.prepare(sql).unwrap();
         let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
-        rows.map(|r| Uuid::parse_str(&r.unwrap()).unwrap()).collect()
+        rows.map(|r| Uuid::parse_str(&r.unwrap()).unwrap())
+            .collect()
     }
 
     /// Head office's ids: (held as entries, quarantined, tombstoned).
@@ -183,7 +192,10 @@ impl World {
     fn remember_deletions(&mut self, before: &BTreeSet<Uuid>) {
         let (held, _, tombs) = self.ho_ids();
         for id in before.difference(&held) {
-            assert!(tombs.contains(id), "{id} left head office without a tombstone");
+            assert!(
+                tombs.contains(id),
+                "{id} left head office without a tombstone"
+            );
             self.deleted.insert(*id);
         }
     }
@@ -194,11 +206,11 @@ impl World {
             Step::KioskAdd => {
                 let n = self.visitors;
                 self.visitors += 1;
-                let mut kiosk = sealbox_device::kiosk::Kiosk::without_sync(
-                    &self.sb.dev,
-                    Arc::new(OsKeychain),
-                );
-                let id = kiosk.submit(&visitor_values(n)).expect("the kiosk stores an entry");
+                let mut kiosk =
+                    sealbox_device::kiosk::Kiosk::without_sync(&self.sb.dev, Arc::new(OsKeychain));
+                let id = kiosk
+                    .submit(&visitor_values(n))
+                    .expect("the kiosk stores an entry");
                 self.acked.insert(Uuid::parse_str(&id).unwrap(), n);
             }
             Step::CliAdd(k) => {
@@ -220,7 +232,10 @@ impl World {
                 }
                 let out = child.wait_with_output().unwrap();
                 let text = ok(out, &["add", "--ndjson", "-"]);
-                let ids: Vec<Uuid> = text.lines().map(|l| Uuid::parse_str(l.trim()).unwrap()).collect();
+                let ids: Vec<Uuid> = text
+                    .lines()
+                    .map(|l| Uuid::parse_str(l.trim()).unwrap())
+                    .collect();
                 assert_eq!(ids.len(), k);
                 for (i, id) in ids.into_iter().enumerate() {
                     self.acked.insert(id, self.visitors + i);
@@ -242,8 +257,16 @@ impl World {
                 }
             }
             Step::Export => {
-                let out = self.sb.tmp.path().join(format!("b{}.sealbox-batch", self.batch_files.len()));
-                let res = self.sb.dev_cmd(&["export", "--out", out.to_str().unwrap()]).output().unwrap();
+                let out = self
+                    .sb
+                    .tmp
+                    .path()
+                    .join(format!("b{}.sealbox-batch", self.batch_files.len()));
+                let res = self
+                    .sb
+                    .dev_cmd(&["export", "--out", out.to_str().unwrap()])
+                    .output()
+                    .unwrap();
                 if res.status.success() {
                     self.batch_files.push(out);
                 } else {
@@ -256,7 +279,11 @@ impl World {
                     return;
                 }
                 let file = self.batch_files[k % self.batch_files.len()].clone();
-                let receipt = self.sb.tmp.path().join(format!("r{}.json", self.receipts.len()));
+                let receipt = self
+                    .sb
+                    .tmp
+                    .path()
+                    .join(format!("r{}.json", self.receipts.len()));
                 let before = self.ho_ids().0;
                 ok(self.sb.ho_import(&file, &receipt), &["import"]);
                 self.receipts.push(receipt);
@@ -268,8 +295,16 @@ impl World {
                     return;
                 }
                 let r = self.receipts[k % self.receipts.len()].clone();
-                let res = self.sb.dev_cmd(&["receipt", "import", r.to_str().unwrap()]).output().unwrap();
-                assert!(res.status.success(), "a genuine receipt applies: {}", String::from_utf8_lossy(&res.stderr));
+                let res = self
+                    .sb
+                    .dev_cmd(&["receipt", "import", r.to_str().unwrap()])
+                    .output()
+                    .unwrap();
+                assert!(
+                    res.status.success(),
+                    "a genuine receipt applies: {}",
+                    String::from_utf8_lossy(&res.stderr)
+                );
             }
             Step::HoRestart => {
                 self.server.terminate();
@@ -292,7 +327,8 @@ impl World {
                 let _ = child.wait();
             }
             Step::SetLimit(n) => {
-                self.server.restart_with(&[("SEALBOX_HO_MAX_ENTRIES_PER_BATCH", &n.to_string())]);
+                self.server
+                    .restart_with(&[("SEALBOX_HO_MAX_ENTRIES_PER_BATCH", &n.to_string())]);
             }
             Step::Network(f) => self.proxy.next(match f {
                 NetFault::DropBeforeRequest => Fault::DropBeforeRequest,
@@ -306,6 +342,37 @@ impl World {
                 let before = self.ho_ids().0;
                 let phone = format!("137{:08}", k % self.visitors);
                 self.sb.ho_ok(&["forget", "--phone", &phone]);
+                self.remember_deletions(&before);
+            }
+            Step::DeviceKillDuringAdd(k, ms) => {
+                let lines: Vec<String> = (0..k)
+                    .map(|i| visitor_values(self.visitors + i).to_string())
+                    .collect();
+                self.visitors += k;
+                let mut child = self
+                    .sb
+                    .dev_cmd(&["add", "--ndjson", "-"])
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap();
+                {
+                    use std::io::Write;
+                    let mut stdin = child.stdin.take().unwrap();
+                    let _ = stdin.write_all(lines.join("\n").as_bytes());
+                }
+                std::thread::sleep(Duration::from_millis(ms));
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Step::ForgetEmail(k) => {
+                if self.visitors == 0 {
+                    return;
+                }
+                let before = self.ho_ids().0;
+                let email = format!("qzmodel.{}@example.com", k % self.visitors);
+                self.sb.ho_ok(&["forget", "--email", &email]);
                 self.remember_deletions(&before);
             }
             Step::PurgeLater => {
@@ -322,7 +389,10 @@ impl World {
         let at = || self.steps.join(" → ");
         for id in self.acked.keys() {
             assert!(
-                on_device.contains(id) || held.contains(id) || quarantined.contains(id) || self.deleted.contains(id),
+                on_device.contains(id)
+                    || held.contains(id)
+                    || quarantined.contains(id)
+                    || self.deleted.contains(id),
                 "entry {id} is nowhere (lost) after: {}",
                 at()
             );
@@ -335,11 +405,23 @@ impl World {
             );
         }
         for id in &self.deleted {
-            assert!(!held.contains(id), "deleted entry {id} came back at head office, after: {}", at());
+            assert!(
+                !held.contains(id),
+                "deleted entry {id} came back at head office, after: {}",
+                at()
+            );
         }
-        assert!(held.is_disjoint(&quarantined), "an entry held twice, after: {}", at());
+        assert!(
+            held.is_disjoint(&quarantined),
+            "an entry held twice, after: {}",
+            at()
+        );
         let dev = Device::open(&self.sb.dev, &OsKeychain).unwrap();
-        assert!(dev.audit_verify().unwrap().ok(), "device audit chain, after: {}", at());
+        assert!(
+            dev.audit_verify().unwrap().ok(),
+            "device audit chain, after: {}",
+            at()
+        );
         let (_, broken) = sealbox_headoffice::audit::verify(&self.ho_conn()).unwrap();
         assert!(broken.is_none(), "head office audit chain, after: {}", at());
     }
@@ -351,7 +433,11 @@ impl World {
         self.proxy.next(Fault::Pass);
         self.server.restart_with(&[]);
         for _ in 0..3 {
-            let _ = self.sb.dev_cmd(&["sync", "--timeout", "10"]).output().unwrap();
+            let _ = self
+                .sb
+                .dev_cmd(&["sync", "--timeout", "10"])
+                .output()
+                .unwrap();
         }
         let st = self.sb.status();
         assert_eq!(
@@ -365,8 +451,10 @@ impl World {
         for id in self.acked.keys() {
             assert!(held.contains(id) || quarantined.contains(id) || self.deleted.contains(id));
         }
-        let leaks = files_containing(self.sb.tmp.path(), CANARY);
-        assert!(leaks.is_empty(), "personal data in {leaks:?}");
+        for canary in [CANARY, "qzmodel.", "13700000"] {
+            let leaks = files_containing(self.sb.tmp.path(), canary);
+            assert!(leaks.is_empty(), "personal data ({canary}) in {leaks:?}");
+        }
     }
 }
 
@@ -393,11 +481,17 @@ impl StateMachineTest for World {
 }
 
 fn cases() -> u32 {
-    std::env::var("SEALBOX_MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(6)
+    std::env::var("SEALBOX_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6)
 }
 
 fn steps() -> usize {
-    std::env::var("SEALBOX_MODEL_STEPS").ok().and_then(|v| v.parse().ok()).unwrap_or(30)
+    std::env::var("SEALBOX_MODEL_STEPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30)
 }
 
 prop_state_machine! {
