@@ -381,7 +381,10 @@
       $("n-pending").textContent = o.counts.pending;
       $("n-exported").textContent = o.counts.exported;
       $("n-erased").textContent = o.counts.erased;
-      $("warning").textContent = o.waiting_too_long ? t("waiting_long", o.warn_waiting_days) : "";
+      $("warning").textContent = [
+        o.waiting_too_long ? t("waiting_long", o.warn_waiting_days) : "",
+        o.counts.refused > 0 ? t("refused_note", o.counts.refused) : "",
+      ].filter(Boolean).join(" ");
       drawChart(o.per_hour);
     } else if (managerTab === "entries") {
       const rows = await managerCall("manager_entries");
@@ -391,7 +394,8 @@
         ...shown.map((f) => el("th", { text: pick(f.label) })), el("th", { text: t("state") })));
       $("entries-body").replaceChildren(...rows.map((r) => el("tr", {}, el("td", { text: fmtTime(r.captured_at_ms) }),
         ...shown.map((f) => el("td", { text: shownValue(f, r.summary[f.key]) })),
-        el("td", { text: t(r.state === "exported" ? "state_exported" : "state_pending") }))));
+        el("td", { text: r.state === "quarantined" ? t("state_quarantined", r.refused_code)
+          : t(r.state === "exported" ? "state_exported" : "state_pending") }))));
       $("entries-empty").hidden = rows.length > 0;
     } else if (managerTab === "send") {
       renderSend();

@@ -32,6 +32,16 @@ fn main() {
     // 500-entry batches straight into its database, entries sealed to it like a device's.
     let base_dir = tmp.path().join("ho-baseline");
     admin::init(&base_dir, pass).unwrap();
+    let example = sealbox_tests::workspace().join("examples/trade-show.json");
+    admin::event_create(&base_dir, &std::fs::read_to_string(example).unwrap()).unwrap();
+    admin::enroll(
+        &base_dir,
+        "bench-device",
+        sealbox_tests::EVENT,
+        None,
+        &tmp.path().join("baseline-device.json"),
+    )
+    .unwrap();
     let template = sealed_like_a_device(&HoDir::new(&base_dir));
     let mut conn = sealbox_headoffice::db::open(&HoDir::new(&base_dir).db()).unwrap();
     let key = HoDir::new(&base_dir).load_signing_key().unwrap();
@@ -43,7 +53,15 @@ fn main() {
         .collect();
     let t = Instant::now();
     for req in &batches {
-        sealbox_headoffice::db::ingest(&mut conn, "bench-device", req, &key, 1).unwrap();
+        sealbox_headoffice::db::ingest(
+            &mut conn,
+            "bench-device",
+            req,
+            sealbox_headoffice::db::Source::Sync,
+            &key,
+            1,
+        )
+        .unwrap();
     }
     let ingest_s = t.elapsed().as_secs_f64();
     drop(conn);

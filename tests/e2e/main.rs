@@ -8,6 +8,8 @@ mod enrolment;
 mod faults;
 mod input;
 mod kiosk;
+mod lifecycle;
+mod model;
 mod pin;
 mod store;
 mod sync;

@@ -424,7 +424,7 @@ fn head_office_answers_bad_requests_with_codes_not_panics() {
     );
     assert_eq!(
         post(Some(&token), batch(1, "bm90IGFnZQ==")),
-        (400, "bad_request".into()),
+        (400, "not_sealed".into()),
         "a payload that is not an age file"
     );
     // The same id again with other content: refused, the original kept.

@@ -176,6 +176,31 @@ impl Sandbox {
         std::fs::remove_file(&file).unwrap();
     }
 
+    /// [`Sandbox::add_many`] with the device's clock moved (`faketime -f SPEC`).
+    pub fn add_many_faketime(&self, from: usize, n: usize, spec: &str) {
+        let file = self.tmp.path().join(format!("entries-{from}.ndjson"));
+        let lines: Vec<String> = (from..from + n)
+            .map(|i| {
+                serde_json::json!({
+                    "name": format!("Qzsync Visitor {i}"),
+                    "phone": format!("139{:08}", i),
+                    "company": "Qzsync Widgets",
+                    "consent": true
+                })
+                .to_string()
+            })
+            .collect();
+        std::fs::write(&file, lines.join("\n")).unwrap();
+        let args = ["add", "--ndjson", file.to_str().unwrap()];
+        ok(faketime(self.dev_cmd(&args), spec).output().unwrap(), &args);
+        std::fs::remove_file(&file).unwrap();
+    }
+
+    /// A head office command with its clock moved (`faketime -f SPEC`, e.g. `+400d`).
+    pub fn ho_ok_faketime(&self, args: &[&str], spec: &str) -> String {
+        ok(faketime(self.ho_cmd(args), spec).output().unwrap(), args)
+    }
+
     pub fn enrolment_file(&self, device: &str) -> PathBuf {
         let file = self.tmp.path().join(format!("{device}.enrol.json"));
         self.ho_ok(&[
@@ -306,6 +331,25 @@ impl Drop for Sandbox {
             }
         }
     }
+}
+
+/// The same command run under `faketime -f SPEC`: its wall clock moved, its monotonic clock not.
+pub fn faketime(cmd: Command, spec: &str) -> Command {
+    let mut c = Command::new("faketime");
+    c.args(["-f", spec])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        c.current_dir(d);
+    }
+    c.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    c
 }
 
 pub fn workspace() -> PathBuf {

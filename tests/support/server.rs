@@ -12,6 +12,8 @@ pub struct HoServer {
     dir: PathBuf,
     env: Vec<(String, String)>,
     log: PathBuf,
+    /// A `faketime -f` spec the server runs under (its clock moved), if any.
+    faketime: Option<String>,
 }
 
 impl HoServer {
@@ -22,13 +24,32 @@ impl HoServer {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let log = dir.with_extension("serve.log");
-        let (child, addr) = spawn(dir, "127.0.0.1:0", &env, &log);
+        let (child, addr) = spawn(dir, "127.0.0.1:0", &env, &log, None);
         HoServer {
             child: Some(child),
             addr,
             dir: dir.to_path_buf(),
             env,
             log,
+            faketime: None,
+        }
+    }
+
+    /// [`HoServer::start`] with head office's clock moved (`faketime -f SPEC`, e.g. `+400d`).
+    pub fn start_faketime(dir: &Path, env: &[(&str, &str)], spec: &str) -> HoServer {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let log = dir.with_extension("serve.log");
+        let (child, addr) = spawn(dir, "127.0.0.1:0", &env, &log, Some(spec));
+        HoServer {
+            child: Some(child),
+            addr,
+            dir: dir.to_path_buf(),
+            env,
+            log,
+            faketime: Some(spec.to_string()),
         }
     }
 
@@ -57,9 +78,24 @@ impl HoServer {
     /// Starts again on the same address.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, addr) = spawn(&self.dir, &self.addr.to_string(), &self.env, &self.log);
+        let (child, addr) = spawn(
+            &self.dir,
+            &self.addr.to_string(),
+            &self.env,
+            &self.log,
+            self.faketime.as_deref(),
+        );
         assert_eq!(addr, self.addr);
         self.child = Some(child);
+    }
+
+    /// Starts again on the same address with another environment.
+    pub fn restart_with(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.restart();
     }
 
     /// What the server logged so far.
@@ -68,13 +104,28 @@ impl HoServer {
     }
 }
 
-fn spawn(dir: &Path, listen: &str, env: &[(String, String)], log: &Path) -> (Child, SocketAddr) {
+fn spawn(
+    dir: &Path,
+    listen: &str,
+    env: &[(String, String)],
+    log: &Path,
+    faketime: Option<&str>,
+) -> (Child, SocketAddr) {
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
-    let mut cmd = Command::new(bin("sealbox-headoffice"));
+    let mut cmd = match faketime {
+        Some(spec) => {
+            let mut c = Command::new("faketime");
+            c.args(["-f", spec]).arg(bin("sealbox-headoffice"));
+            // Timers keep the real monotonic clock; only the wall clock moves.
+            c.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+            c
+        }
+        None => Command::new(bin("sealbox-headoffice")),
+    };
     cmd.arg("--data-dir")
         .arg(dir)
         .args(["serve", "--listen", listen])

@@ -28,10 +28,11 @@ pub(crate) const TAURI_PACKAGES: &[&str] = &[
     "libjavascriptcoregtk-4.1-dev",
     "libxdo-dev",
 ];
+/// Debian packages the fault tests use: `faketime` moves a process's clock (retention, wrong
+/// device clocks), gcc builds the chmod-refusing shim that stands in for a FAT USB stick.
+const FAULT_TEST_PACKAGES: &[&str] = &["faketime", "gcc"];
 /// Debian packages to run and drive the real window without a screen.
 pub(crate) const WINDOW_TEST_PACKAGES: &[&str] = &["xvfb", "xauth", "webkit2gtk-driver"];
-/// Debian packages other tests use: faketime moves a process's clock (the PIN's waits).
-const TEST_PACKAGES: &[&str] = &["faketime"];
 const TAURI_DRIVER_VERSION: &str = "2.1.0";
 
 fn main() {
@@ -286,7 +287,7 @@ fn test(extra: &[String]) -> Result<()> {
         KEYRING_PACKAGES,
         TAURI_PACKAGES,
         WINDOW_TEST_PACKAGES,
-        TEST_PACKAGES,
+        FAULT_TEST_PACKAGES,
     ]
     .concat();
     ensure_packages(&all)?;

@@ -214,6 +214,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!("event     {}", s.event.as_deref().unwrap_or("-"));
                 println!("pending   {}", n(s.pending));
                 println!("exported  {}", n(s.exported));
+                println!("refused   {}", n(s.refused));
                 println!("erased    {}", n(s.erased));
                 println!("database  {}", s.database);
                 println!("keychain  {}", s.keychain);
@@ -235,7 +236,11 @@ fn run(cli: Cli) -> Result<()> {
                 for r in rows {
                     let fields: Vec<String> =
                         r.summary.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    println!("{} {} {}", r.id, r.state, fields.join(" "));
+                    let state = match &r.refused_code {
+                        Some(code) => format!("{}({code})", r.state),
+                        None => r.state.to_string(),
+                    };
+                    println!("{} {state} {}", r.id, fields.join(" "));
                 }
             }
         }
@@ -312,10 +317,20 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
-                println!(
-                    "sent {} entries in {} batches; head office signed for them and they were erased here; {} waiting",
-                    report.erased, report.batches, report.pending
-                );
+                if report.batches == 0 {
+                    println!("nothing was sent: no entry is waiting for head office");
+                } else {
+                    println!(
+                        "sent {} entries in {} batches; head office signed for them and they were erased here; {} waiting",
+                        report.erased, report.batches, report.pending
+                    );
+                }
+                if report.quarantined > 0 {
+                    println!(
+                        "{} entries refused by head office on their own are kept here, encrypted (see `sealbox list`); export a batch file to let head office look at them",
+                        report.quarantined
+                    );
+                }
             }
         }
         Command::Pin(PinCmd::Set) => {

@@ -8,6 +8,7 @@ use crate::device::Device;
 use crate::error::{DeviceError, Result};
 use crate::files;
 use crate::now_ms;
+use crate::store::entries;
 use sealbox_protocol::batch::{BatchManifest, BatchPayload, SignedBatch, BATCH_FORMAT};
 use sealbox_protocol::sync::{verifying_key_from_b64, Receipt};
 use serde::Serialize;
@@ -39,7 +40,7 @@ impl Device {
     /// key, the whole age-encrypted to head office. Written atomically (temp file in the same
     /// directory, fsync, rename); nothing in plaintext touches the disk.
     pub fn export_batch(&mut self, out: &Path) -> Result<ExportReport> {
-        let entries = self.pending_envelopes(usize::MAX >> 1)?;
+        let entries = entries::all_envelopes(&self.conn, usize::MAX)?;
         if entries.is_empty() {
             return Err(DeviceError::NothingToExport);
         }
@@ -67,14 +68,7 @@ impl Device {
         }
         files::write_atomic(out, &sealed)?;
         let tx = self.conn.transaction()?;
-        {
-            let mut mark = tx.prepare_cached(
-                "UPDATE entries SET exported_batch = ?1, exported_at_ms = ?2 WHERE id = ?3",
-            )?;
-            for id in &payload.manifest.entry_ids {
-                mark.execute(rusqlite::params![batch_id.to_string(), now, id.to_string()])?;
-            }
-        }
+        entries::mark_exported(&tx, &payload.manifest.entry_ids, batch_id, now)?;
         audit::append(
             &tx,
             now,
@@ -91,8 +85,10 @@ impl Device {
     }
 
     /// Applies a receipt file from head office's `import`: verified like a sync receipt (head
-    /// office's signature, digest, this device, every entry of that batch still here), then the
-    /// same one-transaction erase. Applying it twice changes nothing.
+    /// office's signature, digest, this device), then the entries it lists that are still here
+    /// are erased in one transaction, whichever batch file (or sync) carried them: a receipt
+    /// signed by head office for this device says head office holds those ids. Applying it
+    /// twice changes nothing.
     pub fn import_receipt(&mut self, receipt_json: &str) -> Result<ReceiptReport> {
         let receipt: Receipt = serde_json::from_str(receipt_json)
             .map_err(|_| DeviceError::BadReceipt(sealbox_protocol::sync::ReceiptError::Format))?;
@@ -105,23 +101,10 @@ impl Device {
                 sealbox_protocol::sync::ReceiptError::OtherDevice,
             ));
         }
-        let expected: Vec<Uuid> = {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT id FROM entries WHERE exported_batch = ?1")?;
-            let rows = stmt.query_map([receipt.batch_id.to_string()], |r| r.get::<_, String>(0))?;
-            rows.map(|r| r.map(|s| Uuid::parse_str(&s).unwrap_or_default()))
-                .collect::<rusqlite::Result<_>>()?
-        };
-        if expected.is_empty() {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT count(*) FROM tombstones WHERE id = ?1")?;
-            let mut known = 0;
-            for id in &receipt.ids {
-                known += stmt.query_row([id.to_string()], |r| r.get::<_, i64>(0))?;
-            }
-            if known as usize == receipt.ids.len() {
+        let _lock = self.delivery_lock()?;
+        let here = entries::present(&self.conn, &receipt.ids)?;
+        if here.is_empty() {
+            if entries::count_tombstoned(&self.conn, &receipt.ids)? == receipt.ids.len() {
                 return Ok(ReceiptReport {
                     batch_id: receipt.batch_id,
                     erased: 0,
@@ -130,10 +113,7 @@ impl Device {
             }
             return Err(DeviceError::UnknownBatch);
         }
-        receipt
-            .verify_for(&vk, self.device_name(), receipt.batch_id, &expected)
-            .map_err(DeviceError::BadReceipt)?;
-        let erased = self.erase_acknowledged(&receipt, &expected)?;
+        let erased = self.erase_acknowledged(&receipt, &here)?;
         Ok(ReceiptReport {
             batch_id: receipt.batch_id,
             erased,

@@ -7,14 +7,13 @@ use crate::keychain::{KeyStore, KeychainError};
 use crate::now_ms;
 use crate::pin::{self, Attempts, Moment, Pin};
 use crate::seal::Sealer;
-use crate::store::{self, Keying};
+use crate::store::{self, entries, Keying};
 use rusqlite::Connection;
 use sealbox_protocol::entry::{self, EntryEnvelope, PayloadPlaintext};
 use sealbox_protocol::escrow::{key_id, EscrowRecord, ESCROW_FORMAT};
 use sealbox_protocol::{EnrolmentFile, EventConfig, Secret32};
 use serde::Serialize;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::Path;
 use uuid::Uuid;
@@ -46,6 +45,8 @@ pub struct Status {
     pub event: Option<String>,
     pub pending: Option<u64>,
     pub exported: Option<u64>,
+    /// Entries head office refused on their own (quarantined: kept encrypted, reported).
+    pub refused: Option<u64>,
     pub erased: Option<u64>,
     /// When the oldest entry still waiting for head office was captured.
     pub oldest_waiting_ms: Option<i64>,
@@ -60,15 +61,7 @@ pub struct Status {
     pub problem: Option<String>,
 }
 
-/// One entry as a manager sees it: its display summary, never its sealed values.
-#[derive(Debug, Clone, Serialize)]
-pub struct ListedEntry {
-    pub id: Uuid,
-    pub captured_at_ms: i64,
-    /// `pending` or `exported`.
-    pub state: &'static str,
-    pub summary: BTreeMap<String, String>,
-}
+pub use crate::store::entries::{Counts, EntryState, ListedEntry};
 
 fn keychain_err(e: KeychainError) -> DeviceError {
     match e {
@@ -258,6 +251,7 @@ impl Device {
             event: meta.as_ref().map(|m| m.event_id.clone()),
             pending: None,
             exported: None,
+            refused: None,
             erased: None,
             oldest_waiting_ms: None,
             waiting_too_long: false,
@@ -272,6 +266,7 @@ impl Device {
                     Ok(c) => {
                         st.pending = Some(c.pending);
                         st.exported = Some(c.exported);
+                        st.refused = Some(c.refused);
                         st.erased = Some(c.erased);
                         st.oldest_waiting_ms = c.oldest_waiting_ms;
                         st.waiting_too_long = waited_too_long(
@@ -323,7 +318,7 @@ impl Device {
         let valid = entry::validate(&self.config, input)?;
         let row = self.seal_entry(&valid)?;
         let tx = self.conn.transaction()?;
-        insert_entry(&tx, &row)?;
+        row.insert(&tx)?;
         tx.commit()?;
         tracing::info!(entry = %row.id, "entry stored");
         Ok(row.id)
@@ -361,7 +356,7 @@ impl Device {
         let now = now_ms();
         let tx = self.conn.transaction()?;
         for row in &rows {
-            insert_entry(&tx, row)?;
+            row.insert(&tx)?;
         }
         if !rows.is_empty() {
             audit::append(
@@ -384,6 +379,13 @@ impl Device {
             serde_json::to_vec(&payload).map_err(|e| DeviceError::Seal(e.to_string()))?,
         );
         let sealed = self.sealer.seal(&plain)?;
+        // Never store what head office would refuse: the config's bound keeps this from
+        // happening, and this check keeps it true whatever the config says.
+        if sealed.len() > sealbox_protocol::limits::MAX_SEALED_BYTES {
+            return Err(DeviceError::Invalid(entry::EntryError::general(
+                entry::EntryErrorCode::TooLarge,
+            )));
+        }
         let summary = Zeroizing::new(
             serde_json::to_string(&entry::summary(&self.config, valid))
                 .map_err(|e| DeviceError::Seal(e.to_string()))?,
@@ -404,70 +406,30 @@ impl Device {
 
     /// Counts for `status` and the manager's overview.
     pub fn counts(&self) -> Result<Counts> {
-        let (pending, exported, oldest): (i64, i64, Option<i64>) = self.conn.query_row(
-            "SELECT count(*) FILTER (WHERE exported_batch IS NULL),
-                    count(*) FILTER (WHERE exported_batch IS NOT NULL),
-                    min(captured_at_ms)
-             FROM entries",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
-        let erased: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM tombstones", [], |r| r.get(0))?;
-        Ok(Counts {
-            pending: pending as u64,
-            exported: exported as u64,
-            erased: erased as u64,
-            oldest_waiting_ms: oldest,
-        })
+        entries::counts(&self.conn)
     }
 
     /// The times of all entries still on the device (for the per-hour chart): times only.
     pub fn capture_times(&self) -> Result<Vec<i64>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT captured_at_ms FROM entries ORDER BY captured_at_ms")?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        entries::capture_times(&self.conn)
     }
 
     /// Capture times of every entry this device recorded that is still known: those on the
     /// device and those erased after a receipt (a UUIDv7 id carries its creation time).
     pub fn capture_times_with_erased(&self) -> Result<Vec<i64>> {
         let mut times = self.capture_times()?;
-        let mut stmt = self.conn.prepare("SELECT id FROM tombstones")?;
-        let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        for id in ids {
-            if let Some((secs, nanos)) = Uuid::parse_str(&id?)
-                .ok()
-                .and_then(|u| u.get_timestamp())
-                .map(|t| t.to_unix())
-            {
+        for id in entries::tombstone_ids(&self.conn)? {
+            if let Some((secs, nanos)) = id.get_timestamp().map(|t| t.to_unix()) {
                 times.push(secs as i64 * 1000 + nanos as i64 / 1_000_000);
             }
         }
         Ok(times)
     }
 
-    /// The sealed envelopes of the entries waiting for head office, oldest first.
+    /// The sealed envelopes of every entry still on the device (quarantined ones included),
+    /// oldest first.
     pub fn pending_envelopes(&self, limit: usize) -> Result<Vec<EntryEnvelope>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, event_id, captured_at_ms, consent_version, consent_sha256, sealed
-             FROM entries ORDER BY id LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([limit as i64], |r| {
-            let id: String = r.get(0)?;
-            Ok(EntryEnvelope {
-                id: Uuid::parse_str(&id).unwrap_or_default(),
-                event_id: r.get(1)?,
-                captured_at_ms: r.get(2)?,
-                consent_version: r.get(3)?,
-                consent_sha256: r.get(4)?,
-                sealed: r.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        entries::all_envelopes(&self.conn, limit)
     }
 
     /// Whether a manager PIN has been set.
@@ -572,26 +534,7 @@ impl Device {
     /// The masked list for a caller that has already checked the PIN (the unlocked manager
     /// screen).
     pub fn list_unlocked(&self, limit: usize) -> Result<Vec<ListedEntry>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, captured_at_ms, summary, exported_batch IS NOT NULL
-             FROM entries ORDER BY id DESC LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([limit as i64], |r| {
-            let id: String = r.get(0)?;
-            let summary: String = r.get(2)?;
-            let summary = Zeroizing::new(summary);
-            Ok(ListedEntry {
-                id: Uuid::parse_str(&id).unwrap_or_default(),
-                captured_at_ms: r.get(1)?,
-                state: if r.get::<_, bool>(3)? {
-                    "exported"
-                } else {
-                    "pending"
-                },
-                summary: serde_json::from_str(&summary).unwrap_or_default(),
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        entries::list(&self.conn, limit)
     }
 
     /// Checks the audit chain.
@@ -794,37 +737,22 @@ pub struct Trust {
     pub ho_verifying_key: String,
 }
 
-/// Entry counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    pub pending: u64,
-    pub exported: u64,
-    pub erased: u64,
-    pub oldest_waiting_ms: Option<i64>,
-}
-
 struct EntryRow {
     id: Uuid,
     envelope: EntryEnvelope,
     summary: Zeroizing<String>,
 }
 
-fn insert_entry(conn: &Connection, row: &EntryRow) -> Result<()> {
-    let e = &row.envelope;
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO entries (id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, summary)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
-    stmt.execute(rusqlite::params![
-        e.id.to_string(),
-        e.event_id,
-        e.captured_at_ms,
-        e.consent_version,
-        e.consent_sha256,
-        e.sealed,
-        row.summary.as_str(),
-    ])?;
-    Ok(())
+impl EntryRow {
+    fn insert(&self, conn: &Connection) -> Result<()> {
+        entries::insert(
+            conn,
+            &entries::NewEntry {
+                envelope: &self.envelope,
+                summary: &self.summary,
+            },
+        )
+    }
 }
 
 /// Opens an existing database with `key`: it must already carry Sealbox's schema (an empty or

@@ -55,12 +55,18 @@ pub enum DeviceError {
         status: u16,
         code: String,
         message: String,
+        /// Entries head office refused on their own (with its reason code for each).
+        refused: Vec<sealbox_protocol::sync::RefusedEntry>,
+        /// How long head office asked to wait (429's Retry-After), in seconds.
+        retry_after_s: Option<u64>,
     },
+    #[error("another sync is running on this device (the app's or another `sealbox sync`); nothing was changed: try again when it has finished")]
+    SyncRunning,
     #[error("{0}; nothing was erased")]
     BadReceipt(sealbox_protocol::sync::ReceiptError),
     #[error("there is nothing to export: no entry is waiting on this device")]
     NothingToExport,
-    #[error("this receipt is for a batch this device did not export; nothing was erased")]
+    #[error("this receipt lists no entry this device holds or has erased: it is for another device's data or another enrolment; nothing was erased")]
     UnknownBatch,
     #[error("storage error: {0}")]
     Storage(rusqlite::Error),
@@ -103,6 +109,7 @@ impl DeviceError {
             BadReceipt(_) => "bad_receipt",
             NothingToExport => "nothing_to_export",
             UnknownBatch => "unknown_batch",
+            SyncRunning => "sync_running",
             Storage(_) => "storage",
             Io { .. } => "io",
         }

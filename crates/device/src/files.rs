@@ -115,7 +115,12 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     tmp.write_all(data)
         .and_then(|_| tmp.as_file().sync_all())
         .map_err(DeviceError::io("writing a temp file"))?;
-    restrict(tmp.path(), 0o600)?;
+    // The temp file was created readable by its owner only. Saying so again fails on file
+    // systems that cannot hold a mode (FAT and exFAT USB sticks refuse with EPERM): what this
+    // writes there is sealed and signed anyway, so that refusal must not fail the write.
+    if let Err(e) = restrict(tmp.path(), 0o600) {
+        tracing::debug!(error = %e, "the destination keeps no file mode");
+    }
     tmp.persist(path)
         .map_err(|e| DeviceError::io(format!("replacing {}", path.display()))(e.error))?;
     sync_dir(dir);

@@ -92,7 +92,8 @@ fn zh_for(e: &DeviceError) -> String {
         Server { .. } => "总部拒绝了请求，未删除任何数据".into(),
         BadReceipt(_) => "总部回执无效（签名或内容不符），未删除任何数据".into(),
         NothingToExport => "没有待导出的登记".into(),
-        UnknownBatch => "此回执对应的批次不是本设备导出的，未删除任何数据".into(),
+        UnknownBatch => "此回执中没有本设备保存或已删除的登记（属于其他设备或其他注册），未删除任何数据".into(),
+        SyncRunning => "本设备上另一个同步正在进行，未做任何更改：请等它结束后再试".into(),
     }
 }
 

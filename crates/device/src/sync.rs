@@ -10,7 +10,7 @@ use crate::audit;
 use crate::device::{Device, Trust};
 use crate::error::{DeviceError, Result};
 use crate::now_ms;
-use rusqlite::OptionalExtension;
+use crate::store::{entries, outbox};
 use sealbox_protocol::sync::{verifying_key_from_b64, ApiError, Receipt, SyncRequest};
 use sealbox_protocol::Secret32;
 use serde::Serialize;
@@ -151,15 +151,22 @@ fn network_error(e: reqwest::Error) -> DeviceError {
 
 fn http_error(r: reqwest::blocking::Response) -> DeviceError {
     let status = r.status().as_u16();
+    let retry_after_s = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let api: Option<ApiError> = r.json().ok();
-    let (code, message) = match api {
-        Some(a) => (a.code, a.message),
-        None => ("http".to_string(), format!("HTTP {status}")),
+    let (code, message, refused) = match api {
+        Some(a) => (a.code, a.message, a.refused),
+        None => ("http".to_string(), format!("HTTP {status}"), Vec::new()),
     };
     DeviceError::Server {
         status,
         code,
         message,
+        refused,
+        retry_after_s,
     }
 }
 
@@ -171,6 +178,8 @@ pub struct SyncReport {
     pub erased: u64,
     /// Entries still waiting.
     pub pending: u64,
+    /// Entries head office refused on their own, kept here quarantined.
+    pub quarantined: u64,
     pub last_receipt_ms: Option<i64>,
 }
 
@@ -181,15 +190,66 @@ pub struct SyncProgress {
     pub total: u64,
 }
 
+/// How long a sync waits by itself when head office asks it to (429 with Retry-After); a
+/// longer wait is reported with its length, and the kiosk's loop backs off.
+const MAX_POLITE_WAIT_S: u64 = 10;
+
+/// Posts a batch; when head office answers 429 with a short Retry-After, waits that long and
+/// tries again (at most three times).
+fn post_waiting_if_asked(client: &SyncClient, req: &SyncRequest) -> Result<Receipt> {
+    let mut waits = 0;
+    loop {
+        match client.post(req) {
+            Err(DeviceError::Server {
+                status: 429,
+                retry_after_s: Some(s),
+                ..
+            }) if s <= MAX_POLITE_WAIT_S && waits < 3 => {
+                waits += 1;
+                tracing::info!(wait_s = s, "head office asked to wait");
+                std::thread::sleep(Duration::from_secs(s.max(1)));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// An exclusive lock on the device's delivery (sync and receipt import), released when dropped
+/// or when the process dies.
+pub(crate) struct DeliveryLock(#[allow(dead_code)] std::fs::File);
+
 impl Device {
+    /// Takes the delivery lock, or says that another sync holds it.
+    pub(crate) fn delivery_lock(&self) -> Result<DeliveryLock> {
+        let path = self.data_dir().join("delivery.lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(DeviceError::io(format!("opening {}", path.display())))?;
+        match f.try_lock() {
+            Ok(()) => Ok(DeliveryLock(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(DeviceError::SyncRunning),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(DeviceError::io(format!("locking {}", path.display()))(e))
+            }
+        }
+    }
+
     /// A client for this device's head office.
     pub fn sync_client(&self, timeout: Duration) -> Result<SyncClient> {
         SyncClient::new(&self.trust()?, &self.token()?, timeout)
     }
 
-    /// Sends every pending entry in batches of `page`, erasing each batch once its receipt is
-    /// verified. Stops at the first failure; what was acknowledged so far stays erased and the
-    /// rest stays pending (the batch in flight is resent as it was next time).
+    /// Sends every entry waiting for head office in batches of at most `page`, erasing each
+    /// batch once its receipt is verified.
+    ///
+    /// A refusal that lasts never blocks the device: a batch refused for its size is sent again
+    /// in smaller pages; entries head office refuses on their own (it names them, or halving
+    /// the batch finds them) are quarantined and the rest go on. A transient failure (network,
+    /// 429, 5xx, an unverifiable receipt) stops the sync: the batch in flight is resent as it
+    /// was next time, so a receipt lost on the way is answered again, not duplicated.
     pub fn sync(
         &mut self,
         client: &SyncClient,
@@ -199,37 +259,53 @@ impl Device {
         let vk = verifying_key_from_b64(&self.trust()?.ho_verifying_key).ok_or_else(|| {
             DeviceError::Enrolment("head office's verifying key is damaged".into())
         })?;
+        // One sync (or receipt import) at a time per device: a second waits for nothing and says so.
+        let _lock = self.delivery_lock()?;
         let mut report = SyncReport::default();
         let total = {
             let c = self.counts()?;
             c.pending + c.exported
         };
         progress(SyncProgress { erased: 0, total });
+        let mut page = page.max(1);
+        // Every refusal quarantines an entry or halves the page, so this bound (far above what
+        // a sync needs) only stops a head office that answers nonsense forever.
+        let mut refusals_left = 4 * (total + 64);
         loop {
-            let Some((batch_id, ids)) = self.next_batch(page.max(1))? else {
+            let Some(batch) = self.next_batch(page)? else {
                 break;
             };
-            let entries = self.envelopes_by_id(&ids)?;
-            let req = SyncRequest { batch_id, entries };
-            let receipt = client.post(&req)?;
-            if let Err(e) = receipt.verify_for(&vk, self.device_name(), batch_id, &ids) {
+            let req = SyncRequest {
+                batch_id: batch.id,
+                entries: entries::envelopes(&self.conn, &batch.ids)?,
+            };
+            let receipt = match post_waiting_if_asked(client, &req) {
+                Ok(r) => r,
+                Err(e) => {
+                    if let Some(smaller) = self.after_refusal(&batch, e)? {
+                        page = smaller;
+                    }
+                    refusals_left = refusals_left.checked_sub(1).ok_or_else(|| {
+                        DeviceError::Offline("head office keeps refusing every batch".into())
+                    })?;
+                    continue;
+                }
+            };
+            if let Err(e) = receipt.verify_for(&vk, self.device_name(), batch.id, &batch.ids) {
                 // Nothing is erased. The batch is abandoned so the next attempt goes out under a
                 // new id (head office keeps the entries once and signs afresh) instead of
                 // fetching the same bad receipt forever.
-                self.conn.execute(
-                    "DELETE FROM outbox WHERE batch_id = ?1",
-                    [batch_id.to_string()],
-                )?;
+                outbox::abandon(&self.conn, batch.id)?;
                 audit::append(
                     &self.conn,
                     now_ms(),
                     "receipt.refused",
-                    &json!({"batch": batch_id, "reason": e.to_string()}),
+                    &json!({"batch": batch.id, "reason": e.to_string()}),
                 )?;
-                tracing::warn!(%batch_id, "receipt refused");
+                tracing::warn!(batch_id = %batch.id, "receipt refused");
                 return Err(DeviceError::BadReceipt(e));
             }
-            let erased = self.erase_acknowledged(&receipt, &ids)?;
+            let erased = self.erase_acknowledged(&receipt, &batch.ids)?;
             report.batches += 1;
             report.erased += erased;
             report.last_receipt_ms = Some(now_ms());
@@ -238,113 +314,136 @@ impl Device {
                 total,
             });
         }
-        report.pending = {
-            let c = self.counts()?;
-            c.pending + c.exported
-        };
+        let c = self.counts()?;
+        report.pending = c.pending + c.exported;
+        report.quarantined = c.refused;
         tracing::info!(
             batches = report.batches,
             erased = report.erased,
+            quarantined = report.quarantined,
             "sync done"
         );
         Ok(report)
     }
 
-    /// The batch to send: the one in flight if its entries are all still here, else a new one
-    /// of the oldest entries, recorded before it is sent.
-    fn next_batch(&mut self, page: usize) -> Result<Option<(Uuid, Vec<Uuid>)>> {
-        let inflight: Option<(String, String)> = self
-            .conn
-            .query_row("SELECT batch_id, ids FROM outbox LIMIT 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
-        if let Some((batch, ids)) = inflight {
-            let ids: Vec<Uuid> = serde_json::from_str(&ids).map_err(|_| DeviceError::Corrupt)?;
-            let present: i64 = {
-                let mut stmt = self
-                    .conn
-                    .prepare_cached("SELECT count(*) FROM entries WHERE id = ?1")?;
-                let mut n = 0;
-                for id in &ids {
-                    n += stmt.query_row([id.to_string()], |r| r.get::<_, i64>(0))?;
-                }
-                n
-            };
-            if present as usize == ids.len() && !ids.is_empty() {
-                let batch = Uuid::parse_str(&batch).map_err(|_| DeviceError::Corrupt)?;
-                return Ok(Some((batch, ids)));
-            }
-            // Some were erased another way (a batch file's receipt): start afresh.
-            self.conn.execute("DELETE FROM outbox", [])?;
-        }
-        let ids: Vec<Uuid> = {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT id FROM entries ORDER BY id LIMIT ?1")?;
-            let rows = stmt.query_map([page as i64], |r| r.get::<_, String>(0))?;
-            rows.map(|r| r.map(|s| Uuid::parse_str(&s).unwrap_or_default()))
-                .collect::<rusqlite::Result<_>>()?
+    /// Decides what a failed post means for the batch. Lasting refusals are dealt with here and
+    /// the sync goes on (in smaller pages from now on, when a page size is returned); anything
+    /// else is returned as the sync's error and the batch stays in flight for the next attempt.
+    fn after_refusal(&mut self, batch: &outbox::Batch, e: DeviceError) -> Result<Option<usize>> {
+        let DeviceError::Server {
+            status,
+            code,
+            refused,
+            ..
+        } = &e
+        else {
+            return Err(e);
         };
+        let now = now_ms();
+        let in_batch = |id: &Uuid| batch.ids.contains(id);
+        match (*status, code.as_str()) {
+            // Too large: send the same entries again in smaller pages; a single entry that is
+            // still too large is refused on its own.
+            (413, _) => {
+                outbox::abandon(&self.conn, batch.id)?;
+                if batch.ids.len() > 1 {
+                    let smaller = batch.ids.len() / 2;
+                    tracing::warn!(batch_id = %batch.id, entries = batch.ids.len(), page = smaller, "batch too large for head office: sent again in smaller pages");
+                    return Ok(Some(smaller));
+                }
+                self.quarantine_all(&[(batch.ids[0], code.clone())], now)?;
+                Ok(None)
+            }
+            // Entries refused on their own: head office names them (a malformed envelope, or an
+            // id it holds with other content).
+            (400 | 409 | 422, _) if refused.iter().any(|r| in_batch(&r.id)) => {
+                outbox::abandon(&self.conn, batch.id)?;
+                let named: Vec<(Uuid, String)> = refused
+                    .iter()
+                    .filter(|r| in_batch(&r.id))
+                    .map(|r| (r.id, r.code.clone()))
+                    .collect();
+                self.quarantine_all(&named, now)?;
+                Ok(None)
+            }
+            // The batch id was used before for other entries: the entries go out under a new one.
+            (409, "batch_conflict") => {
+                outbox::abandon(&self.conn, batch.id)?;
+                Ok(None)
+            }
+            // Refused without naming an entry (an older head office): halve the batch until the
+            // entry that is refused stands alone, and quarantine that one.
+            (400 | 409 | 422, _) => {
+                outbox::abandon(&self.conn, batch.id)?;
+                if batch.ids.len() > 1 {
+                    return Ok(Some(batch.ids.len() / 2));
+                }
+                self.quarantine_all(&[(batch.ids[0], code.clone())], now)?;
+                Ok(None)
+            }
+            // 401 (revoked or unknown), 429, 5xx and the rest: not the entries' fault.
+            _ => Err(e),
+        }
+    }
+
+    /// Quarantines entries head office refused on their own, audited with its reason codes.
+    fn quarantine_all(&mut self, which: &[(Uuid, String)], now: i64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let mut n = 0u64;
+        for (id, code) in which {
+            if entries::quarantine(&tx, *id, code, now)? {
+                n += 1;
+                audit::append(
+                    &tx,
+                    now,
+                    "entry.quarantined",
+                    &json!({"entry": id, "code": code}),
+                )?;
+            }
+        }
+        tx.commit()?;
+        tracing::warn!(
+            entries = n,
+            "entries refused by head office on their own: quarantined"
+        );
+        Ok(())
+    }
+
+    /// The batch to send: the one in flight if it still fits the page and all its entries are
+    /// still here to send, else a new one of the oldest entries, recorded before it is sent.
+    fn next_batch(&mut self, page: usize) -> Result<Option<outbox::Batch>> {
+        if let Some(b) = outbox::in_flight(&self.conn)? {
+            if !b.ids.is_empty()
+                && b.ids.len() <= page
+                && entries::count_sendable(&self.conn, &b.ids)? == b.ids.len()
+            {
+                return Ok(Some(b));
+            }
+            // Some were erased another way (a batch file's receipt) or quarantined, or the page
+            // is smaller now: start afresh. Head office takes the same entries again under the
+            // new batch id without storing them twice.
+            outbox::abandon(&self.conn, b.id)?;
+        }
+        let ids = entries::sendable_ids(&self.conn, page)?;
         if ids.is_empty() {
             return Ok(None);
         }
-        let batch = Uuid::now_v7();
-        let ids_json = serde_json::to_string(&ids).map_err(|e| DeviceError::Seal(e.to_string()))?;
-        self.conn.execute(
-            "INSERT INTO outbox (batch_id, ids, created_at_ms) VALUES (?1, ?2, ?3)",
-            rusqlite::params![batch.to_string(), ids_json, now_ms()],
-        )?;
-        Ok(Some((batch, ids)))
+        Ok(Some(outbox::record(&self.conn, &ids, now_ms())?))
     }
 
-    fn envelopes_by_id(&self, ids: &[Uuid]) -> Result<Vec<sealbox_protocol::EntryEnvelope>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT event_id, captured_at_ms, consent_version, consent_sha256, sealed FROM entries WHERE id = ?1",
-        )?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let e = stmt.query_row([id.to_string()], |r| {
-                Ok(sealbox_protocol::EntryEnvelope {
-                    id: *id,
-                    event_id: r.get(0)?,
-                    captured_at_ms: r.get(1)?,
-                    consent_version: r.get(2)?,
-                    consent_sha256: r.get(3)?,
-                    sealed: r.get(4)?,
-                })
-            })?;
-            out.push(e);
-        }
-        Ok(out)
-    }
-
-    /// In one transaction: erases the acknowledged entries among `sent` (secure_delete zeroes
-    /// their pages), leaves a tombstone for each, clears the outbox and audits it. Call only with
-    /// a verified receipt.
+    /// In one transaction: erases the acknowledged entries among `sent`, leaves a tombstone for
+    /// each, forgets the batch and audits it. Call only with a verified receipt.
     pub(crate) fn erase_acknowledged(&mut self, receipt: &Receipt, sent: &[Uuid]) -> Result<u64> {
         let now = now_ms();
         let rid = receipt.receipt_id();
+        let acknowledged: Vec<Uuid> = sent
+            .iter()
+            .filter(|id| receipt.ids.binary_search(id).is_ok())
+            .copied()
+            .collect();
         let tx = self.conn.transaction()?;
-        let mut erased = 0;
-        {
-            let mut del = tx.prepare_cached("DELETE FROM entries WHERE id = ?1")?;
-            let mut tomb = tx.prepare_cached(
-                "INSERT OR IGNORE INTO tombstones (id, acknowledged_at_ms, receipt_id) VALUES (?1, ?2, ?3)",
-            )?;
-            for id in sent
-                .iter()
-                .filter(|id| receipt.ids.binary_search(id).is_ok())
-            {
-                let s = id.to_string();
-                erased += del.execute([&s])? as u64;
-                tomb.execute(rusqlite::params![s, now, rid])?;
-            }
-        }
-        tx.execute(
-            "DELETE FROM outbox WHERE batch_id = ?1",
-            [receipt.batch_id.to_string()],
-        )?;
+        let erased = entries::erase_acknowledged(&tx, &acknowledged, &rid, now)?;
+        outbox::abandon(&tx, receipt.batch_id)?;
         audit::append(
             &tx,
             now,

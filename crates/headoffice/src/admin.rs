@@ -196,6 +196,11 @@ pub struct HoStatus {
 pub struct EventCount {
     pub id: String,
     pub entries: u64,
+    /// Entries kept in the quarantine: refused as entries (from a batch file) or that do not
+    /// open; never exported, purged with the event.
+    pub quarantined: u64,
+    /// Entries deleted (by deletion requests or at the end of retention), as tombstones.
+    pub deleted: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -211,13 +216,19 @@ pub fn status(dir: &Path) -> Result<HoStatus> {
     ho.require_initialised()?;
     let conn = db::open(&ho.db())?;
     let mut stmt = conn.prepare(
-        "SELECT e.id, (SELECT count(*) FROM entries x WHERE x.event_id = e.id) FROM events e ORDER BY e.id",
+        "SELECT e.id,
+                (SELECT count(*) FROM entries x WHERE x.event_id = e.id),
+                (SELECT count(*) FROM quarantine q WHERE q.event_id = e.id),
+                (SELECT count(*) FROM tombstones t WHERE t.event_id = e.id)
+         FROM events e ORDER BY e.id",
     )?;
     let events = stmt
         .query_map([], |r| {
             Ok(EventCount {
                 id: r.get(0)?,
                 entries: r.get::<_, i64>(1)? as u64,
+                quarantined: r.get::<_, i64>(2)? as u64,
+                deleted: r.get::<_, i64>(3)? as u64,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -263,6 +274,8 @@ pub struct ImportReport {
     pub device: String,
     pub batch_id: uuid::Uuid,
     pub entries: usize,
+    /// Entries kept in the quarantine (acknowledged, never exported): see `status`.
+    pub quarantined: usize,
     /// The batch had been imported before (or synced): the same receipt again.
     pub duplicate: bool,
 }
@@ -304,7 +317,7 @@ pub fn import(
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    let (event_id, vk, revoked) = found.ok_or_else(|| HoError::UnknownDevice(device.clone()))?;
+    let (_event_id, vk, revoked) = found.ok_or_else(|| HoError::UnknownDevice(device.clone()))?;
     if revoked {
         return Err(HoError::UnknownDevice(device));
     }
@@ -313,38 +326,50 @@ pub fn import(
     let payload = signed
         .verify(&vk)
         .map_err(|e| HoError::BadBatch(e.to_string()))?;
-    let cfg = Config::load(dir)?;
-    let mut limits = crate::server::Limits::from_config(&cfg);
-    limits.max_entries_per_batch = usize::MAX;
-    let auth = db::DeviceAuth {
-        name: device.clone(),
-        event_id,
-        revoked,
-    };
     let req = sealbox_protocol::sync::SyncRequest {
         batch_id: payload.manifest.batch_id,
         entries: payload.entries,
     };
-    crate::server::validate(&req, &auth, &limits).map_err(|r| HoError::BadBatch(r.message))?;
+    let mut ids = std::collections::HashSet::with_capacity(req.entries.len());
+    if req.entries.is_empty() || !req.entries.iter().all(|e| ids.insert(e.id)) {
+        return Err(HoError::BadBatch(
+            "it holds no entry, or an entry twice".into(),
+        ));
+    }
     let key = ho.load_signing_key()?;
-    let (receipt, fresh) =
-        db::ingest(&mut conn, &device, &req, &key, now_ms()).map_err(|e| match e {
-            db::IngestError::Storage(e) => HoError::Storage(e),
-            other => HoError::BadBatch(other.to_string()),
-        })?;
+    // Entries head office will not take as entries (an envelope over a limit, another version
+    // of an id already held) are kept in the quarantine and acknowledged: this file is the
+    // device's last word on them.
+    let stored = db::ingest(
+        &mut conn,
+        &device,
+        &req,
+        db::Source::BatchFile,
+        &key,
+        now_ms(),
+    )
+    .map_err(|e| match e {
+        db::IngestError::Storage(e) => HoError::Storage(e),
+        other => HoError::BadBatch(other.to_string()),
+    })?;
+    let (receipt, fresh) = (stored.receipt, stored.fresh);
+    if stored.quarantined > 0 {
+        tracing::warn!(%device, batch = %req.batch_id, quarantined = stored.quarantined, "entries kept in the quarantine");
+    }
     let json = serde_json::to_vec_pretty(&receipt).map_err(|e| HoError::Crypto(e.to_string()))?;
     keys::write_new_private(receipt_out, &json)?;
     crate::audit::append(
         &conn,
         now_ms(),
         "batch.imported",
-        &serde_json::json!({"device": device, "batch": req.batch_id, "entries": req.entries.len(), "duplicate": !fresh}),
+        &serde_json::json!({"device": device, "batch": req.batch_id, "entries": req.entries.len(), "quarantined": stored.quarantined, "duplicate": !fresh}),
     )?;
     tracing::info!(%device, batch = %req.batch_id, entries = req.entries.len(), "batch imported");
     Ok(ImportReport {
         device,
         batch_id: req.batch_id,
         entries: req.entries.len(),
+        quarantined: stored.quarantined,
         duplicate: !fresh,
     })
 }

@@ -31,6 +31,11 @@ device_burst = 40.0
 
 # How long a write waits for another before answering 503 "busy", in milliseconds.
 busy_timeout_ms = 5000
+
+# `serve` deletes the entries whose event's retention period has ended (as `purge` does, with
+# tombstones and an audit row) when it starts and then every this many seconds (86400: daily).
+# 0 turns the schedule off; `serve` then purges only when it starts.
+purge_every_s = 86400
 "#;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -47,6 +52,12 @@ pub struct Config {
     pub device_rate_per_s: f64,
     pub device_burst: f64,
     pub busy_timeout_ms: u64,
+    #[serde(default = "default_purge_every_s")]
+    pub purge_every_s: u64,
+}
+
+fn default_purge_every_s() -> u64 {
+    86_400
 }
 
 impl Default for Config {
@@ -62,6 +73,7 @@ impl Default for Config {
             device_rate_per_s: 20.0,
             device_burst: 40.0,
             busy_timeout_ms: 5000,
+            purge_every_s: default_purge_every_s(),
         })
     }
 }
@@ -103,6 +115,9 @@ impl Config {
         }
         if let Some(v) = num("SEALBOX_HO_BUSY_TIMEOUT_MS") {
             c.busy_timeout_ms = v as u64;
+        }
+        if let Some(v) = num("SEALBOX_HO_PURGE_EVERY_S") {
+            c.purge_every_s = v as u64;
         }
         if c.device_rate_per_s <= 0.0 || c.device_burst < 1.0 || c.max_entries_per_batch == 0 {
             return Err(HoError::Config(

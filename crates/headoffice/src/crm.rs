@@ -35,14 +35,18 @@ fn event_config(conn: &Connection, id: &str) -> Result<EventConfig> {
     serde_json::from_str(&json).map_err(|e| HoError::Config(e.to_string()))
 }
 
+/// An entry that cannot be used: its id and why (a stable code).
+type Unreadable = (uuid::Uuid, &'static str);
+
 /// Opens every entry (of one event, or all), oldest first. An entry whose payload does not open
-/// or does not match its envelope is an error: it was altered at rest.
+/// or does not match its envelope (anyone holding a device token can post one) blocks nothing:
+/// it is returned apart, for [`quarantine_unreadable`].
 fn open_all(
     conn: &Connection,
     identity: &age::x25519::Identity,
     event: Option<&str>,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<Vec<Opened>> {
+) -> Result<(Vec<Opened>, Vec<Unreadable>)> {
     let total: i64 = conn.query_row(
         "SELECT count(*) FROM entries WHERE ?1 IS NULL OR event_id = ?1",
         [event],
@@ -54,6 +58,7 @@ fn open_all(
     )?;
     let mut rows = stmt.query([event])?;
     let mut out = Vec::new();
+    let mut unreadable = Vec::new();
     while let Some(r) = rows.next()? {
         let id: String = r.get(0)?;
         let env = EntryEnvelope {
@@ -65,17 +70,20 @@ fn open_all(
             consent_sha256: r.get(4)?,
             sealed: r.get(5)?,
         };
-        let plain = Zeroizing::new(age::decrypt(identity, &env.sealed).map_err(|_| {
-            HoError::BadBatch(format!(
-                "entry {id} does not open with this head office's identity"
-            ))
-        })?);
-        let payload: PayloadPlaintext = serde_json::from_slice(&plain)
-            .map_err(|_| HoError::BadBatch(format!("entry {id} is damaged")))?;
+        let Ok(plain) = age::decrypt(identity, &env.sealed).map(Zeroizing::new) else {
+            unreadable.push((env.id, "does_not_open"));
+            continue;
+        };
+        let payload: PayloadPlaintext = match serde_json::from_slice(&plain) {
+            Ok(p) => p,
+            Err(_) => {
+                unreadable.push((env.id, "damaged_payload"));
+                continue;
+            }
+        };
         if !payload.matches(&env) {
-            return Err(HoError::BadBatch(format!(
-                "entry {id} does not match its envelope"
-            )));
+            unreadable.push((env.id, "envelope_mismatch"));
+            continue;
         }
         out.push(Opened {
             env,
@@ -87,7 +95,23 @@ fn open_all(
         }
     }
     progress(out.len() as u64, total as u64);
-    Ok(out)
+    Ok((out, unreadable))
+}
+
+/// Moves entries that do not open to the quarantine (counted in `status`, never exported),
+/// audited with their ids and reasons, and warns: they block nothing else.
+fn quarantine_unreadable(conn: &mut Connection, bad: &[Unreadable]) -> Result<()> {
+    for (id, reason) in bad {
+        db::quarantine_entry(conn, *id, reason)?;
+        crate::audit::append(
+            conn,
+            now_ms(),
+            "entry.quarantined",
+            &serde_json::json!({"entry": id, "reason": reason}),
+        )?;
+        tracing::warn!(entry = %id, reason, "an entry does not open: moved to the quarantine and skipped");
+    }
+    Ok(())
 }
 
 /// The CRM file's format.
@@ -155,10 +179,11 @@ pub fn export(
             path: out.display().to_string(),
         });
     }
-    let conn = db::open(&ho.db())?;
+    let mut conn = db::open(&ho.db())?;
     let config = event_config(&conn, event)?;
     let identity = ho.load_identity(pass)?;
-    let entries = open_all(&conn, &identity, Some(event), progress)?;
+    let (entries, unreadable) = open_all(&conn, &identity, Some(event), progress)?;
+    quarantine_unreadable(&mut conn, &unreadable)?;
     let mut header: Vec<String> = [
         "entry_id",
         "captured_at",
@@ -257,7 +282,14 @@ pub fn export(
     })
 }
 
-/// Deletes every entry whose event's retention period has passed at `now_ms`. Audited per event.
+/// How many entries one purge transaction deletes: a large purge holds the write lock for a
+/// moment at a time, so syncs go on meanwhile.
+const PURGE_CHUNK: usize = 1000;
+
+/// Deletes every entry whose event's retention period has passed at `now_ms` (counted from when
+/// it was captured, or from when head office received it when the device's clock was
+/// implausible), and the quarantined rows received before then, each with a tombstone so a late
+/// delivery is acknowledged and never stored again. Always audited, also when nothing was due.
 /// Returns `(event, entries deleted)` for each event.
 pub fn purge(dir: &Path, now_ms: i64) -> Result<Vec<(String, u64)>> {
     let ho = HoDir::new(dir);
@@ -269,27 +301,38 @@ pub fn purge(dir: &Path, now_ms: i64) -> Result<Vec<(String, u64)>> {
         rows.collect::<rusqlite::Result<_>>()?
     };
     let mut report = Vec::new();
-    let tx = conn.transaction()?;
     for (id, json) in events {
         let config: EventConfig =
             serde_json::from_str(&json).map_err(|e| HoError::Config(e.to_string()))?;
         let cutoff = now_ms - config.consent.retention_days as i64 * 86_400_000;
-        let n = tx.execute(
-            "DELETE FROM entries WHERE event_id = ?1 AND captured_at_ms < ?2",
-            rusqlite::params![id, cutoff],
-        )? as u64;
+        let mut n = 0u64;
+        loop {
+            let ids = db::expired_ids(&conn, &id, cutoff, PURGE_CHUNK)?;
+            if ids.is_empty() {
+                break;
+            }
+            let tx = conn.transaction()?;
+            n += db::delete_with_tombstones(&tx, &ids, "retention", now_ms)?;
+            tx.commit()?;
+        }
+        let tx = conn.transaction()?;
+        n += db::purge_quarantine(&tx, &id, cutoff, now_ms)?;
+        tx.commit()?;
         if n > 0 {
-            crate::audit::append(
-                &tx,
-                now_ms,
-                "retention.purged",
-                &serde_json::json!({"event": id, "entries": n}),
-            )?;
             tracing::info!(event = %id, entries = n, "purged at the end of retention");
         }
         report.push((id, n));
     }
-    tx.commit()?;
+    let per_event: serde_json::Map<String, serde_json::Value> = report
+        .iter()
+        .map(|(e, n)| (e.clone(), serde_json::json!(n)))
+        .collect();
+    crate::audit::append(
+        &conn,
+        now_ms,
+        "retention.purged",
+        &serde_json::json!({"entries": report.iter().map(|(_, n)| n).sum::<u64>(), "events": per_event}),
+    )?;
     Ok(report)
 }
 
@@ -337,7 +380,8 @@ pub fn forget(
             .filter_map(|(id, c)| serde_json::from_str(&c).ok().map(|c| (id, c)))
             .collect()
     };
-    let entries = open_all(&conn, &identity, event, &mut |_, _| {})?;
+    let (entries, unreadable) = open_all(&conn, &identity, event, &mut |_, _| {})?;
+    quarantine_unreadable(&mut conn, &unreadable)?;
     let matches: Vec<uuid::Uuid> = entries
         .iter()
         .filter(|e| {
@@ -359,19 +403,13 @@ pub fn forget(
         })
         .map(|e| e.env.id)
         .collect();
-    let salt = salt(&conn)?;
-    let digest = {
-        let mut data = salt.clone();
-        data.extend_from_slice(format!("{kind:?}:{}", wanted.as_str()).as_bytes());
-        sealbox_protocol::sha256_hex(&data)
-    };
+    let digest = subject_digest(&identity, kind, &wanted);
+    let now = now_ms();
     let tx = conn.transaction()?;
-    for id in &matches {
-        tx.execute("DELETE FROM entries WHERE id = ?1", [id.to_string()])?;
-    }
+    db::delete_with_tombstones(&tx, &matches, "deletion_request", now)?;
     crate::audit::append(
         &tx,
-        now_ms(),
+        now,
         "deletion.request",
         &serde_json::json!({"subject_hash": digest, "kind": format!("{kind:?}").to_lowercase(), "event": event, "deleted": matches.len()}),
     )?;
@@ -380,25 +418,27 @@ pub fn forget(
     Ok(matches.len() as u64)
 }
 
-/// Head office's secret salt for hashing deletion requests, made on first use.
-fn salt(conn: &Connection) -> Result<Vec<u8>> {
-    use rusqlite::OptionalExtension;
-    if let Some(s) = conn
-        .query_row("SELECT v FROM settings WHERE k = 'audit_salt'", [], |r| {
-            r.get::<_, Vec<u8>>(0)
-        })
-        .optional()?
-    {
-        return Ok(s);
-    }
-    let s = crate::keys::random32()?.expose().to_vec();
-    conn.execute(
-        "INSERT OR IGNORE INTO settings (k, v) VALUES ('audit_salt', ?1)",
-        [&s],
-    )?;
-    Ok(
-        conn.query_row("SELECT v FROM settings WHERE k = 'audit_salt'", [], |r| {
-            r.get(0)
-        })?,
-    )
+/// The audit log's name for a deletion request's subject: HMAC-SHA256 under a key derived from
+/// head office's identity, so the database alone (a copy, a backup) cannot test phone numbers
+/// against it; head office, holding the identity, can still tell two requests about one person
+/// apart from requests about two.
+fn subject_digest(identity: &age::x25519::Identity, kind: FieldKind, value: &str) -> String {
+    use age::secrecy::ExposeSecret;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    let secret = identity.to_string();
+    let key = Zeroizing::new(
+        Sha256::new()
+            .chain_update(b"sealbox/deletion-request-audit/1\0")
+            .chain_update(secret.expose_secret().as_bytes())
+            .finalize()
+            .to_vec(),
+    );
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(&key) {
+        Ok(m) => m,
+        // HMAC takes a key of any length.
+        Err(_) => return String::new(),
+    };
+    mac.update(format!("{kind:?}:{value}").as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }

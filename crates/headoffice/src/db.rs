@@ -1,5 +1,14 @@
 //! Head office's SQLite store. It keeps events, devices (the hash of each device's token and its
 //! verifying key, never the token or signing key) and entries exactly as received: sealed.
+//!
+//! An entry id, once received, is in exactly one of three places, and a later delivery of the
+//! same id is acknowledged without being stored again from any of them:
+//! - `entries`: held, sealed;
+//! - `quarantine`: held, sealed, but refused as an entry (an envelope head office would not take
+//!   from a batch file, another version of an id already held, a payload that does not open);
+//!   counted and reported, never exported, purged with its event;
+//! - `tombstones`: deleted by a deletion request or at the end of retention: id, when, why; no
+//!   personal data.
 
 use crate::error::Result;
 use rusqlite::Connection;
@@ -57,6 +66,50 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 ";
 
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Version 2: tombstones of deleted entries, the quarantine, and the time each entry's retention
+/// counts from (`retain_from_ms`): its capture time when that is plausible, else the time head
+/// office received it, so a device whose clock was wrong neither loses its entries early nor
+/// keeps them forever.
+const SCHEMA_V2: &str = "
+CREATE TABLE tombstones (
+    id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    deleted_at_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL             -- 'deletion_request' or 'retention'
+);
+CREATE TABLE quarantine (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    device TEXT NOT NULL,
+    captured_at_ms INTEGER NOT NULL,
+    consent_version TEXT NOT NULL,
+    consent_sha256 TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    reason TEXT NOT NULL,            -- a stable code
+    received_at_ms INTEGER NOT NULL
+);
+CREATE INDEX tombstones_event ON tombstones (event_id);
+CREATE INDEX quarantine_id ON quarantine (id);
+CREATE INDEX quarantine_event ON quarantine (event_id, received_at_ms);
+ALTER TABLE entries ADD COLUMN retain_from_ms INTEGER;
+UPDATE entries SET retain_from_ms = CASE
+    WHEN captured_at_ms > received_at_ms + 600000
+      OR captured_at_ms < coalesce((SELECT created_at_ms FROM events e WHERE e.id = entries.event_id), 0) - 86400000
+    THEN received_at_ms ELSE captured_at_ms END;
+CREATE INDEX entries_retention ON entries (event_id, retain_from_ms);
+CREATE INDEX entries_device ON entries (device);
+";
+
+/// How far ahead of head office's clock a capture time may be before it is taken as wrong.
+pub const FUTURE_SKEW_MS: i64 = 10 * 60 * 1000;
+/// How long before its event was created an entry may have been captured before its time is
+/// taken as wrong (clock skew between head office and devices).
+pub const PAST_SKEW_MS: i64 = 24 * 3600 * 1000;
+
 /// Opens (creating if needed) head office's database: WAL, `synchronous=FULL`.
 pub fn open(path: &Path) -> Result<Connection> {
     open_with_timeout(path, std::time::Duration::from_secs(10))
@@ -70,8 +123,40 @@ pub fn open_with_timeout(path: &Path, busy: std::time::Duration) -> Result<Conne
     conn.execute_batch(
         "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;",
     )?;
-    conn.execute_batch(SCHEMA)?;
+    migrate(&conn)?;
     Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= SCHEMA_VERSION {
+        if version > SCHEMA_VERSION {
+            return Err(crate::error::HoError::Config(format!(
+                "the database has schema version {version}, newer than this program understands ({SCHEMA_VERSION}); update Sealbox"
+            )));
+        }
+        return Ok(());
+    }
+    // IMMEDIATE: two processes opening a new database at once migrate it once.
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let done = (|| -> rusqlite::Result<()> {
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version < 1 {
+            conn.execute_batch(SCHEMA)?;
+        }
+        if version < 2 {
+            conn.execute_batch(SCHEMA_V2)?;
+        }
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+    })();
+    match done {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
+    }
+    Ok(())
 }
 
 /// A device as authenticated by its token.
@@ -113,22 +198,43 @@ pub enum IngestError {
     Storage(#[from] rusqlite::Error),
 }
 
+/// Where a batch comes from, which decides what happens to an entry head office will not take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A device's sync: the batch was validated before, and another version of an id already
+    /// held refuses the batch (409, naming the ids), so the device quarantines them.
+    Sync,
+    /// A batch file an admin imports: it is the device's last word on its entries, so an
+    /// entry head office will not take as an entry is kept in the quarantine, reported, and
+    /// acknowledged (the device may erase it: head office holds it).
+    BatchFile,
+}
+
+/// A stored batch: its receipt, whether it was new, and how many of its entries went to the
+/// quarantine.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub receipt: sealbox_protocol::sync::Receipt,
+    pub fresh: bool,
+    pub quarantined: usize,
+}
+
 /// Stores a batch from `device` in one transaction, insert-or-ignore by entry id, and returns
-/// its signed receipt once committed (`true` when newly stored, `false` for a resend, which gets
-/// the receipt it got the first time).
+/// its signed receipt once committed. A resend gets the receipt it got the first time.
 pub fn ingest(
     conn: &mut Connection,
     device: &str,
     req: &sealbox_protocol::sync::SyncRequest,
+    source: Source,
     key: &ed25519_dalek::SigningKey,
     now_ms: i64,
-) -> Result<(sealbox_protocol::sync::Receipt, bool), IngestError> {
-    let mut out = ingest_group(conn, &[(device, req)], key, now_ms);
+) -> Result<Stored, IngestError> {
+    let mut out = ingest_group(conn, &[(device, req)], source, key, now_ms);
     out.pop().unwrap_or(Err(IngestError::BatchConflict))
 }
 
 /// What one batch of a group came to.
-pub type Ingested = Result<(sealbox_protocol::sync::Receipt, bool), IngestError>;
+pub type Ingested = Result<Stored, IngestError>;
 
 /// Group commit: stores several devices' batches in one transaction, so they share one durable
 /// commit (one fsync) instead of queueing for one each. Every batch runs in its own savepoint:
@@ -138,6 +244,7 @@ pub type Ingested = Result<(sealbox_protocol::sync::Receipt, bool), IngestError>
 pub fn ingest_group(
     conn: &mut Connection,
     batches: &[(&str, &sealbox_protocol::sync::SyncRequest)],
+    source: Source,
     key: &ed25519_dalek::SigningKey,
     now_ms: i64,
 ) -> Vec<Ingested> {
@@ -154,7 +261,7 @@ pub fn ingest_group(
     let mut out = Vec::with_capacity(batches.len());
     for (device, req) in batches {
         let result = match tx.savepoint() {
-            Ok(sp) => match ingest_one(&sp, device, req, key, now_ms) {
+            Ok(sp) => match ingest_one(&sp, device, req, source, key, now_ms) {
                 Ok(r) => sp.commit().map(|()| r).map_err(IngestError::Storage),
                 // Dropping the savepoint rolls this batch back; the group goes on.
                 Err(e) => Err(e),
@@ -181,14 +288,53 @@ fn copy_error(e: &rusqlite::Error) -> rusqlite::Error {
     }
 }
 
+/// The event a device is enrolled in.
+fn device_event(tx: &Connection, device: &str) -> rusqlite::Result<String> {
+    tx.prepare_cached("SELECT event_id FROM devices WHERE name = ?1")?
+        .query_row([device], |r| r.get(0))
+}
+
+/// Keeps an envelope in the quarantine (once per id and content).
+fn quarantine_envelope(
+    tx: &Connection,
+    device: &str,
+    e: &sealbox_protocol::EntryEnvelope,
+    reason: &str,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let held: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM quarantine WHERE id = ?1 AND sealed = ?2)")?
+        .query_row(rusqlite::params![e.id.to_string(), e.sealed], |r| r.get(0))?;
+    if !held {
+        tx.prepare_cached(
+            "INSERT INTO quarantine
+             (id, event_id, device, captured_at_ms, consent_version, consent_sha256, sealed, reason, received_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(rusqlite::params![
+            e.id.to_string(),
+            e.event_id,
+            device,
+            e.captured_at_ms,
+            e.consent_version,
+            e.consent_sha256,
+            e.sealed,
+            reason,
+            now_ms
+        ])?;
+    }
+    Ok(())
+}
+
 /// One batch inside the group's transaction.
 fn ingest_one(
     tx: &Connection,
     device: &str,
     req: &sealbox_protocol::sync::SyncRequest,
+    source: Source,
     key: &ed25519_dalek::SigningKey,
     now_ms: i64,
-) -> Result<(sealbox_protocol::sync::Receipt, bool), IngestError> {
+) -> Result<Stored, IngestError> {
     use rusqlite::OptionalExtension;
     use sealbox_protocol::sync::Receipt;
     let ids: Vec<uuid::Uuid> = req.entries.iter().map(|e| e.id).collect();
@@ -203,22 +349,49 @@ fn ingest_one(
         if dev == device && d == digest {
             let r: Receipt =
                 serde_json::from_str(&receipt).map_err(|_| IngestError::BatchConflict)?;
-            return Ok((r, false));
+            return Ok(Stored {
+                receipt: r,
+                fresh: false,
+                quarantined: 0,
+            });
         }
         return Err(IngestError::BatchConflict);
     }
+    let event_id = device_event(tx, device)?;
     let mut conflicts = Vec::new();
+    let mut quarantined = 0;
     {
+        let mut tombstoned =
+            tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM tombstones WHERE id = ?1)")?;
+        let mut in_quarantine = tx.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM quarantine WHERE id = ?1 AND sealed = ?2)",
+        )?;
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO entries
-             (id, event_id, device, captured_at_ms, consent_version, consent_sha256, sealed, received_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             (id, event_id, device, captured_at_ms, consent_version, consent_sha256, sealed, received_at_ms, retain_from_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
+                     CASE WHEN ?4 > ?8 + ?9
+                            OR ?4 < coalesce((SELECT created_at_ms FROM events WHERE id = ?2), 0) - ?10
+                          THEN ?8 ELSE ?4 END)",
         )?;
         let mut existing = tx.prepare_cached(
             "SELECT event_id, captured_at_ms, consent_version, consent_sha256, sealed FROM entries WHERE id = ?1",
         )?;
         for e in &req.entries {
             let id = e.id.to_string();
+            // Deleted before: acknowledged (the device may erase its copy), never stored again.
+            if tombstoned.query_row([&id], |r| r.get::<_, bool>(0))? {
+                continue;
+            }
+            if in_quarantine.query_row(rusqlite::params![id, e.sealed], |r| r.get::<_, bool>(0))? {
+                continue;
+            }
+            if let Err(problem) = sealbox_protocol::limits::check_envelope(e, &event_id) {
+                // Only a batch file gets here with a bad envelope: a sync was refused before.
+                quarantine_envelope(tx, device, e, problem.code(), now_ms)?;
+                quarantined += 1;
+                continue;
+            }
             let n = insert.execute(rusqlite::params![
                 id,
                 e.event_id,
@@ -227,7 +400,9 @@ fn ingest_one(
                 e.consent_version,
                 e.consent_sha256,
                 e.sealed,
-                now_ms
+                now_ms,
+                FUTURE_SKEW_MS,
+                PAST_SKEW_MS,
             ])?;
             if n == 0 {
                 let same = existing.query_row([&id], |r| {
@@ -238,7 +413,13 @@ fn ingest_one(
                         && r.get::<_, Vec<u8>>(4)? == e.sealed)
                 })?;
                 if !same {
-                    conflicts.push(e.id);
+                    match source {
+                        Source::Sync => conflicts.push(e.id),
+                        Source::BatchFile => {
+                            quarantine_envelope(tx, device, e, "conflict", now_ms)?;
+                            quarantined += 1;
+                        }
+                    }
                 }
             }
         }
@@ -252,7 +433,94 @@ fn ingest_one(
         "INSERT INTO batches (batch_id, device, ids_digest, receipt, received_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(rusqlite::params![req.batch_id.to_string(), device, digest, receipt_json, now_ms])?;
-    Ok((receipt, true))
+    Ok(Stored {
+        receipt,
+        fresh: true,
+        quarantined,
+    })
+}
+
+/// Deletes entries (by a deletion request or at the end of retention) and leaves a tombstone for
+/// each in the same transaction, so a late delivery of the same id is acknowledged but never
+/// stored again. Returns how many entries were deleted.
+pub fn delete_with_tombstones(
+    tx: &rusqlite::Transaction<'_>,
+    ids: &[uuid::Uuid],
+    reason: &str,
+    now_ms: i64,
+) -> Result<u64> {
+    let mut tomb = tx.prepare_cached(
+        "INSERT OR IGNORE INTO tombstones (id, event_id, deleted_at_ms, reason)
+         SELECT id, event_id, ?2, ?3 FROM entries WHERE id = ?1",
+    )?;
+    let mut del = tx.prepare_cached("DELETE FROM entries WHERE id = ?1")?;
+    let mut qdel = tx.prepare_cached("DELETE FROM quarantine WHERE id = ?1")?;
+    let mut n = 0;
+    for id in ids {
+        let s = id.to_string();
+        tomb.execute(rusqlite::params![s, now_ms, reason])?;
+        n += del.execute([&s])? as u64;
+        qdel.execute([&s])?;
+    }
+    Ok(n)
+}
+
+/// The ids of one event's entries whose retention (counted from `retain_from_ms`) ended before
+/// `cutoff_ms`, at most `limit`, and the quarantined rows received before it.
+pub fn expired_ids(
+    conn: &Connection,
+    event_id: &str,
+    cutoff_ms: i64,
+    limit: usize,
+) -> Result<Vec<uuid::Uuid>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM entries WHERE event_id = ?1 AND retain_from_ms < ?2 LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![event_id, cutoff_ms, limit as i64], |r| {
+        r.get::<_, String>(0)
+    })?;
+    let mut out = Vec::new();
+    for r in rows {
+        if let Ok(id) = uuid::Uuid::parse_str(&r?) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes one event's quarantined rows received before `cutoff_ms` (they hold personal data
+/// too), with tombstones. Returns how many.
+pub fn purge_quarantine(
+    tx: &rusqlite::Transaction<'_>,
+    event_id: &str,
+    cutoff_ms: i64,
+    now_ms: i64,
+) -> Result<u64> {
+    tx.execute(
+        "INSERT OR IGNORE INTO tombstones (id, event_id, deleted_at_ms, reason)
+         SELECT id, event_id, ?3, 'retention' FROM quarantine WHERE event_id = ?1 AND received_at_ms < ?2",
+        rusqlite::params![event_id, cutoff_ms, now_ms],
+    )?;
+    Ok(tx.execute(
+        "DELETE FROM quarantine WHERE event_id = ?1 AND received_at_ms < ?2",
+        rusqlite::params![event_id, cutoff_ms],
+    )? as u64)
+}
+
+/// Moves an entry that does not open (or does not match its envelope) from `entries` to the
+/// quarantine, with the reason, in one transaction.
+pub fn quarantine_entry(conn: &mut Connection, id: uuid::Uuid, reason: &str) -> Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO quarantine
+         (id, event_id, device, captured_at_ms, consent_version, consent_sha256, sealed, reason, received_at_ms)
+         SELECT id, event_id, device, captured_at_ms, consent_version, consent_sha256, sealed, ?2, received_at_ms
+         FROM entries WHERE id = ?1",
+        rusqlite::params![id.to_string(), reason],
+    )?;
+    tx.execute("DELETE FROM entries WHERE id = ?1", [id.to_string()])?;
+    tx.commit()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -279,6 +547,17 @@ mod tests {
         }
     }
 
+    /// Event `e` and devices `d0`..`d3` enrolled in it.
+    fn enrol(conn: &Connection) {
+        conn.execute_batch(
+            "INSERT INTO events (id, config, created_at_ms) VALUES ('e', '{}', 0);
+             INSERT INTO devices (name, event_id, token_sha256, verifying_key, enrolled_at_ms)
+             VALUES ('d0', 'e', 't0', 'k', 0), ('d1', 'e', 't1', 'k', 0),
+                    ('d2', 'e', 't2', 'k', 0), ('d3', 'e', 't3', 'k', 0);",
+        )
+        .unwrap();
+    }
+
     fn count(conn: &Connection, sql: &str) -> i64 {
         conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
@@ -289,9 +568,18 @@ mod tests {
     fn a_group_stores_each_batch_or_refuses_it_alone() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = open(&dir.path().join("ho.db")).unwrap();
+        enrol(&conn);
         let key = ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]);
         let held = envelope();
-        ingest(&mut conn, "d0", &batch(vec![held.clone()]), &key, 1).unwrap();
+        ingest(
+            &mut conn,
+            "d0",
+            &batch(vec![held.clone()]),
+            Source::Sync,
+            &key,
+            1,
+        )
+        .unwrap();
 
         let first = batch(vec![envelope(), envelope()]);
         let mut changed = held.clone();
@@ -304,13 +592,21 @@ mod tests {
             ("d3", &third),
             ("d1", &first),
         ];
-        let out = ingest_group(&mut conn, &group, &key, 2);
+        let out = ingest_group(&mut conn, &group, Source::Sync, &key, 2);
         assert_eq!(out.len(), 4);
-        let (r1, fresh1) = out[0].as_ref().unwrap();
+        let Stored {
+            receipt: r1,
+            fresh: fresh1,
+            ..
+        } = out[0].as_ref().unwrap();
         assert!(fresh1);
         assert!(matches!(&out[1], Err(IngestError::Conflict(ids)) if ids == &vec![held.id]));
-        let (r3, _) = out[2].as_ref().unwrap();
-        let (r1_again, fresh_again) = out[3].as_ref().unwrap();
+        let r3 = &out[2].as_ref().unwrap().receipt;
+        let Stored {
+            receipt: r1_again,
+            fresh: fresh_again,
+            ..
+        } = out[3].as_ref().unwrap();
         assert!(!fresh_again);
         assert_eq!(
             serde_json::to_string(r1).unwrap(),
@@ -334,11 +630,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ho.db");
         let mut conn = open_with_timeout(&path, std::time::Duration::from_millis(50)).unwrap();
+        enrol(&conn);
         let other = open(&path).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let key = ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]);
         let (a, b) = (batch(vec![envelope()]), batch(vec![envelope()]));
-        let out = ingest_group(&mut conn, &[("d1", &a), ("d2", &b)], &key, 1);
+        let out = ingest_group(&mut conn, &[("d1", &a), ("d2", &b)], Source::Sync, &key, 1);
         for r in &out {
             match r {
                 Err(IngestError::Storage(e)) => assert_eq!(
@@ -351,7 +648,7 @@ mod tests {
         other.execute_batch("ROLLBACK").unwrap();
         assert_eq!(count(&conn, "SELECT count(*) FROM entries"), 0);
         // Once the lock is gone the same batches go through.
-        let out = ingest_group(&mut conn, &[("d1", &a), ("d2", &b)], &key, 1);
+        let out = ingest_group(&mut conn, &[("d1", &a), ("d2", &b)], Source::Sync, &key, 1);
         assert!(out.iter().all(|r| r.is_ok()));
         assert_eq!(count(&conn, "SELECT count(*) FROM entries"), 2);
     }

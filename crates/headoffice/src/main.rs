@@ -180,7 +180,10 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
                 for e in &s.events {
-                    println!("event {}: {} entries", e.id, e.entries);
+                    println!(
+                        "event {}: {} entries, {} quarantined, {} deleted",
+                        e.id, e.entries, e.quarantined, e.deleted
+                    );
                 }
                 for d in &s.devices {
                     let revoked = if d.revoked { " (revoked)" } else { "" };
@@ -204,6 +207,12 @@ fn run(cli: Cli) -> Result<()> {
                 receipt_out.display(),
                 receipt_out.display()
             );
+            if r.quarantined > 0 {
+                println!(
+                    "{} of them are kept in the quarantine (not taken as entries, never exported; see `status`)",
+                    r.quarantined
+                );
+            }
         }
         Command::Export {
             event,
@@ -297,6 +306,26 @@ fn serve(dir: &Path, listen: Option<String>) -> Result<()> {
         println!("sealbox-headoffice listening on https://{local}");
         use std::io::Write;
         let _ = std::io::stdout().flush();
+        // The retention purge: at start, then on the schedule (blocking work, off the runtime's
+        // threads). A failed run is logged and tried again at the next tick.
+        {
+            let dir = dir.to_path_buf();
+            let every = cfg.purge_every_s;
+            tokio::spawn(async move {
+                loop {
+                    let d = dir.clone();
+                    match tokio::task::spawn_blocking(move || sealbox_headoffice::crm::purge(&d, sealbox_headoffice::now_ms())).await {
+                        Ok(Ok(r)) => tracing::info!(entries = r.iter().map(|(_, n)| n).sum::<u64>(), "retention purge done"),
+                        Ok(Err(e)) => tracing::error!(code = e.code(), error = %e, "retention purge failed; tried again at the next run"),
+                        Err(e) => tracing::error!(error = %e, "retention purge stopped"),
+                    }
+                    if every == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(every)).await;
+                }
+            });
+        }
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {

@@ -7,8 +7,6 @@ use crate::config::Config;
 use crate::db::{self, DeviceAuth, IngestError};
 use crate::error::{HoError, Result};
 use crate::keys::HoDir;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ed25519_dalek::SigningKey;
 use rusqlite::Connection;
-use sealbox_protocol::sync::{ApiError, SyncRequest};
+use sealbox_protocol::sync::{ApiError, RefusedEntry, SyncRequest};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -38,7 +36,7 @@ impl Limits {
         Limits {
             max_body_bytes: c.max_body_bytes,
             max_entries_per_batch: c.max_entries_per_batch,
-            max_sealed_bytes: 64 * 1024,
+            max_sealed_bytes: sealbox_protocol::limits::MAX_SEALED_BYTES,
             device_rate_per_s: c.device_rate_per_s,
             device_burst: c.device_burst,
         }
@@ -74,7 +72,8 @@ fn writer_loop(mut conn: Connection, key: SigningKey, jobs: std::sync::mpsc::Rec
         }
         let batches: Vec<(&str, &SyncRequest)> =
             group.iter().map(|j| (j.device.as_str(), &j.req)).collect();
-        let results = db::ingest_group(&mut conn, &batches, &key, crate::now_ms());
+        let results =
+            db::ingest_group(&mut conn, &batches, db::Source::Sync, &key, crate::now_ms());
         tracing::debug!(batches = group.len(), entries, "group commit");
         for (job, result) in group.into_iter().zip(results) {
             // A device that hung up meanwhile gets its receipt on its retry (same batch id).
@@ -91,6 +90,8 @@ pub struct ServerState {
     reader: Mutex<Connection>,
     limits: Limits,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    /// Bounds the request bodies being read at once ([`MAX_BODIES_IN_FLIGHT`]).
+    bodies: tokio::sync::Semaphore,
 }
 
 impl ServerState {
@@ -110,6 +111,7 @@ impl ServerState {
             reader: Mutex::new(db::open_with_timeout(&dir.db(), busy)?),
             limits: Limits::from_config(config),
             buckets: Mutex::new(HashMap::new()),
+            bodies: tokio::sync::Semaphore::new(MAX_BODIES_IN_FLIGHT),
         })
     }
 
@@ -134,12 +136,14 @@ impl ServerState {
     }
 }
 
-/// A refused request: its status, stable code and message; becomes the JSON error response.
+/// A refused request: its status, stable code and message, and the entries refused on their
+/// own; becomes the JSON error response.
 #[derive(Debug)]
 pub(crate) struct Refusal {
     pub(crate) status: StatusCode,
     pub(crate) code: &'static str,
     pub(crate) message: String,
+    pub(crate) refused: Vec<RefusedEntry>,
 }
 
 impl Refusal {
@@ -148,25 +152,21 @@ impl Refusal {
             status,
             code,
             message: message.into(),
+            refused: Vec::new(),
         }
     }
 }
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        api_error(self.status, self.code, self.message)
+        let mut body = ApiError::new(self.code, self.message);
+        body.refused = self.refused;
+        (self.status, Json(body)).into_response()
     }
 }
 
 fn api_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(ApiError {
-            code: code.into(),
-            message: message.into(),
-        }),
-    )
-        .into_response()
+    (status, Json(ApiError::new(code, message))).into_response()
 }
 
 /// The `/v1` routes.
@@ -218,6 +218,9 @@ fn authenticate(
     }
 }
 
+/// Checks a batch against the limits before anything is stored. The batch as a whole may be
+/// refused (empty, too many entries, an id twice); entries that break an envelope limit are
+/// named, each with its reason, so the device quarantines exactly those and sends the rest.
 pub(crate) fn validate(
     req: &SyncRequest,
     device: &DeviceAuth,
@@ -235,42 +238,56 @@ pub(crate) fn validate(
         ));
     }
     let mut ids = HashSet::with_capacity(req.entries.len());
+    let mut refused = Vec::new();
     for e in &req.entries {
         if !ids.insert(e.id) {
             return bad("an entry id appears twice in the batch");
         }
-        if e.event_id != device.event_id {
-            return bad("an entry is for another event than this device's");
+        if let Err(p) = sealbox_protocol::limits::check_envelope(e, &device.event_id) {
+            refused.push((e.id, p));
         }
-        if e.consent_sha256.len() != 64 || !e.consent_sha256.bytes().all(|b| b.is_ascii_hexdigit())
-        {
-            return bad("consent_sha256 must be 64 hex digits");
-        }
-        if e.consent_version.is_empty() || e.consent_version.len() > 100 {
-            return bad("consent_version is missing or too long");
-        }
-        if !e.sealed.starts_with(b"age-encryption.org/v1\n")
-            || e.sealed.len() > limits.max_sealed_bytes
-        {
-            return bad("an entry's sealed payload is not an age file of acceptable size");
-        }
-        if e.id.get_version_num() != 7 || e.captured_at_ms <= 0 {
-            return bad("entry ids are UUIDv7 and times positive");
-        }
+    }
+    if let Some((_, first)) = refused.first() {
+        return Err(Refusal {
+            status: StatusCode::BAD_REQUEST,
+            code: first.code(),
+            message: format!(
+                "{} entries refused ({first}); the others would be taken without them",
+                refused.len()
+            ),
+            refused: refused
+                .iter()
+                .map(|(id, p)| RefusedEntry {
+                    id: *id,
+                    code: p.code().into(),
+                })
+                .collect(),
+        });
     }
     Ok(())
 }
 
+/// How many request bodies are read at once. Only authenticated devices get this far; the rest
+/// wait their turn with nothing buffered, so a crowd of devices cannot grow memory without
+/// bound either.
+pub const MAX_BODIES_IN_FLIGHT: usize = 64;
+
 async fn sync(
     State(state): State<Arc<ServerState>>,
     headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
+    // The token first, from the headers alone: an unauthenticated request is answered before a
+    // byte of its body is read.
     let device = match authenticate(&state, &headers) {
         Ok(d) => d,
-        Err(r) => return r.into_response(),
+        Err(r) => {
+            tracing::warn!(code = r.code, "sync refused before reading the body");
+            return r.into_response();
+        }
     };
     if let Err(wait) = state.take(&device.name) {
+        tracing::warn!(device = %device.name, wait_s = wait, "sync rate-limited");
         let mut r = api_error(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -281,28 +298,52 @@ async fn sync(
         }
         return r;
     }
-    let body = match body {
-        Ok(b) => b,
-        Err(BytesRejection::FailedToBufferBody(_)) => {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.limits.max_body_bytes as u64) {
+        tracing::warn!(device = %device.name, "sync refused: body too large");
+        return api_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "the request body is too large",
+        );
+    }
+    let body = {
+        let Ok(_permit) = state.bodies.acquire().await else {
             return api_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "the request body is too large",
-            )
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "head office is shutting down; try again",
+            );
+        };
+        match axum::body::to_bytes(body, state.limits.max_body_bytes).await {
+            Ok(b) => b,
+            Err(_) => {
+                tracing::warn!(device = %device.name, "sync refused: body too large or cut off");
+                return api_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    "the request body is too large",
+                );
+            }
         }
-        Err(_) => return api_error(StatusCode::BAD_REQUEST, "bad_request", "unreadable body"),
     };
     let req: SyncRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(_) => {
+            tracing::warn!(device = %device.name, "sync refused: not a sync request");
             return api_error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 "the body is not a sync request",
-            )
+            );
         }
     };
+    drop(body);
     if let Err(r) = validate(&req, &device, &state.limits) {
+        tracing::warn!(device = %device.name, batch = %req.batch_id, code = r.code, refused = r.refused.len(), "sync refused");
         return r.into_response();
     }
     let (batch, n) = (req.batch_id, req.entries.len());
@@ -323,20 +364,28 @@ async fn sync(
         }
     };
     match outcome {
-        Ok(Ok((receipt, fresh))) => {
-            tracing::info!(device = %device.name, %batch, entries = n, duplicate = !fresh, "batch stored");
-            Json(receipt).into_response()
+        Ok(Ok(stored)) => {
+            tracing::info!(device = %device.name, %batch, entries = n, duplicate = !stored.fresh, "batch stored");
+            Json(stored.receipt).into_response()
         }
         Ok(Err(IngestError::Conflict(ids))) => {
             tracing::warn!(device = %device.name, conflicts = ids.len(), "entries already held with other content: refused");
-            api_error(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!(
+            Refusal {
+                status: StatusCode::CONFLICT,
+                code: "conflict",
+                message: format!(
                     "{} entries are already held with different content; nothing was stored",
                     ids.len()
                 ),
-            )
+                refused: ids
+                    .into_iter()
+                    .map(|id| RefusedEntry {
+                        id,
+                        code: "conflict".into(),
+                    })
+                    .collect(),
+            }
+            .into_response()
         }
         Ok(Err(IngestError::BatchConflict)) => {
             tracing::warn!(device = %device.name, "batch id reused for other entries");

@@ -90,6 +90,9 @@ pub enum EntryErrorCode {
     BadChoice,
     /// Control characters in a text.
     BadCharacters,
+    /// Sealed, the entry would be larger than head office accepts
+    /// ([`crate::limits::MAX_SEALED_BYTES`]).
+    TooLarge,
 }
 
 impl EntryError {
@@ -100,7 +103,7 @@ impl EntryError {
         }
     }
 
-    fn general(code: EntryErrorCode) -> Self {
+    pub fn general(code: EntryErrorCode) -> Self {
         EntryError { field: None, code }
     }
 
@@ -140,6 +143,10 @@ impl EntryError {
             BadCharacters => (
                 "含有不允许的字符",
                 "contains characters that are not allowed",
+            ),
+            TooLarge => (
+                "内容过多，总部无法接收：请缩短填写内容",
+                "the entry is too large for head office to accept: shorten the answers",
             ),
         };
         match lang {

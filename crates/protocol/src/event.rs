@@ -211,6 +211,12 @@ impl EventConfig {
                 "an event needs at least one field",
             ));
         }
+        if self.fields.len() > crate::limits::MAX_FIELDS {
+            return Err(ConfigError::new(
+                "fields",
+                format!("at most {} fields", crate::limits::MAX_FIELDS),
+            ));
+        }
         let mut seen = HashSet::new();
         for (i, f) in self.fields.iter().enumerate() {
             let at = |what: &str| format!("fields[{i}] ({}){what}", f.key);
@@ -308,6 +314,15 @@ impl EventConfig {
         if c.version.trim().is_empty() {
             return Err(ConfigError::new("consent.version", "is required"));
         }
+        if c.version.chars().count() > crate::limits::MAX_CONSENT_VERSION_CHARS {
+            return Err(ConfigError::new(
+                "consent.version",
+                format!(
+                    "at most {} characters (head office refuses longer ones)",
+                    crate::limits::MAX_CONSENT_VERSION_CHARS
+                ),
+            ));
+        }
         if c.text.is_blank() {
             return Err(ConfigError::new("consent.text", "needs both zh and en"));
         }
@@ -315,6 +330,17 @@ impl EventConfig {
             return Err(ConfigError::new(
                 "consent.retention_days",
                 "must be between 1 and 3650",
+            ));
+        }
+        let bound = crate::limits::max_sealed_bytes(self);
+        if bound > crate::limits::MAX_SEALED_BYTES {
+            return Err(ConfigError::new(
+                "fields",
+                format!(
+                    "the longest entry this form accepts could seal to {} KiB, more than head office's limit of {} KiB: lower some max_length or remove fields",
+                    bound.div_ceil(1024),
+                    crate::limits::MAX_SEALED_BYTES / 1024
+                ),
             ));
         }
         let k = &self.kiosk;

@@ -14,6 +14,7 @@
 //! - [`audit`]: the hash that chains audit rows (device and head office).
 //! - [`enrolment`]: the enrolment file head office hands to a device (secret).
 //! - [`escrow`]: the escrowed database key and the key check value.
+//! - [`limits`]: every limit head office applies to an envelope, applied by both sides.
 //! - [`sync`]: the sync request and head office's signed receipt.
 //! - [`secret`]: types for secrets: zeroized on drop, `[redacted]` in `Debug`.
 //! - [`i18n`]: the two languages every user-facing string exists in.
@@ -25,6 +26,7 @@ pub mod entry;
 pub mod escrow;
 pub mod event;
 pub mod i18n;
+pub mod limits;
 pub mod secret;
 pub mod sync;
 

@@ -158,9 +158,31 @@ impl Receipt {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     /// Stable: `unauthorized`, `bad_request`, `too_large`, `too_many_entries`, `rate_limited`,
-    /// `conflict`, `batch_conflict`, `busy`, `internal`.
+    /// `conflict`, `batch_conflict`, `busy`, `internal`, and for a batch refused because of
+    /// some of its entries, the first entry's [`crate::limits::EnvelopeProblem::code`].
     pub code: String,
     pub message: String,
+    /// The entries refused on their own, each with its reason; the rest of the batch would
+    /// have been taken. Absent in answers from head offices before this field existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedEntry>,
+}
+
+impl ApiError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: code.into(),
+            message: message.into(),
+            refused: Vec::new(),
+        }
+    }
+}
+
+/// One entry head office will not take, and why (a stable code, never a value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedEntry {
+    pub id: Uuid,
+    pub code: String,
 }
 
 /// Verifying key from its base64 form (as in the enrolment file).

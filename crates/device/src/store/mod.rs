@@ -1,6 +1,13 @@
 //! The SQLCipher database: opened with a raw 256-bit key, WAL, `synchronous=FULL`,
 //! `secure_delete=ON` (freed pages are zeroed), temp files in memory, and SQLCipher's memory
 //! security on.
+//!
+//! Each table family has one home here: [`entries`] (entries and their tombstones: every state
+//! an entry goes through), [`outbox`] (the sync batch in flight).
+//! The audit log lives in [`crate::audit`], settings below.
+
+pub mod entries;
+pub mod outbox;
 
 use crate::error::{DeviceError, Result};
 use rusqlite::{Connection, OpenFlags};
@@ -9,7 +16,7 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE settings (
@@ -64,6 +71,12 @@ CREATE TABLE outbox (
 /// SQLCipher encrypted and authenticated) one more 4 KiB page for it, and no query needs it: a
 /// device holds at most a few thousand entries, read in id order through the primary key.
 const SCHEMA_V3: &str = "DROP INDEX IF EXISTS entries_pending;";
+
+/// Version 4: quarantine, for an entry head office refused on its own (with its reason code).
+const SCHEMA_V4: &str = "
+ALTER TABLE entries ADD COLUMN quarantine_code TEXT;
+ALTER TABLE entries ADD COLUMN quarantined_at_ms INTEGER;
+";
 
 /// How a database is keyed.
 pub enum Keying<'a> {
@@ -141,6 +154,9 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
         if version < 3 {
             tx.execute_batch(SCHEMA_V3)?;
         }
+        if version < 4 {
+            tx.execute_batch(SCHEMA_V4)?;
+        }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
     }
@@ -196,7 +212,7 @@ mod tests {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, SCHEMA_VERSION);
         let indexes: i64 = conn
             .query_row(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'entries_pending'",
@@ -212,8 +228,39 @@ mod tests {
         assert!(integrity_ok(&conn).unwrap());
         // A second migration is a no-op; a newer file is refused, not rewritten.
         migrate(&mut conn).unwrap();
-        conn.execute_batch("PRAGMA user_version = 4;").unwrap();
+        conn.execute_batch("PRAGMA user_version = 99;").unwrap();
         assert!(migrate(&mut conn).is_err());
+    }
+
+    /// A version 3 database reaches version 4: entries keep their state, none is quarantined,
+    /// and one can be quarantined now.
+    #[test]
+    fn version_3_migrates_to_4() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        let key = Secret32::from_bytes([7u8; 32]);
+        {
+            let conn = open(&path, Keying::Raw(&key), true).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(SCHEMA_V2).unwrap();
+            conn.execute_batch(
+                "INSERT INTO entries (id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, summary, exported_batch, exported_at_ms)
+                 VALUES ('01920000-0000-7000-8000-000000000001', 'e', 1, 'v', 'h', x'00', '{}', '01930000-0000-7000-8000-00000000000a', 5),
+                        ('01920000-0000-7000-8000-000000000003', 'e', 3, 'v', 'h', x'00', '{}', NULL, NULL);
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap();
+        }
+        let mut conn = open(&path, Keying::Raw(&key), false).unwrap();
+        migrate(&mut conn).unwrap();
+        let c = entries::counts(&conn).unwrap();
+        assert_eq!((c.pending, c.exported, c.refused), (1, 1, 0));
+        let id = "01920000-0000-7000-8000-000000000003".parse().unwrap();
+        assert!(entries::quarantine(&conn, id, "entry_too_large", 9).unwrap());
+        assert!(!entries::quarantine(&conn, id, "entry_too_large", 9).unwrap());
+        let c = entries::counts(&conn).unwrap();
+        assert_eq!((c.pending, c.exported, c.refused), (0, 1, 1));
+        assert!(integrity_ok(&conn).unwrap());
     }
 
     /// A new database never carries the dropped index.
