@@ -14,3 +14,4 @@ mod pin;
 mod store;
 mod sync;
 mod traces;
+mod wal;

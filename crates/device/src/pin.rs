@@ -24,6 +24,10 @@ impl Pin {
     fn as_bytes(&self) -> &[u8] {
         self.0.trim().as_bytes()
     }
+    /// The PIN's bytes, for key derivation.
+    pub(crate) fn secret_bytes(&self) -> &[u8] {
+        self.as_bytes()
+    }
 }
 
 impl fmt::Debug for Pin {
@@ -53,8 +57,9 @@ pub fn check_strength(pin: &Pin) -> Result<()> {
     Ok(())
 }
 
-/// Argon2id with OWASP's minimum parameters (19 MiB, 2 passes).
-fn argon2() -> Argon2<'static> {
+/// Argon2id with OWASP's minimum parameters (19 MiB, 2 passes): the PIN's hash and the key that
+/// wraps the summary key (see [`crate::summary`]) both cost this per guess.
+pub(crate) fn argon2() -> Argon2<'static> {
     let params = argon2::Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
     Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
 }

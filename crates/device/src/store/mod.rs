@@ -130,9 +130,20 @@ pub fn open(path: &Path, keying: Keying<'_>, create: bool) -> Result<Connection>
         "PRAGMA synchronous = FULL;
          PRAGMA secure_delete = ON;
          PRAGMA temp_store = MEMORY;
-         PRAGMA foreign_keys = ON;",
+         PRAGMA foreign_keys = ON;
+         PRAGMA journal_size_limit = 1048576;",
     )?;
     Ok(conn)
+}
+
+/// Copies every WAL frame into the database and truncates `sealbox.db-wal` to nothing. Called
+/// after each erase: until then the old versions of the erased rows' pages stay in the WAL
+/// (`secure_delete` zeroes the database's pages, not the WAL's older frames). Returns false when
+/// another connection's read kept it from completing (within the busy timeout); the next erase
+/// or checkpoint takes the frames then. `journal_size_limit` keeps the WAL small in between.
+pub fn truncate_wal(conn: &Connection) -> Result<bool> {
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+    Ok(busy == 0)
 }
 
 /// Creates the schema in a new database, or checks an existing one's version.
