@@ -12,6 +12,7 @@ mod lifecycle;
 mod model;
 mod pin;
 mod store;
+mod summaries;
 mod sync;
 mod traces;
 mod wal;

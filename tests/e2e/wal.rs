@@ -23,7 +23,7 @@ fn decrypt_page(page: &[u8], number: u32, key: &[u8; 32]) -> Vec<u8> {
 }
 
 /// Every page of the database file and every frame of its WAL, decrypted.
-fn all_pages(dir: &std::path::Path, key: &[u8; 32]) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn all_pages(dir: &std::path::Path, key: &[u8; 32]) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let db = std::fs::read(dir.join("sealbox.db")).unwrap();
     for (i, page) in db.chunks_exact(PAGE).enumerate() {
@@ -44,7 +44,7 @@ fn all_pages(dir: &std::path::Path, key: &[u8; 32]) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Where any of `needles` shows in the decrypted pages.
-fn found(pages: &[(String, Vec<u8>)], needles: &[Vec<u8>]) -> Vec<String> {
+pub(crate) fn found(pages: &[(String, Vec<u8>)], needles: &[Vec<u8>]) -> Vec<String> {
     pages
         .iter()
         .filter(|(_, p)| {

@@ -118,6 +118,12 @@ enum ReceiptCmd {
 enum PinCmd {
     /// Set the manager PIN (changing it needs the current one: SEALBOX_PIN, then SEALBOX_NEW_PIN).
     Set,
+    /// Set a new PIN when the current one is forgotten, with the summary key head office opened
+    /// from this device's summary-escrow.age (new PIN: SEALBOX_NEW_PIN or a prompt).
+    Reset {
+        #[arg(long)]
+        escrow_key: PathBuf,
+    },
 }
 
 fn pin_from(var: &str, prompt: &str) -> Result<Pin> {
@@ -332,6 +338,17 @@ fn run(cli: Cli) -> Result<()> {
                     );
                 }
             }
+        }
+        Command::Pin(PinCmd::Reset { escrow_key }) => {
+            let text = Zeroizing::new(
+                std::fs::read_to_string(&escrow_key)
+                    .with_context(|| format!("reading {}", escrow_key.display()))?,
+            );
+            let mut dev = open(dir)?;
+            let new = new_pin("SEALBOX_NEW_PIN")?;
+            dev.reset_pin(&text, &new)?;
+            files::shred(&escrow_key)?;
+            println!("manager PIN reset with head office's summary key; the key file was shredded");
         }
         Command::Pin(PinCmd::Set) => {
             let mut dev = open(dir)?;

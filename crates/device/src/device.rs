@@ -8,9 +8,11 @@ use crate::now_ms;
 use crate::pin::{self, Attempts, Moment, Pin};
 use crate::seal::Sealer;
 use crate::store::{self, entries, Keying};
+use crate::summary::{PinWrap, SummaryKey, SummaryLock};
 use rusqlite::Connection;
 use sealbox_protocol::entry::{self, EntryEnvelope, PayloadPlaintext};
 use sealbox_protocol::escrow::{key_id, EscrowRecord, ESCROW_FORMAT};
+use sealbox_protocol::escrow::{SummaryEscrowRecord, SUMMARY_ESCROW_FORMAT};
 use sealbox_protocol::{EnrolmentFile, EventConfig, Secret32};
 use serde::Serialize;
 use serde_json::json;
@@ -27,6 +29,10 @@ pub struct Device {
     config: EventConfig,
     consent_sha256: String,
     sealer: Sealer,
+    /// What submit seals display summaries to; `None` until a PIN is first set.
+    summary_lock: Option<SummaryLock>,
+    /// The summary key while the manager has given the PIN (`unlock_summaries`).
+    summary_key: Option<SummaryKey>,
 }
 
 /// What `enroll` did.
@@ -89,6 +95,8 @@ mod keys {
     pub const SIGNING_KEY: &str = "device_signing_key";
     pub const PIN_HASH: &str = "pin_hash";
     pub const PIN_ATTEMPTS: &str = "pin_attempts";
+    pub const SUMMARY_RECIPIENT: &str = "summary_recipient";
+    pub const SUMMARY_PIN_WRAP: &str = "summary_pin_wrap";
 }
 
 impl Device {
@@ -231,6 +239,12 @@ impl Device {
             .ok_or(DeviceError::Corrupt)?;
         let recipient = setting_string(&conn, keys::HO_RECIPIENT)?;
         let sealer = Sealer::new(&recipient)?;
+        let summary_lock = match store::get_setting(&conn, keys::SUMMARY_RECIPIENT)? {
+            Some(v) => Some(SummaryLock::parse(
+                std::str::from_utf8(&v).map_err(|_| DeviceError::Corrupt)?,
+            )?),
+            None => None,
+        };
         Ok(Device {
             consent_sha256: config.consent.sha256(),
             dir: dd,
@@ -238,6 +252,8 @@ impl Device {
             conn,
             config,
             sealer,
+            summary_lock,
+            summary_key: None,
         })
     }
 
@@ -390,6 +406,12 @@ impl Device {
             serde_json::to_string(&entry::summary(&self.config, valid))
                 .map_err(|e| DeviceError::Seal(e.to_string()))?,
         );
+        // To the summary key; before a PIN ever existed there is none, and the summary goes to
+        // head office only (the device never shows it).
+        let summary_sealed = match &self.summary_lock {
+            Some(lock) => lock.seal(summary.as_bytes())?,
+            None => self.sealer.seal(summary.as_bytes())?,
+        };
         Ok(EntryRow {
             envelope: EntryEnvelope {
                 id,
@@ -400,7 +422,7 @@ impl Device {
                 sealed,
             },
             id,
-            summary,
+            summary_sealed,
         })
     }
 
@@ -438,14 +460,22 @@ impl Device {
     }
 
     /// Sets the manager PIN. Changing an existing PIN needs the current one.
+    /// The summary key is re-wrapped under the new PIN (made on the first PIN).
     pub fn set_pin(&mut self, current: Option<&Pin>, new: &Pin) -> Result<()> {
         pin::check_strength(new)?;
         let had = self.pin_is_set()?;
-        if had {
-            self.verify_pin(current.ok_or(DeviceError::PinWrong)?, "pin.change")?;
-        }
+        let key = if had {
+            let current = current.ok_or(DeviceError::PinWrong)?;
+            self.verify_pin(current, "pin.change")?;
+            self.summary_key_for(current)?
+        } else {
+            self.summary_key_for(new)?
+        };
+        let wrap =
+            serde_json::to_vec(&key.wrap(new)?).map_err(|e| DeviceError::Seal(e.to_string()))?;
         let phc = pin::hash(new)?;
         let tx = self.conn.transaction()?;
+        store::set_setting(&tx, keys::SUMMARY_PIN_WRAP, &wrap)?;
         store::set_setting(&tx, keys::PIN_HASH, phc.as_bytes())?;
         audit::append(
             &tx,
@@ -527,14 +557,123 @@ impl Device {
 
     /// The masked list, newest first, behind the manager PIN.
     pub fn list(&mut self, candidate: &Pin, limit: usize) -> Result<Vec<ListedEntry>> {
-        self.verify_pin(candidate, "list")?;
-        self.list_unlocked(limit)
+        self.unlock_summaries(candidate, "list")?;
+        let listed = self.list_unlocked(limit);
+        self.lock_summaries();
+        listed
     }
 
-    /// The masked list for a caller that has already checked the PIN (the unlocked manager
-    /// screen).
+    /// The masked list for a caller that has unlocked the summaries (the manager screens);
+    /// without the key, each summary is empty.
     pub fn list_unlocked(&self, limit: usize) -> Result<Vec<ListedEntry>> {
-        entries::list(&self.conn, limit)
+        let key = self.summary_key.as_ref();
+        entries::list(&self.conn, limit, &|sealed| {
+            key.and_then(|k| k.open(sealed))
+        })
+    }
+
+    /// Checks the PIN (rate-limited, audited as `purpose`) and keeps the summary key in memory
+    /// until [`Device::lock_summaries`].
+    pub fn unlock_summaries(&mut self, pin: &Pin, purpose: &str) -> Result<()> {
+        self.verify_pin(pin, purpose)?;
+        let key = self.summary_key_for(pin)?;
+        self.summary_key = Some(key);
+        Ok(())
+    }
+
+    /// Forgets the summary key.
+    pub fn lock_summaries(&mut self) {
+        self.summary_key = None;
+    }
+
+    /// The summary key under `pin` (already checked): unwrapped, or on the first PIN made
+    /// (with its escrow sealed to head office). Summaries stored plain by an older version
+    /// are sealed to it now, and the WAL truncated so their text does not linger.
+    fn summary_key_for(&mut self, pin: &Pin) -> Result<SummaryKey> {
+        let key = match store::get_setting(&self.conn, keys::SUMMARY_PIN_WRAP)? {
+            Some(v) => {
+                let wrap: PinWrap = serde_json::from_slice(&v).map_err(|_| DeviceError::Corrupt)?;
+                wrap.unwrap(pin)?
+            }
+            None => self.new_summary_key(pin)?,
+        };
+        let plain = entries::plain_summaries(&self.conn)?;
+        if !plain.is_empty() {
+            let lock = key.lock();
+            let tx = self.conn.transaction()?;
+            for (id, summary) in &plain {
+                entries::set_sealed_summary(&tx, *id, &lock.seal(summary.as_bytes())?)?;
+            }
+            audit::append(
+                &tx,
+                now_ms(),
+                "summaries.sealed",
+                &json!({"count": plain.len()}),
+            )?;
+            tx.commit()?;
+            store::truncate_wal(&self.conn)?;
+        }
+        Ok(key)
+    }
+
+    fn new_summary_key(&mut self, pin: &Pin) -> Result<SummaryKey> {
+        let key = SummaryKey::generate();
+        let record = SummaryEscrowRecord {
+            format: SUMMARY_ESCROW_FORMAT.into(),
+            store_id: self.meta.store_id.clone(),
+            device_name: self.meta.device_name.clone(),
+            event_id: self.meta.event_id.clone(),
+            summary_key: key.secret_text().to_string(),
+        };
+        let plain = Zeroizing::new(
+            serde_json::to_vec(&record).map_err(|e| DeviceError::Seal(e.to_string()))?,
+        );
+        drop(record);
+        files::write_atomic(&self.dir.summary_escrow(), &self.sealer.seal(&plain)?)?;
+        let wrap =
+            serde_json::to_vec(&key.wrap(pin)?).map_err(|e| DeviceError::Seal(e.to_string()))?;
+        let lock = key.lock();
+        let tx = self.conn.transaction()?;
+        store::set_setting(&tx, keys::SUMMARY_RECIPIENT, lock.to_string().as_bytes())?;
+        store::set_setting(&tx, keys::SUMMARY_PIN_WRAP, &wrap)?;
+        audit::append(&tx, now_ms(), "summary_key.created", &json!({}))?;
+        tx.commit()?;
+        self.summary_lock = Some(lock);
+        Ok(key)
+    }
+
+    /// Sets a new manager PIN when the old one is forgotten, from the summary key head office
+    /// opened (`sealbox-headoffice escrow open summary-escrow.age`): the key must be this
+    /// device's. The wait and failure count are cleared.
+    pub fn reset_pin(&mut self, summary_escrow_json: &str, new: &Pin) -> Result<()> {
+        pin::check_strength(new)?;
+        let record: SummaryEscrowRecord =
+            serde_json::from_str(summary_escrow_json).map_err(|_| DeviceError::EscrowMismatch)?;
+        let key = SummaryKey::from_secret_text(&record.summary_key)?;
+        let ours = self.summary_lock.as_ref().map(SummaryLock::to_string);
+        if record.format != SUMMARY_ESCROW_FORMAT
+            || record.store_id != self.meta.store_id
+            || ours != Some(key.lock().to_string())
+        {
+            return Err(DeviceError::EscrowMismatch);
+        }
+        let wrap =
+            serde_json::to_vec(&key.wrap(new)?).map_err(|e| DeviceError::Seal(e.to_string()))?;
+        let phc = pin::hash(new)?;
+        let tx = self.conn.transaction()?;
+        store::set_setting(&tx, keys::SUMMARY_PIN_WRAP, &wrap)?;
+        store::set_setting(&tx, keys::PIN_HASH, phc.as_bytes())?;
+        let cleared = serde_json::to_vec(&Attempts::default())
+            .map_err(|e| DeviceError::Seal(e.to_string()))?;
+        store::set_setting(&tx, keys::PIN_ATTEMPTS, &cleared)?;
+        audit::append(
+            &tx,
+            now_ms(),
+            "pin.reset",
+            &json!({"through": "summary escrow"}),
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Checks the audit chain.
@@ -740,7 +879,7 @@ pub struct Trust {
 struct EntryRow {
     id: Uuid,
     envelope: EntryEnvelope,
-    summary: Zeroizing<String>,
+    summary_sealed: Vec<u8>,
 }
 
 impl EntryRow {
@@ -749,7 +888,7 @@ impl EntryRow {
             conn,
             &entries::NewEntry {
                 envelope: &self.envelope,
-                summary: &self.summary,
+                summary_sealed: &self.summary_sealed,
             },
         )
     }

@@ -4,6 +4,7 @@
 //! DIR/device.json   public facts: store id, device, event, key id (never the key)
 //! DIR/sealbox.db    the SQLCipher database (+ -wal, -shm)
 //! DIR/escrow.age    the database key sealed to head office
+//! DIR/summary-escrow.age  the summary key sealed to head office (for a forgotten PIN)
 //! DIR/enrolling     only while `enroll` runs: the store id whose keychain entry it is making,
 //!                   so the next `enroll` removes what a killed one left
 //! DIR/logs/         the CLI's log: ids and counts only
@@ -38,6 +39,10 @@ impl DataDir {
     }
     pub fn escrow(&self) -> PathBuf {
         self.root.join("escrow.age")
+    }
+    /// The summary key sealed to head office (made with the first PIN).
+    pub fn summary_escrow(&self) -> PathBuf {
+        self.root.join("summary-escrow.age")
     }
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")

@@ -20,6 +20,8 @@
 //! - [`pin`]: the manager PIN (Argon2id) and its rate limit.
 //! - [`files`]: data-dir layout, atomic writes and shredding.
 //! - [`process`]: no core dumps for the kiosk and the CLI.
+//! - [`summary`]: display summaries sealed to a key that only the manager PIN (or head
+//!   office's escrow) opens.
 //! - [`error`]: [`DeviceError`] with stable codes.
 
 pub mod audit;
@@ -33,6 +35,7 @@ pub mod pin;
 pub mod process;
 pub mod seal;
 pub mod store;
+pub mod summary;
 pub mod sync;
 pub mod sync_loop;
 

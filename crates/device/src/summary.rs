@@ -164,7 +164,10 @@ mod tests {
         assert_eq!(format!("{back:?}"), "[redacted]");
         let text = key.secret_text();
         assert_eq!(
-            SummaryKey::from_secret_text(&text).unwrap().lock().to_string(),
+            SummaryKey::from_secret_text(&text)
+                .unwrap()
+                .lock()
+                .to_string(),
             key.lock().to_string()
         );
     }
