@@ -978,6 +978,47 @@ pub(crate) mod tests {
         );
     }
 
+    /// A device from before sealed summaries (schema 4: plain summaries, a PIN hash, no summary
+    /// key): after the upgrade its summaries are listed with the PIN and sealed at that first
+    /// PIN entry; then nothing plain is left, and new entries are sealed too.
+    #[test]
+    fn plain_summaries_of_an_older_device_are_sealed_at_the_first_pin() {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = MemoryKeyStore::default();
+        Device::enroll(tmp.path(), &enrolment(), &keys).unwrap();
+        let mut dev = Device::open(tmp.path(), &keys).unwrap();
+        dev.set_pin(None, &Pin::new("246810")).unwrap();
+        // Back to what schema 4 kept: a plain summary, and no summary key.
+        dev.connection()
+            .execute_batch(
+                "DELETE FROM settings WHERE k IN ('summary_recipient', 'summary_pin_wrap');
+                 INSERT INTO entries (id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, summary)
+                 VALUES ('01920000-0000-7000-8000-000000000001', 'e', 1, 'v', 'h', x'00', '{\"name\":\"张*\"}');",
+            )
+            .unwrap();
+        drop(dev);
+        let mut dev = Device::open(tmp.path(), &keys).unwrap();
+        let listed = dev.list(&Pin::new("246810"), 10).unwrap();
+        assert_eq!(listed[0].summary["name"], "张*");
+        let plain: i64 = dev
+            .connection()
+            .query_row(
+                "SELECT count(*) FROM entries WHERE summary <> ''",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(plain, 0);
+        let id = dev
+            .add(&json!({"name": "李四", "phone": "13912345678", "consent": true}))
+            .unwrap();
+        let listed = dev.list(&Pin::new("246810"), 10).unwrap();
+        let new = listed.iter().find(|e| e.id == id).unwrap();
+        assert_eq!(new.summary["name"], "李*");
+        assert!(dev.list_unlocked(10).unwrap()[0].summary.is_empty());
+        assert!(dev.audit_verify().unwrap().ok());
+    }
+
     #[test]
     fn pin_waits_then_lets_the_right_pin_in() {
         let tmp = tempfile::tempdir().unwrap();

@@ -146,6 +146,22 @@ fn wrap_key(pin: &Pin, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
 mod tests {
     use super::*;
 
+    /// What one offline guess costs a thief who holds the database key: one Argon2id
+    /// derivation and a failed AEAD check. `cargo test -p sealbox-device --release -- --ignored
+    /// one_offline_guess --nocapture` prints it (the README's threat table quotes it).
+    #[test]
+    #[ignore]
+    fn one_offline_guess() {
+        let w = SummaryKey::generate().wrap(&Pin::new("246810")).unwrap();
+        let n = 40;
+        let t = std::time::Instant::now();
+        for i in 0..n {
+            assert!(w.unwrap(&Pin::new(format!("{:06}", 100_000 + i))).is_err());
+        }
+        let per = t.elapsed().as_secs_f64() * 1000.0 / n as f64;
+        println!("one offline PIN guess: {per:.1} ms on one core (Argon2id 19 MiB, t=2, p=1)");
+    }
+
     #[test]
     fn wrap_unwrap_and_seal_open() {
         let key = SummaryKey::generate();
