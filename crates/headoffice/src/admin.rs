@@ -39,7 +39,7 @@ pub fn init(dir: &Path, pass: &Passphrase) -> Result<()> {
 pub fn event_create(dir: &Path, config_json: &str) -> Result<EventConfig> {
     let ho = HoDir::new(dir);
     ho.require_initialised()?;
-    let config = EventConfig::from_json(config_json).map_err(|e| HoError::Config(e.to_string()))?;
+    let config = EventConfig::from_json(config_json).map_err(HoError::BadEvent)?;
     let canonical = serde_json::to_string(&config).map_err(|e| HoError::Config(e.to_string()))?;
     let conn = db::open(&ho.db())?;
     let existing: Option<String> = conn
@@ -83,7 +83,7 @@ pub fn enroll(
     let config = Config::load(dir)?;
     let server_url = url.unwrap_or(&config.public_url).to_string();
     if !server_url.starts_with("https://") {
-        return Err(HoError::Config("--url must start with https://".into()));
+        return Err(HoError::BadUrl);
     }
     if device.trim().is_empty()
         || device.len() > 64
@@ -91,9 +91,7 @@ pub fn enroll(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        return Err(HoError::Config(
-            "a device name is 1 to 64 letters, digits, '-', '_' or '.'".into(),
-        ));
+        return Err(HoError::BadDeviceName);
     }
     let conn = db::open(&ho.db())?;
     let event_json: String = conn
@@ -245,7 +243,7 @@ pub fn device_revoke(dir: &Path, device: &str) -> Result<()> {
     let conn = db::open(&ho.db())?;
     let n = conn.execute("UPDATE devices SET revoked = 1 WHERE name = ?1", [device])?;
     if n == 0 {
-        return Err(HoError::Config(format!("no device named {device:?}")));
+        return Err(HoError::NoSuchDevice(device.to_string()));
     }
     crate::audit::append(
         &conn,

@@ -1,5 +1,6 @@
 //! Head office errors, each with a stable code.
 
+use sealbox_protocol::Lang;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +16,31 @@ pub enum HoError {
     WeakPassphrase,
     #[error("{0}")]
     Config(String),
+    #[error("{0}")]
+    BadEvent(sealbox_protocol::ConfigError),
+    #[error("--url must start with https://; nothing was written")]
+    BadUrl,
+    #[error("the server certificate is for {names}, not for {host}: a device enrolled with --url {url} could never sync; use one of those names, or run `sealbox-headoffice init` with a certificate for {host}; nothing was written")]
+    UrlNotCovered {
+        url: String,
+        host: String,
+        names: String,
+    },
+    #[error("a device name is 1 to 64 letters, digits, '-', '_' or '.'")]
+    BadDeviceName,
+    #[error("no device named {0:?}")]
+    NoSuchDevice(String),
+    #[error("that is not a phone number Sealbox accepts")]
+    BadPhone,
+    #[error("that is not an email address")]
+    BadEmail,
+    #[error("{path}'s directory {dir} does not exist or cannot be written ({source}); nothing was stored")]
+    OutputUnwritable {
+        path: String,
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("event {0:?} does not exist: create it with `sealbox-headoffice event create FILE`")]
     UnknownEvent(String),
     #[error("event {0:?} already exists with a different config; nothing was changed")]
@@ -52,6 +78,14 @@ impl HoError {
             WrongPassphrase => "wrong_passphrase",
             WeakPassphrase => "weak_passphrase",
             Config(_) => "bad_config",
+            BadEvent(_) => "bad_event",
+            BadUrl => "bad_url",
+            UrlNotCovered { .. } => "url_not_covered",
+            BadDeviceName => "bad_device_name",
+            NoSuchDevice(_) => "no_such_device",
+            BadPhone => "bad_phone",
+            BadEmail => "bad_email",
+            OutputUnwritable { .. } => "output_unwritable",
             UnknownEvent(_) => "unknown_event",
             EventExists(_) => "event_exists",
             DeviceExists(_) => "device_exists",
@@ -65,9 +99,59 @@ impl HoError {
         }
     }
 
+    /// The message in `lang`, as specific in Chinese as in English (the `Display` text).
+    pub fn message(&self, lang: Lang) -> String {
+        if lang == Lang::En {
+            return self.to_string();
+        }
+        use HoError::*;
+        match self {
+            NotInitialised(p) => format!("{} 中还没有初始化总部：请运行 `sealbox-headoffice init`", p.display()),
+            AlreadyInitialised(p) => format!("{} 中已初始化总部，未做任何更改", p.display()),
+            WrongPassphrase => "口令不正确，或身份文件已损坏".into(),
+            WeakPassphrase => "口令至少需要 12 个字符；未创建任何文件".into(),
+            Config(d) => format!("配置或参数有误：{d}"),
+            BadEvent(e) => format!("活动配置有误，位置 {}：{}", e.at, e.message),
+            BadUrl => "--url 必须以 https:// 开头，未写入任何内容".into(),
+            UrlNotCovered { url, host, names } => format!("服务器证书只适用于 {names}，不适用于 {host}：用 --url {url} 注册的设备将永远无法同步。请使用其中一个名称，或用适用于 {host} 的证书重新初始化；未写入任何内容"),
+            BadDeviceName => "设备名须为 1 至 64 个字母、数字、“-”、“_”或“.”".into(),
+            NoSuchDevice(d) => format!("没有名为 {d:?} 的设备"),
+            BadPhone => "这不是 Sealbox 接受的手机号".into(),
+            BadEmail => "这不是有效的邮箱地址".into(),
+            OutputUnwritable { path, dir, source } => format!("{path} 所在的文件夹 {dir} 不存在或不可写（{}），未存储任何内容", io_kind_zh(source)),
+            UnknownEvent(e) => format!("活动 {e:?} 不存在：请先用 `sealbox-headoffice event create 文件` 创建"),
+            EventExists(e) => format!("活动 {e:?} 已存在，且配置不同；未做任何更改"),
+            DeviceExists(d) => format!("设备 {d:?} 已注册：请先吊销它，或换一个名称"),
+            BadEscrow => "这不是本总部的托管文件，或文件已损坏".into(),
+            OutputExists { path } => format!("{path} 已存在，未写入任何内容"),
+            BadBatch(d) => format!("批次文件被截断、改动，或不是发给本总部的：{d}；未存储任何内容"),
+            UnknownDevice(d) => format!("批次来自设备 {d:?}，该设备未注册或已被吊销；未存储任何内容"),
+            Crypto(d) => format!("加密出错：{d}"),
+            Storage(e) => format!("存储出错：{e}"),
+            Io { context, source } => format!("文件读写出错（{context}）：{}", io_kind_zh(source)),
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> HoError {
         let context = context.into();
         move |source| HoError::Io { context, source }
+    }
+}
+
+/// An I/O error's kind in Chinese, with the system's text for the rare kinds.
+pub fn io_kind_zh(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        NotFound => "文件或文件夹不存在".into(),
+        PermissionDenied => "没有权限".into(),
+        AlreadyExists => "文件已存在".into(),
+        InvalidData => "内容不是有效的 UTF-8 文本".into(),
+        StorageFull => "磁盘已满".into(),
+        ReadOnlyFilesystem => "文件系统只读".into(),
+        IsADirectory => "这是一个文件夹，不是文件".into(),
+        AddrInUse => "地址已被占用".into(),
+        AddrNotAvailable => "本机没有这个地址".into(),
+        _ => format!("系统错误（{e}）"),
     }
 }
 

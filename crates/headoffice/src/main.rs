@@ -1,9 +1,11 @@
 //! `sealbox-headoffice`: the admin's command line. Glue only: each command is one call into the
 //! library; errors become one line on stderr and exit code 1 (2 for usage).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
+use sealbox_headoffice::error::{io_kind_zh, HoError};
 use sealbox_headoffice::{admin, config, crm, Passphrase};
+use sealbox_protocol::Lang;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
@@ -122,23 +124,62 @@ enum EscrowCmd {
     },
 }
 
+/// A message of the command line itself, in both languages.
+#[derive(Debug)]
+struct Msg {
+    zh: String,
+    en: String,
+}
+
+impl std::fmt::Display for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.en)
+    }
+}
+
+impl std::error::Error for Msg {}
+
+fn msg(zh: impl Into<String>, en: impl Into<String>) -> anyhow::Error {
+    Msg {
+        zh: zh.into(),
+        en: en.into(),
+    }
+    .into()
+}
+
 fn passphrase(confirm: bool) -> Result<Passphrase> {
     if let Ok(p) = std::env::var("SEALBOX_HO_PASSPHRASE") {
         return Ok(Passphrase::new(p));
     }
-    let p = rpassword::prompt_password("Head office passphrase: ")
-        .context("no passphrase: set SEALBOX_HO_PASSPHRASE or run in a terminal")?;
+    let no_terminal = |_| {
+        msg(
+            "没有终端可以输入口令：请设置环境变量 SEALBOX_HO_PASSPHRASE，或在终端中运行",
+            "no passphrase: set SEALBOX_HO_PASSPHRASE or run in a terminal",
+        )
+    };
+    let p = zeroize::Zeroizing::new(
+        rpassword::prompt_password("Head office passphrase: ").map_err(no_terminal)?,
+    );
     if confirm {
-        let again = rpassword::prompt_password("Again: ").context("reading the passphrase")?;
-        if again != p {
-            anyhow::bail!("the passphrases differ");
+        let again =
+            zeroize::Zeroizing::new(rpassword::prompt_password("Again: ").map_err(no_terminal)?);
+        if *again != *p {
+            return Err(msg(
+                "两次输入的口令不一致，未做任何更改",
+                "the passphrases differ; nothing was changed",
+            ));
         }
     }
-    Ok(Passphrase::new(p))
+    Ok(Passphrase::new(p.as_str()))
 }
 
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    std::fs::read_to_string(path).map_err(|e| {
+        msg(
+            format!("无法读取 {}：{}", path.display(), io_kind_zh(&e)),
+            format!("reading {}: {e}", path.display()),
+        )
+    })
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -260,16 +301,21 @@ fn run(cli: Cli) -> Result<()> {
             let subject = match (phone, email) {
                 (Some(p), _) => crm::Subject::Phone(p),
                 (None, Some(e)) => crm::Subject::Email(e),
-                (None, None) => anyhow::bail!("give --phone or --email"),
+                (None, None) => return Err(msg("请给出 --phone 或 --email", "give --phone or --email")),
             };
             let n = crm::forget(dir, &passphrase(false)?, &subject, event.as_deref())?;
             println!("deleted {n} entries; the request is in the audit log as a salted hash");
         }
         Command::Audit(AuditCmd::Verify) => match admin::audit_verify(dir)? {
             (rows, None) => println!("audit chain ok: {rows} rows"),
-            (_, Some(seq)) => anyhow::bail!(
-                "audit chain broken at row {seq}: a row was edited, removed or reordered"
-            ),
+            (_, Some(seq)) => {
+                return Err(msg(
+                    format!("审计链在第 {seq} 行断开：有记录被修改、删除或调换了顺序"),
+                    format!(
+                        "audit chain broken at row {seq}: a row was edited, removed or reordered"
+                    ),
+                ))
+            }
         },
         Command::Device(DeviceCmd::Revoke { name }) => {
             admin::device_revoke(dir, &name)?;
@@ -287,7 +333,12 @@ fn serve(dir: &Path, listen: Option<String>) -> Result<()> {
     let state = std::sync::Arc::new(server::ServerState::open(&ho, &cfg)?);
     let tls = server::load_tls(&ho, &cfg)?;
     let addr = listen.unwrap_or(cfg.listen.clone());
-    let listener = server::bind(&addr).with_context(|| format!("listening on {addr}"))?;
+    let listener = server::bind(&addr).map_err(|e| {
+        msg(
+            format!("无法在 {addr} 上监听：{}", io_kind_zh(&e)),
+            format!("listening on {addr}: {e}"),
+        )
+    })?;
     let local = listener.local_addr()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -327,16 +378,27 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(e) = run(cli) {
-        eprintln!("error: {}", one_line(&e));
+        let lang = Lang::from_env();
+        eprintln!("{}{}", lang.error_prefix(), one_line(&e, lang));
         std::process::exit(1);
     }
 }
 
-/// The error and its causes on one line.
-fn one_line(e: &anyhow::Error) -> String {
-    e.chain()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
-        .replace('\n', " ")
+/// The error on one line in `lang`: head office's own errors and the command line's messages
+/// in either language; anything else with its causes.
+fn one_line(e: &anyhow::Error, lang: Lang) -> String {
+    let text = if let Some(h) = e.downcast_ref::<HoError>() {
+        h.message(lang)
+    } else if let Some(m) = e.downcast_ref::<Msg>() {
+        match lang {
+            Lang::Zh => m.zh.clone(),
+            Lang::En => m.en.clone(),
+        }
+    } else {
+        e.chain()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(": ")
+    };
+    text.replace('\n', " ")
 }
