@@ -133,13 +133,13 @@ impl DeviceError {
             KeychainUnavailable(d) => format!("系统钥匙串不可用（{d}），未做任何更改。在 Linux 上须运行并解锁 Secret Service（GNOME 钥匙串或 KWallet）"),
             Invalid(e) => e.message(Lang::Zh),
             InvalidLine { line, error } => format!("第 {line} 行：{}；未写入任何内容", error.message(Lang::Zh)),
-            Enrolment(d) => format!("注册文件或设备文件无效：{d}"),
+            Enrolment(d) => format!("注册文件或本设备的注册信息无效或已损坏（{d}）"),
             EscrowMismatch => "托管密钥不属于本设备，未做任何更改".into(),
             PinNotSet => "尚未设置管理员 PIN：请运行 `sealbox pin set`".into(),
             PinWrong => "PIN 不正确".into(),
             PinLocked(s) => format!("PIN 错误次数过多：请 {s} 秒后再试"),
             PinWeak => "PIN 须为 6 至 12 位数字，且不能是简单序列".into(),
-            Seal(d) => format!("加密失败：{d}"),
+            Seal(d) => format!("加密失败（{d}）"),
             Offline(d) => format!("无法连接总部（{d}）；登记数据保留在本设备上，稍后再发送"),
             TlsRefused(d) => format!("已拒绝连接：服务器证书不是总部的、名称不符或已过期（{d}）；未发送也未删除任何数据"),
             Server { status: 401, code, .. } => format!("总部拒绝了本设备（HTTP 401，{code}）：设备未注册或已被吊销；未删除任何数据"),
@@ -150,7 +150,7 @@ impl DeviceError {
             OutputExists(p) => format!("{} 已存在，未写入任何内容。请换一个文件名", p.display()),
             NoSuchFolder(p) => format!("文件夹 {} 不存在，未写入任何内容。U 盘是否已挂载？", p.display()),
             UnknownBatch => "此回执对应的批次不是本设备导出的，未删除任何数据".into(),
-            Storage(e) => format!("存储出错：{e}"),
+            Storage(e) => format!("数据库读写出错（{e}）"),
             Io { context, source } => format!("文件读写出错（{context}）：{}", io_kind_zh(source)),
         }
     }
@@ -188,3 +188,187 @@ impl From<rusqlite::Error> for DeviceError {
 }
 
 pub type Result<T, E = DeviceError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sealbox_protocol::entry::EntryErrorCode;
+    use sealbox_protocol::sync::ReceiptError;
+
+    /// Names every variant (no wildcard): a new variant does not compile until it is here, and
+    /// then [`examples`] must show it.
+    fn variant(e: &DeviceError) -> &'static str {
+        use DeviceError::*;
+        match e {
+            NotEnrolled => "NotEnrolled",
+            AlreadyEnrolled(_) => "AlreadyEnrolled",
+            OrphanDatabase(_) => "OrphanDatabase",
+            KeyLost(_) => "KeyLost",
+            WrongKey => "WrongKey",
+            Corrupt => "Corrupt",
+            DatabaseMissing(_) => "DatabaseMissing",
+            KeychainUnavailable(_) => "KeychainUnavailable",
+            Invalid(_) => "Invalid",
+            InvalidLine { .. } => "InvalidLine",
+            Enrolment(_) => "Enrolment",
+            EscrowMismatch => "EscrowMismatch",
+            PinNotSet => "PinNotSet",
+            PinWrong => "PinWrong",
+            PinLocked(_) => "PinLocked",
+            PinWeak => "PinWeak",
+            Seal(_) => "Seal",
+            Offline(_) => "Offline",
+            TlsRefused(_) => "TlsRefused",
+            Server { .. } => "Server",
+            BadReceipt(_) => "BadReceipt",
+            NothingToExport => "NothingToExport",
+            OutputExists(_) => "OutputExists",
+            NoSuchFolder(_) => "NoSuchFolder",
+            UnknownBatch => "UnknownBatch",
+            Storage(_) => "Storage",
+            Io { .. } => "Io",
+        }
+    }
+
+    fn examples() -> Vec<DeviceError> {
+        use DeviceError::*;
+        let p = || PathBuf::from("/d/x");
+        let server = |status: u16, code: &str| Server {
+            status,
+            code: code.into(),
+            message: "refused".into(),
+        };
+        let mut v = vec![
+            NotEnrolled,
+            AlreadyEnrolled("booth-1".into()),
+            OrphanDatabase(p()),
+            KeyLost(p()),
+            WrongKey,
+            Corrupt,
+            DatabaseMissing(p()),
+            KeychainUnavailable("no bus".into()),
+            Invalid(EntryError {
+                field: Some("phone".into()),
+                code: EntryErrorCode::BadPhone,
+            }),
+            InvalidLine {
+                line: 3,
+                error: EntryError {
+                    field: Some("name".into()),
+                    code: EntryErrorCode::DirectionControl,
+                },
+            },
+            Enrolment("the enrolment file is damaged".into()),
+            EscrowMismatch,
+            PinNotSet,
+            PinWrong,
+            PinLocked(30),
+            PinWeak,
+            Seal("rng".into()),
+            Offline("timed out".into()),
+            TlsRefused("UnknownIssuer".into()),
+            server(401, "unauthorized"),
+            server(409, "conflict"),
+            server(429, "rate_limited"),
+            server(503, "busy"),
+            server(400, "bad_request"),
+            NothingToExport,
+            OutputExists(p()),
+            NoSuchFolder(p()),
+            UnknownBatch,
+            Storage(rusqlite::Error::QueryReturnedNoRows),
+            Io {
+                context: "reading the entries".into(),
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            },
+        ];
+        for r in [
+            ReceiptError::Format,
+            ReceiptError::Digest,
+            ReceiptError::Signature,
+            ReceiptError::OtherDevice,
+            ReceiptError::OtherBatch,
+            ReceiptError::MissingIds(2),
+        ] {
+            v.push(BadReceipt(r));
+        }
+        v
+    }
+
+    fn han(s: &str) -> usize {
+        s.chars()
+            .filter(|c| ('\u{4E00}'..='\u{9FFF}').contains(c))
+            .count()
+    }
+
+    /// Every error code has a message in Chinese and in English, each as specific as the other:
+    /// errors the English tells apart are told apart in Chinese, and the Chinese is not English.
+    #[test]
+    fn every_error_has_a_specific_message_in_both_languages() {
+        let all = examples();
+        let mut seen = std::collections::BTreeSet::new();
+        for e in &all {
+            seen.insert(variant(e));
+            let (zh, en) = (e.message(Lang::Zh), e.message(Lang::En));
+            assert_eq!(en, e.to_string());
+            assert!(han(&en) == 0 && en.len() > 8, "{}: {en}", e.code());
+            assert!(han(&zh) >= 2, "{} has no Chinese message: {zh}", e.code());
+            // Technical details (system and library text) stand in full-width parentheses;
+            // the sentence around them is Chinese.
+            let sentence: String = zh
+                .split('（')
+                .map(|part| part.split_once('）').map_or(part, |(_, rest)| rest))
+                .collect();
+            for word in [" the ", " is ", " not ", "nothing", " was ", "head office"] {
+                assert!(
+                    !sentence.contains(word),
+                    "{}: English in the Chinese: {zh}",
+                    e.code()
+                );
+            }
+        }
+        let variants = [
+            "NotEnrolled",
+            "AlreadyEnrolled",
+            "OrphanDatabase",
+            "KeyLost",
+            "WrongKey",
+            "Corrupt",
+            "DatabaseMissing",
+            "KeychainUnavailable",
+            "Invalid",
+            "InvalidLine",
+            "Enrolment",
+            "EscrowMismatch",
+            "PinNotSet",
+            "PinWrong",
+            "PinLocked",
+            "PinWeak",
+            "Seal",
+            "Offline",
+            "TlsRefused",
+            "Server",
+            "BadReceipt",
+            "NothingToExport",
+            "OutputExists",
+            "NoSuchFolder",
+            "UnknownBatch",
+            "Storage",
+            "Io",
+        ];
+        assert_eq!(seen.len(), variants.len(), "an example for every variant");
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                if a.message(Lang::En) != b.message(Lang::En) {
+                    assert_ne!(
+                        a.message(Lang::Zh),
+                        b.message(Lang::Zh),
+                        "{} and {} collapse into one Chinese message",
+                        a.code(),
+                        b.code()
+                    );
+                }
+            }
+        }
+    }
+}

@@ -110,8 +110,8 @@ impl HoError {
             AlreadyInitialised(p) => format!("{} 中已初始化总部，未做任何更改", p.display()),
             WrongPassphrase => "口令不正确，或身份文件已损坏".into(),
             WeakPassphrase => "口令至少需要 12 个字符；未创建任何文件".into(),
-            Config(d) => format!("配置或参数有误：{d}"),
-            BadEvent(e) => format!("活动配置有误，位置 {}：{}", e.at, e.message),
+            Config(d) => format!("配置或参数有误（{d}）"),
+            BadEvent(e) => format!("活动配置有误，位置 {}（{}）", e.at, e.message),
             BadUrl => "--url 必须以 https:// 开头，未写入任何内容".into(),
             UrlNotCovered { url, host, names } => format!("服务器证书只适用于 {names}，不适用于 {host}：用 --url {url} 注册的设备将永远无法同步。请使用其中一个名称，或用适用于 {host} 的证书重新初始化；未写入任何内容"),
             BadDeviceName => "设备名须为 1 至 64 个字母、数字、“-”、“_”或“.”".into(),
@@ -124,10 +124,10 @@ impl HoError {
             DeviceExists(d) => format!("设备 {d:?} 已注册：请先吊销它，或换一个名称"),
             BadEscrow => "这不是本总部的托管文件，或文件已损坏".into(),
             OutputExists { path } => format!("{path} 已存在，未写入任何内容"),
-            BadBatch(d) => format!("批次文件被截断、改动，或不是发给本总部的：{d}；未存储任何内容"),
+            BadBatch(d) => format!("批次文件被截断、改动，或不是发给本总部的（{d}）；未存储任何内容"),
             UnknownDevice(d) => format!("批次来自设备 {d:?}，该设备未注册或已被吊销；未存储任何内容"),
-            Crypto(d) => format!("加密出错：{d}"),
-            Storage(e) => format!("存储出错：{e}"),
+            Crypto(d) => format!("加密出错（{d}）"),
+            Storage(e) => format!("数据库读写出错（{e}）"),
             Io { context, source } => format!("文件读写出错（{context}）：{}", io_kind_zh(source)),
         }
     }
@@ -156,3 +156,120 @@ pub fn io_kind_zh(e: &std::io::Error) -> String {
 }
 
 pub type Result<T, E = HoError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names every variant (no wildcard): a new variant does not compile until it is here.
+    fn variant(e: &HoError) -> &'static str {
+        use HoError::*;
+        match e {
+            NotInitialised(_) => "NotInitialised",
+            AlreadyInitialised(_) => "AlreadyInitialised",
+            WrongPassphrase => "WrongPassphrase",
+            WeakPassphrase => "WeakPassphrase",
+            Config(_) => "Config",
+            BadEvent(_) => "BadEvent",
+            BadUrl => "BadUrl",
+            UrlNotCovered { .. } => "UrlNotCovered",
+            BadDeviceName => "BadDeviceName",
+            NoSuchDevice(_) => "NoSuchDevice",
+            BadPhone => "BadPhone",
+            BadEmail => "BadEmail",
+            OutputUnwritable { .. } => "OutputUnwritable",
+            UnknownEvent(_) => "UnknownEvent",
+            EventExists(_) => "EventExists",
+            DeviceExists(_) => "DeviceExists",
+            BadEscrow => "BadEscrow",
+            OutputExists { .. } => "OutputExists",
+            BadBatch(_) => "BadBatch",
+            UnknownDevice(_) => "UnknownDevice",
+            Crypto(_) => "Crypto",
+            Storage(_) => "Storage",
+            Io { .. } => "Io",
+        }
+    }
+
+    fn han(s: &str) -> usize {
+        s.chars()
+            .filter(|c| ('\u{4E00}'..='\u{9FFF}').contains(c))
+            .count()
+    }
+
+    /// Every error code has a message in Chinese and English, as specific in each.
+    #[test]
+    fn every_error_has_a_specific_message_in_both_languages() {
+        use HoError::*;
+        let p = || PathBuf::from("/ho");
+        let all = vec![
+            NotInitialised(p()),
+            AlreadyInitialised(p()),
+            WrongPassphrase,
+            WeakPassphrase,
+            Config("signing.key is damaged".into()),
+            BadEvent(sealbox_protocol::ConfigError {
+                at: "fields[1] (phone).purpose".into(),
+                message: "is required".into(),
+            }),
+            BadUrl,
+            UrlNotCovered {
+                url: "https://ho.example:8443".into(),
+                host: "ho.example".into(),
+                names: "localhost, 127.0.0.1".into(),
+            },
+            BadDeviceName,
+            NoSuchDevice("booth-9".into()),
+            BadPhone,
+            BadEmail,
+            OutputUnwritable {
+                path: "/x/r.json".into(),
+                dir: "/x".into(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            },
+            UnknownEvent("e".into()),
+            EventExists("e".into()),
+            DeviceExists("booth-1".into()),
+            BadEscrow,
+            OutputExists { path: "/x".into() },
+            BadBatch("it does not decrypt".into()),
+            UnknownDevice("booth-1".into()),
+            Crypto("rng".into()),
+            Storage(rusqlite::Error::QueryReturnedNoRows),
+            Io {
+                context: "reading x".into(),
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            },
+        ];
+        let seen: std::collections::BTreeSet<_> = all.iter().map(variant).collect();
+        assert_eq!(seen.len(), all.len(), "one example for every variant");
+        for e in &all {
+            let (zh, en) = (e.message(Lang::Zh), e.message(Lang::En));
+            assert_eq!(en, e.to_string());
+            assert!(han(&en) == 0 && en.len() > 8, "{}: {en}", e.code());
+            assert!(han(&zh) >= 2, "{} has no Chinese message: {zh}", e.code());
+            let sentence: String = zh
+                .split('（')
+                .map(|part| part.split_once('）').map_or(part, |(_, rest)| rest))
+                .collect();
+            for word in [" the ", " is ", " not ", "nothing", " was ", "head office"] {
+                assert!(
+                    !sentence.contains(word),
+                    "{}: English in the Chinese: {zh}",
+                    e.code()
+                );
+            }
+        }
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(
+                    a.message(Lang::Zh),
+                    b.message(Lang::Zh),
+                    "{} / {}",
+                    a.code(),
+                    b.code()
+                );
+            }
+        }
+    }
+}

@@ -301,7 +301,9 @@ fn run(cli: Cli) -> Result<()> {
             let subject = match (phone, email) {
                 (Some(p), _) => crm::Subject::Phone(p),
                 (None, Some(e)) => crm::Subject::Email(e),
-                (None, None) => return Err(msg("请给出 --phone 或 --email", "give --phone or --email")),
+                (None, None) => {
+                    return Err(msg("请给出 --phone 或 --email", "give --phone or --email"))
+                }
             };
             let n = crm::forget(dir, &passphrase(false)?, &subject, event.as_deref())?;
             println!("deleted {n} entries; the request is in the audit log as a salted hash");

@@ -658,7 +658,9 @@ mod tests {
     #[test]
     fn direction_controls_and_duplicate_keys_are_refused_with_the_field() {
         for c in ['\u{202E}', '\u{2067}', '\u{200F}', '\u{061C}'] {
-            let e = err(json!({"name": format!("Li{c}gnp.exe"), "phone": "13812345678", "consent": true}));
+            let e = err(
+                json!({"name": format!("Li{c}gnp.exe"), "phone": "13812345678", "consent": true}),
+            );
             assert_eq!(
                 (e.field.as_deref(), e.code),
                 (Some("name"), EntryErrorCode::DirectionControl),
@@ -675,12 +677,21 @@ mod tests {
             (Some("phone"), EntryErrorCode::DuplicateField)
         );
         assert!(!e.to_string().contains("139"), "{e}");
-        let e = validate_json(&config(), r#"{"consent": false, "consent": true, "name": "Li", "phone": "13812345678"}"#)
-            .unwrap_err();
+        let e = validate_json(
+            &config(),
+            r#"{"consent": false, "consent": true, "name": "Li", "phone": "13812345678"}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.code, EntryErrorCode::DuplicateField);
         // Nested objects are checked too; a value that is itself a key name is not shown.
-        assert_eq!(parse_json(r#"{"a": [{"x": 1, "x": 2}]}"#).unwrap_err().code, EntryErrorCode::DuplicateField);
-        assert_eq!(parse_json(r#"{"a": 1} x"#).unwrap_err().code, EntryErrorCode::Malformed);
+        assert_eq!(
+            parse_json(r#"{"a": [{"x": 1, "x": 2}]}"#).unwrap_err().code,
+            EntryErrorCode::DuplicateField
+        );
+        assert_eq!(
+            parse_json(r#"{"a": 1} x"#).unwrap_err().code,
+            EntryErrorCode::Malformed
+        );
         assert_eq!(
             parse_json(r#"{"n": 1.5, "s": "x", "b": [true, null]}"#).unwrap(),
             json!({"n": 1.5, "s": "x", "b": [true, null]})

@@ -81,7 +81,10 @@ mod tests {
         assert_eq!(Lang::from_settings(None, Some("zh_CN.UTF-8")), Lang::Zh);
         assert_eq!(Lang::from_settings(None, Some("C.UTF-8")), Lang::En);
         assert_eq!(Lang::from_settings(None, None), Lang::En);
-        assert_eq!(Lang::from_settings(Some("en"), Some("zh_CN.UTF-8")), Lang::En);
+        assert_eq!(
+            Lang::from_settings(Some("en"), Some("zh_CN.UTF-8")),
+            Lang::En
+        );
         assert_eq!(Lang::from_settings(Some("zh"), Some("C")), Lang::Zh);
     }
 }
