@@ -283,12 +283,14 @@ fn run(cli: Cli) -> Result<()> {
                         println!("audit chain ok: {} rows", v.rows);
                     }
                 }
-                Some(seq) => return Err(msg(
-                    format!("审计链在第 {seq} 行断开：有记录被修改、删除或调换了顺序"),
-                    format!(
+                Some(seq) => {
+                    return Err(msg(
+                        format!("审计链在第 {seq} 行断开：有记录被修改、删除或调换了顺序"),
+                        format!(
                         "audit chain broken at row {seq}: a row was edited, removed or reordered"
                     ),
-                )),
+                    ))
+                }
             }
         }
         Command::Recover { escrow_key } => {

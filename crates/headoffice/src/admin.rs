@@ -21,17 +21,93 @@ pub fn init(dir: &Path, pass: &Passphrase) -> Result<()> {
     if ho.is_initialised() {
         return Err(HoError::AlreadyInitialised(dir.to_path_buf()));
     }
-    std::fs::create_dir_all(dir).map_err(HoError::io("creating the data directory"))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(HoError::io("setting permissions"))?;
+    let existed = dir.exists();
+    let before = files_in(dir);
+    let made = (|| -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(HoError::io("creating the data directory"))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(HoError::io("setting permissions"))?;
+        }
+        drop(db::open(&ho.db())?);
+        keys::create(&ho, pass)
+    })();
+    if let Err(e) = made {
+        // A refused init (a short passphrase, a full disk) leaves nothing behind: no database,
+        // no half of the keys, no directory that was not there before.
+        for f in files_in(dir) {
+            if !before.contains(&f) {
+                let _ = std::fs::remove_file(&f);
+            }
+        }
+        if !existed {
+            let _ = std::fs::remove_dir(dir);
+        }
+        return Err(e);
     }
-    db::open(&ho.db())?;
-    keys::create(&ho, pass)?;
     tracing::info!("head office initialised");
     Ok(())
+}
+
+fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// The names (DNS names and IP addresses) the server certificate head office serves covers.
+fn served_names(ho: &HoDir, config: &Config) -> Result<Vec<String>> {
+    let cert = config
+        .tls_cert
+        .as_ref()
+        .map(|s| ho.root().join(s))
+        .unwrap_or_else(|| ho.server_cert());
+    let pem = std::fs::read_to_string(&cert)
+        .map_err(HoError::io(format!("reading {}", cert.display())))?;
+    let params = rcgen::CertificateParams::from_ca_cert_pem(&pem)
+        .map_err(|e| HoError::Config(format!("{}: {e}", cert.display())))?;
+    Ok(params
+        .subject_alt_names
+        .iter()
+        .filter_map(|n| match n {
+            rcgen::SanType::DnsName(d) => Some(d.as_str().to_ascii_lowercase()),
+            rcgen::SanType::IpAddress(ip) => Some(ip.to_string()),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The host of an `https://` URL, without port or brackets, lowercased.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split_once(']')?.0
+    } else {
+        authority.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Whether a certificate for `names` is valid for `host` (an exact name or address, or a
+/// `*.` wildcard for one label).
+fn covers(names: &[String], host: &str) -> bool {
+    let host_ip: Option<std::net::IpAddr> = host.parse().ok();
+    names
+        .iter()
+        .any(|n| match (host_ip, n.parse::<std::net::IpAddr>()) {
+            (Some(h), Ok(ip)) => h == ip,
+            (Some(_), Err(_)) | (None, Ok(_)) => false,
+            (None, Err(_)) => match n.strip_prefix("*.") {
+                Some(suffix) => host
+                    .split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+                None => n == host,
+            },
+        })
 }
 
 /// Validates and stores an event. Creating the same event again is a no-op; a different
@@ -82,8 +158,16 @@ pub fn enroll(
     ho.require_initialised()?;
     let config = Config::load(dir)?;
     let server_url = url.unwrap_or(&config.public_url).to_string();
-    if !server_url.starts_with("https://") {
+    let Some(host) = url_host(&server_url) else {
         return Err(HoError::BadUrl);
+    };
+    let names = served_names(&ho, &config)?;
+    if !covers(&names, &host) {
+        return Err(HoError::UrlNotCovered {
+            url: server_url,
+            host,
+            names: names.join(", "),
+        });
     }
     if device.trim().is_empty()
         || device.len() > 64
@@ -353,4 +437,34 @@ pub fn audit_verify(dir: &Path) -> Result<(u64, Option<i64>)> {
     ho.require_initialised()?;
     let conn = db::open(&ho.db())?;
     crate::audit::verify(&conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_hosts_and_certificate_names() {
+        assert_eq!(
+            url_host("https://HO.example:8443/x").as_deref(),
+            Some("ho.example")
+        );
+        assert_eq!(url_host("https://[::1]:8443").as_deref(), Some("::1"));
+        assert_eq!(url_host("https://127.0.0.1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(url_host("http://ho.example"), None);
+        assert_eq!(url_host("https://"), None);
+        let names = vec![
+            "127.0.0.1".to_string(),
+            "localhost".into(),
+            "*.fair.example".into(),
+        ];
+        assert!(covers(&names, "127.0.0.1"));
+        assert!(covers(&names, "localhost"));
+        assert!(covers(&names, "ho.fair.example"));
+        assert!(!covers(&names, "a.b.fair.example"));
+        assert!(!covers(&names, "fair.example"));
+        assert!(!covers(&names, "192.168.1.10"));
+        assert!(!covers(&names, "ho.example"));
+        assert!(!covers(&names, "::1"));
+    }
 }

@@ -20,7 +20,7 @@ pub enum HoError {
     BadEvent(sealbox_protocol::ConfigError),
     #[error("--url must start with https://; nothing was written")]
     BadUrl,
-    #[error("the server certificate is for {names}, not for {host}: a device enrolled with --url {url} could never sync; use one of those names, or run `sealbox-headoffice init` with a certificate for {host}; nothing was written")]
+    #[error("the server certificate is for {names}, not for {host}: a device enrolled with --url {url} could never sync; use one of those names, or point tls_cert and tls_key in config.toml at a certificate for {host} signed by head office's CA (ca.pem); nothing was written")]
     UrlNotCovered {
         url: String,
         host: String,
@@ -113,7 +113,7 @@ impl HoError {
             Config(d) => format!("配置或参数有误（{d}）"),
             BadEvent(e) => format!("活动配置有误，位置 {}（{}）", e.at, e.message),
             BadUrl => "--url 必须以 https:// 开头，未写入任何内容".into(),
-            UrlNotCovered { url, host, names } => format!("服务器证书只适用于 {names}，不适用于 {host}：用 --url {url} 注册的设备将永远无法同步。请使用其中一个名称，或用适用于 {host} 的证书重新初始化；未写入任何内容"),
+            UrlNotCovered { url, host, names } => format!("服务器证书只适用于 {names}，不适用于 {host}：用 --url {url} 注册的设备将永远无法同步。请使用其中一个名称，或在 config.toml 的 tls_cert 和 tls_key 中指定由总部 CA（ca.pem）签发、适用于 {host} 的证书；未写入任何内容"),
             BadDeviceName => "设备名须为 1 至 64 个字母、数字、“-”、“_”或“.”".into(),
             NoSuchDevice(d) => format!("没有名为 {d:?} 的设备"),
             BadPhone => "这不是 Sealbox 接受的手机号".into(),

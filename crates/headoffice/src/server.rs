@@ -158,7 +158,12 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// The JSON error response. Every refusal leaves a line in the log: the status and the code,
+/// never anything from the request.
 fn api_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    if status.is_client_error() {
+        tracing::warn!(status = status.as_u16(), code, "request refused");
+    }
     (
         status,
         Json(ApiError {
