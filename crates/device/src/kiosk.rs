@@ -222,6 +222,12 @@ impl Kiosk {
     pub fn export_batch(&mut self) -> Result<crate::batch::ExportReport, UiError> {
         let dir = self.export_dir();
         let dev = self.manager()?;
+        if std::env::var_os("SEALBOX_EXPORT_DIR").is_none() {
+            // The app's own folder in the data directory; a configured one (a USB stick's
+            // mount point) must already be there.
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| DeviceError::io(format!("creating {}", dir.display()))(e))?;
+        }
         let stamp = time::OffsetDateTime::now_utc()
             .format(time::macros::format_description!(
                 "[year][month][day]-[hour][minute][second]"

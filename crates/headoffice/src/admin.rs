@@ -345,27 +345,68 @@ pub struct ImportReport {
     pub device: String,
     pub batch_id: uuid::Uuid,
     pub entries: usize,
+    /// Entries of the batch head office held before this import (sent by sync or in another
+    /// file): not stored again.
+    pub already_held: usize,
     /// The batch had been imported before (or synced): the same receipt again.
     pub duplicate: bool,
+    /// The receipt file was already there, identical: left as it was.
+    pub receipt_kept: bool,
+    /// The device is revoked and its entries were accepted deliberately (audited).
+    pub accepted_revoked: bool,
 }
 
-/// Imports a batch file carried from a device: opens it with head office's identity, checks the
-/// device's signature against an enrolled, unrevoked device, stores the entries exactly as a
-/// sync does, and writes the signed receipt file.
+/// How to import.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ImportOptions {
+    /// Accept the entries of a revoked device (a lost device that turned up): audited.
+    pub accept_revoked: bool,
+}
+
+/// [`import_with`] with the default options: a revoked device's file is refused.
 pub fn import(
     dir: &Path,
     pass: &Passphrase,
     file: &Path,
     receipt_out: &Path,
 ) -> Result<ImportReport> {
+    import_with(dir, pass, file, receipt_out, ImportOptions::default())
+}
+
+/// Where the receipt goes, checked before anything is stored.
+enum ReceiptOut {
+    /// A new file, reserved as a temp file in its folder (so the folder exists and is
+    /// writable), renamed into place once the receipt is signed.
+    New(tempfile::NamedTempFile),
+    /// The file is there and is head office's receipt for this very batch: it is kept if the
+    /// receipt comes out the same.
+    Same(Vec<u8>),
+}
+
+/// Imports a batch file carried from a device: opens it with head office's identity, checks the
+/// device's signature against an enrolled device (unrevoked, unless `accept_revoked`), stores
+/// the entries exactly as a sync does, and writes the signed receipt file. Where the receipt
+/// goes is checked before anything is stored: an existing file is refused unless it is the
+/// same receipt, a missing or read-only folder is refused, and nothing is stored either way.
+pub fn import_with(
+    dir: &Path,
+    pass: &Passphrase,
+    file: &Path,
+    receipt_out: &Path,
+    opts: ImportOptions,
+) -> Result<ImportReport> {
     use sealbox_protocol::batch::SignedBatch;
     let ho = HoDir::new(dir);
     ho.require_initialised()?;
-    if receipt_out.exists() {
-        return Err(HoError::OutputExists {
-            path: receipt_out.display().to_string(),
-        });
-    }
+    let existing = match std::fs::read(receipt_out) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(_) => {
+            return Err(HoError::OutputExists {
+                path: receipt_out.display().to_string(),
+            })
+        }
+    };
     let identity = ho.load_identity(pass)?;
     let sealed = std::fs::read(file).map_err(HoError::io(format!("reading {}", file.display())))?;
     let plain = Zeroizing::new(
@@ -387,47 +428,109 @@ pub fn import(
         )
         .optional()?;
     let (event_id, vk, revoked) = found.ok_or_else(|| HoError::UnknownDevice(device.clone()))?;
-    if revoked {
-        return Err(HoError::UnknownDevice(device));
+    if revoked && !opts.accept_revoked {
+        return Err(HoError::RevokedDevice(device));
     }
     let vk = sealbox_protocol::sync::verifying_key_from_b64(&vk)
         .ok_or_else(|| HoError::Config("a device's verifying key is damaged".into()))?;
     let payload = signed
         .verify(&vk)
         .map_err(|e| HoError::BadBatch(e.to_string()))?;
+    let key = ho.load_signing_key()?;
+    let out = match existing {
+        // Only head office's own receipt for this batch may stay: it then holds the batch, and
+        // importing again gives the same receipt.
+        Some(bytes) => {
+            let same_batch = serde_json::from_slice::<sealbox_protocol::sync::Receipt>(&bytes)
+                .ok()
+                .filter(|r| r.verify(&key.verifying_key()).is_ok())
+                .is_some_and(|r| r.batch_id == payload.manifest.batch_id && r.device == device);
+            if !same_batch {
+                return Err(HoError::OutputExists {
+                    path: receipt_out.display().to_string(),
+                });
+            }
+            ReceiptOut::Same(bytes)
+        }
+        None => {
+            let parent = receipt_out
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let mut builder = tempfile::Builder::new();
+            builder.prefix(".sealbox-receipt-");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                builder.permissions(std::fs::Permissions::from_mode(0o600));
+            }
+            let tmp = builder
+                .tempfile_in(parent)
+                .map_err(|source| HoError::OutputUnwritable {
+                    path: receipt_out.display().to_string(),
+                    dir: parent.display().to_string(),
+                    source,
+                })?;
+            ReceiptOut::New(tmp)
+        }
+    };
     let cfg = Config::load(dir)?;
     let mut limits = crate::server::Limits::from_config(&cfg);
     limits.max_entries_per_batch = usize::MAX;
     let auth = db::DeviceAuth {
         name: device.clone(),
         event_id,
-        revoked,
+        revoked: false,
     };
     let req = sealbox_protocol::sync::SyncRequest {
         batch_id: payload.manifest.batch_id,
         entries: payload.entries,
     };
     crate::server::validate(&req, &auth, &limits).map_err(|r| HoError::BadBatch(r.message))?;
-    let key = ho.load_signing_key()?;
+    let ids: Vec<uuid::Uuid> = req.entries.iter().map(|e| e.id).collect();
+    let already_held = db::held_count(&conn, &ids)?;
     let (receipt, fresh) =
         db::ingest(&mut conn, &device, &req, &key, now_ms()).map_err(|e| match e {
             db::IngestError::Storage(e) => HoError::Storage(e),
             other => HoError::BadBatch(other.to_string()),
         })?;
     let json = serde_json::to_vec_pretty(&receipt).map_err(|e| HoError::Crypto(e.to_string()))?;
-    keys::write_new_private(receipt_out, &json)?;
+    let receipt_kept = match out {
+        ReceiptOut::Same(bytes) if bytes == json => true,
+        ReceiptOut::Same(_) => {
+            return Err(HoError::OutputExists {
+                path: receipt_out.display().to_string(),
+            })
+        }
+        ReceiptOut::New(mut tmp) => {
+            use std::io::Write;
+            tmp.write_all(&json)
+                .and_then(|_| tmp.as_file().sync_all())
+                .map_err(HoError::io(format!("writing {}", receipt_out.display())))?;
+            tmp.persist_noclobber(receipt_out)
+                .map_err(|e| HoError::io(format!("writing {}", receipt_out.display()))(e.error))?;
+            false
+        }
+    };
     crate::audit::append(
         &conn,
         now_ms(),
         "batch.imported",
-        &serde_json::json!({"device": device, "batch": req.batch_id, "entries": req.entries.len(), "duplicate": !fresh}),
+        &serde_json::json!({"device": device, "batch": req.batch_id, "entries": req.entries.len(),
+            "already_held": already_held, "duplicate": !fresh, "accepted_revoked": revoked}),
     )?;
+    if revoked {
+        tracing::warn!(%device, batch = %req.batch_id, "entries of a revoked device accepted");
+    }
     tracing::info!(%device, batch = %req.batch_id, entries = req.entries.len(), "batch imported");
     Ok(ImportReport {
         device,
         batch_id: req.batch_id,
         entries: req.entries.len(),
+        already_held,
         duplicate: !fresh,
+        receipt_kept,
+        accepted_revoked: revoked,
     })
 }
 

@@ -356,3 +356,15 @@ mod tests {
         assert_eq!(count(&conn, "SELECT count(*) FROM entries"), 2);
     }
 }
+
+/// How many of `ids` head office already holds (read only).
+pub fn held_count(conn: &Connection, ids: &[uuid::Uuid]) -> Result<usize> {
+    let mut stmt = conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM entries WHERE id = ?1)")?;
+    let mut n = 0;
+    for id in ids {
+        if stmt.query_row([id.to_string()], |r| r.get::<_, bool>(0))? {
+            n += 1;
+        }
+    }
+    Ok(n)
+}

@@ -53,10 +53,10 @@ pub enum HoError {
     OutputExists { path: String },
     #[error("the batch file is truncated, altered, or not for this head office: {0}; nothing was stored")]
     BadBatch(String),
-    #[error(
-        "the batch is from device {0:?}, which is not enrolled or is revoked; nothing was stored"
-    )]
+    #[error("the batch is from device {0:?}, which is not enrolled here; nothing was stored")]
     UnknownDevice(String),
+    #[error("the batch is from device {0:?}, which is revoked; nothing was stored. If the device was found again and its entries are genuine, import them deliberately with `import --accept-revoked` (audited)")]
+    RevokedDevice(String),
     #[error("crypto: {0}")]
     Crypto(String),
     #[error("storage error: {0}")]
@@ -93,6 +93,7 @@ impl HoError {
             OutputExists { .. } => "output_exists",
             BadBatch(_) => "bad_batch",
             UnknownDevice(_) => "unknown_device",
+            RevokedDevice(_) => "revoked_device",
             Crypto(_) => "crypto",
             Storage(_) => "storage",
             Io { .. } => "io",
@@ -125,7 +126,8 @@ impl HoError {
             BadEscrow => "这不是本总部的托管文件，或文件已损坏".into(),
             OutputExists { path } => format!("{path} 已存在，未写入任何内容"),
             BadBatch(d) => format!("批次文件被截断、改动，或不是发给本总部的（{d}）；未存储任何内容"),
-            UnknownDevice(d) => format!("批次来自设备 {d:?}，该设备未注册或已被吊销；未存储任何内容"),
+            UnknownDevice(d) => format!("批次来自设备 {d:?}，该设备未在本总部注册；未存储任何内容"),
+            RevokedDevice(d) => format!("批次来自已被吊销的设备 {d:?}，未存储任何内容。如果设备已找回且登记确实可信，可用 `import --accept-revoked` 有意接收（会记入审计日志）"),
             Crypto(d) => format!("加密出错（{d}）"),
             Storage(e) => format!("数据库读写出错（{e}）"),
             Io { context, source } => format!("文件读写出错（{context}）：{}", io_kind_zh(source)),
@@ -185,6 +187,7 @@ mod tests {
             OutputExists { .. } => "OutputExists",
             BadBatch(_) => "BadBatch",
             UnknownDevice(_) => "UnknownDevice",
+            RevokedDevice(_) => "RevokedDevice",
             Crypto(_) => "Crypto",
             Storage(_) => "Storage",
             Io { .. } => "Io",
@@ -234,6 +237,7 @@ mod tests {
             OutputExists { path: "/x".into() },
             BadBatch("it does not decrypt".into()),
             UnknownDevice("booth-1".into()),
+            RevokedDevice("booth-1".into()),
             Crypto("rng".into()),
             Storage(rusqlite::Error::QueryReturnedNoRows),
             Io {

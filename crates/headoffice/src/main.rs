@@ -57,8 +57,12 @@ enum Command {
     /// Import a batch file carried from a device and write its signed receipt.
     Import {
         file: PathBuf,
+        /// Where to write the receipt: a new file, or the same receipt already written there.
         #[arg(long)]
         receipt_out: PathBuf,
+        /// Accept the entries of a revoked device (a lost device that was found): audited.
+        #[arg(long)]
+        accept_revoked: bool,
     },
     /// The audit log.
     #[command(subcommand)]
@@ -234,14 +238,46 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::DefaultConfig => print!("{}", config::DEFAULT_CONFIG),
         Command::Serve { listen } => serve(dir, listen)?,
-        Command::Import { file, receipt_out } => {
-            let r = admin::import(dir, &passphrase(false)?, &file, &receipt_out)?;
+        Command::Import {
+            file,
+            receipt_out,
+            accept_revoked,
+        } => {
+            let opts = admin::ImportOptions { accept_revoked };
+            let r = admin::import_with(dir, &passphrase(false)?, &file, &receipt_out, opts)?;
+            let what = if r.duplicate {
+                format!(
+                    "already held: this file (batch {}) from device {} was imported or synced before, {} entries; nothing new stored",
+                    r.batch_id, r.device, r.entries
+                )
+            } else if r.already_held == r.entries {
+                format!(
+                    "already held: all {} entries of this file from device {} (batch {}) had reached head office before; nothing new stored",
+                    r.entries, r.device, r.batch_id
+                )
+            } else {
+                format!(
+                    "stored {} entries from device {} (batch {}){}",
+                    r.entries - r.already_held,
+                    r.device,
+                    r.batch_id,
+                    if r.already_held > 0 {
+                        format!("; {} more were already held", r.already_held)
+                    } else {
+                        String::new()
+                    }
+                )
+            };
+            if r.accepted_revoked {
+                println!("device {} is revoked: its entries were accepted as asked, and the audit log says so", r.device);
+            }
             println!(
-                "{} {} entries from device {} (batch {}); receipt written to {}: carry it back and run `sealbox receipt import {}`",
-                if r.duplicate { "already held" } else { "stored" },
-                r.entries,
-                r.device,
-                r.batch_id,
+                "{what}; receipt {} {}: carry it back and run `sealbox receipt import {}`",
+                if r.receipt_kept {
+                    "already at"
+                } else {
+                    "written to"
+                },
                 receipt_out.display(),
                 receipt_out.display()
             );
