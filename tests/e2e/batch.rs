@@ -15,6 +15,7 @@ fn export_import_receipt_erase() {
     sb.enrol_at("https://127.0.0.1:9");
     sb.add_many(0, 50);
     let batch = sb.tmp.path().join("usb/booth-1.sealbox-batch");
+    std::fs::create_dir(sb.tmp.path().join("usb")).unwrap();
     let out = sb.dev_ok(&["export", "--out", batch.to_str().unwrap()]);
     assert!(out.contains("exported 50 entries"), "{out}");
     // Still on the device, marked exported; no temp file left beside the batch.

@@ -1,0 +1,498 @@
+//! The README is the user's manual: each command does what it says, also when used the way people
+//! get it wrong (issue 17). Messages in both languages, refusals that change nothing, and the
+//! mistakes that used to half-succeed.
+
+use sealbox_device::files::KEY_ACCOUNT;
+use sealbox_device::{KeyStore, OsKeychain};
+use sealbox_tests::server::{ho_counts, HoServer};
+use sealbox_tests::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn han(s: &str) -> usize {
+    s.chars()
+        .filter(|c| ('\u{4E00}'..='\u{9FFF}').contains(c))
+        .count()
+}
+
+/// The same command without a controlling terminal (as from a script or a service), so a PIN
+/// prompt cannot open `/dev/tty`.
+fn without_terminal(c: &Command) -> Command {
+    let mut s = Command::new("setsid");
+    s.arg("-w").arg(c.get_program()).args(c.get_args());
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => s.env(k, v),
+            None => s.env_remove(k),
+        };
+    }
+    s.stdin(Stdio::null());
+    s
+}
+
+/// Runs `c` in English, with `SEALBOX_LANG=zh`, and with a Chinese locale (`LANG`) only; each
+/// must fail with one line. Returns (English, Chinese) after checking both Chinese runs agree.
+fn both_languages(c: &Command, what: &str) -> (String, String) {
+    let run = |env: &[(&str, Option<&str>)]| -> String {
+        let mut c = without_terminal(c);
+        c.env_remove("LC_ALL").env_remove("LC_MESSAGES");
+        for (k, v) in env {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        let out = c.output().unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{what}: one line: {err}");
+        err.trim_end().to_string()
+    };
+    let en = run(&[("LANG", Some("C.UTF-8")), ("SEALBOX_LANG", None)]);
+    let zh = run(&[("SEALBOX_LANG", Some("zh")), ("LANG", Some("C.UTF-8"))]);
+    let locale = run(&[("SEALBOX_LANG", None), ("LANG", Some("zh_CN.UTF-8"))]);
+    assert!(en.starts_with("error: ") && han(&en) == 0, "{what}: {en}");
+    assert!(zh.starts_with("错误："), "{what}: {zh}");
+    assert!(han(&zh) >= 4, "{what}: not Chinese: {zh}");
+    assert_eq!(
+        zh, locale,
+        "{what}: a Chinese LANG speaks Chinese like SEALBOX_LANG=zh"
+    );
+    (en, zh)
+}
+
+fn write(sb: &Sandbox, name: &str, text: &str) -> std::path::PathBuf {
+    let p = sb.tmp.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Issue 17, items 7 and 8: `status`, file, PIN, receipt, export and key errors, and the prefix,
+/// in Chinese from `SEALBOX_LANG=zh` and from a Chinese `LANG`; distinct errors stay distinct.
+#[test]
+fn device_errors_in_chinese_from_sealbox_lang_and_from_a_chinese_locale() {
+    let sb = Sandbox::headoffice();
+    sb.enrol_at("https://127.0.0.1:9");
+    sb.add_many(0, 2);
+    let missing = sb.tmp.path().join("missing.json");
+    let garbage = write(&sb, "garbage.json", "{\"not\": \"a receipt\"}");
+    // A genuine receipt with its signature broken.
+    let batch = sb.tmp.path().join("b.sealbox-batch");
+    sb.dev_ok(&["export", "--out", s(&batch)]);
+    let receipt = sb.tmp.path().join("r.json");
+    ok(sb.ho_import(&batch, &receipt), &["import"]);
+    let mut forged: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&receipt).unwrap()).unwrap();
+    forged["issued_at_ms"] = (forged["issued_at_ms"].as_i64().unwrap() + 1).into();
+    let forged = write(&sb, "forged.json", &forged.to_string());
+    let bad_line = write(
+        &sb,
+        "bad.ndjson",
+        "{\"name\":\"Li\",\"phone\":\"13812345678\",\"consent\":true}\n{\"name\":\"Li\",\"phone\":\"123\",\"consent\":true}\n",
+    );
+    let nowhere = sb.tmp.path().join("not-enrolled");
+
+    let dev = |args: &[&str]| sb.dev_cmd(args);
+    let mut cases: Vec<(&str, Command)> = vec![
+        ("status, not enrolled", sb.dev_cmd_in(&nowhere, &["status"])),
+        (
+            "receipt import, no file",
+            dev(&["receipt", "import", s(&missing)]),
+        ),
+        (
+            "recover, no file",
+            dev(&["recover", "--escrow-key", s(&missing)]),
+        ),
+        ("add, no file", dev(&["add", "--ndjson", s(&missing)])),
+        ("add, a bad line", dev(&["add", "--ndjson", s(&bad_line)])),
+        (
+            "receipt, not a receipt",
+            dev(&["receipt", "import", s(&garbage)]),
+        ),
+        ("receipt, forged", dev(&["receipt", "import", s(&forged)])),
+        (
+            "export, file exists",
+            dev(&["export", "--out", s(&garbage)]),
+        ),
+        ("list, no PIN and no terminal", dev(&["list"])),
+    ];
+    let mut no_new = dev(&["pin", "set"]);
+    no_new.env("SEALBOX_PIN", PIN);
+    cases.push(("pin set, no terminal for the new PIN", no_new));
+    let mut no_keychain = dev(&["status"]);
+    no_keychain.env(
+        "DBUS_SESSION_BUS_ADDRESS",
+        "unix:path=/nonexistent/sealbox-test-bus",
+    );
+    cases.push(("status, keychain unavailable", no_keychain));
+
+    let mut seen = Vec::new();
+    for (what, c) in &cases {
+        let (en, zh) = both_languages(c, what);
+        eprintln!("{what}:\n  {en}\n  {zh}");
+        seen.push((what.to_string(), en, zh));
+    }
+    let find = |what: &str| seen.iter().find(|c| c.0.starts_with(what)).unwrap();
+    assert!(find("add, a bad line").2.contains("第 2 行"));
+    assert!(find("add, no file").2.contains("missing.json"));
+    let (_, en, zh) = find("pin set, no terminal");
+    assert!(en.contains("SEALBOX_NEW_PIN"), "{en}");
+    assert!(zh.contains("SEALBOX_NEW_PIN"), "{zh}");
+    assert!(!en.contains("No such device"), "{en}");
+    // The receipt errors stay as distinct in Chinese as in English.
+    assert_ne!(find("receipt, not a receipt").2, find("receipt, forged").2);
+    assert_ne!(find("receipt, not a receipt").1, find("receipt, forged").1);
+    // Nothing was erased or written by any of them.
+    assert_eq!(sb.status()["exported"], 2);
+
+    // A lost key: status says so in Chinese, with the way back.
+    OsKeychain
+        .delete(&sb.keychain_service(), KEY_ACCOUNT)
+        .unwrap();
+    let (en, zh) = both_languages(&sb.dev_cmd(&["status"]), "status, key lost");
+    assert!(en.contains("key lost"), "{en}");
+    assert!(
+        zh.contains("密钥丢失") && zh.contains("escrow open"),
+        "{zh}"
+    );
+}
+
+/// Head office's errors in Chinese too.
+#[test]
+fn head_office_errors_in_chinese() {
+    let sb = Sandbox::headoffice();
+    let missing = sb.tmp.path().join("missing.json");
+    for (what, args) in [
+        (
+            "event create, no file",
+            vec!["event", "create", s(&missing)],
+        ),
+        (
+            "enroll, unknown event",
+            vec![
+                "enroll",
+                "--device",
+                "b",
+                "--event",
+                "nope",
+                "--out",
+                s(&missing),
+            ],
+        ),
+        ("revoke, no such device", vec!["device", "revoke", "nobody"]),
+        (
+            "import, no file",
+            vec!["import", s(&missing), "--receipt-out", "r.json"],
+        ),
+    ] {
+        let (en, zh) = both_languages(&sb.ho_cmd(&args), what);
+        eprintln!("{what}:\n  {en}\n  {zh}");
+    }
+    let mut wrong = sb.ho_cmd(&["escrow", "open", s(&missing), "--out", "k.json"]);
+    wrong.env("SEALBOX_HO_PASSPHRASE", "not the passphrase at all");
+    let (_, zh) = both_languages(&wrong, "wrong passphrase");
+    assert!(zh.contains("口令不正确"), "{zh}");
+}
+
+/// Item 8: a database file copied from another device is `wrong key`, as the README lists, not
+/// `corrupt`; putting the right file back opens it again.
+#[test]
+fn a_database_from_another_device_is_wrong_key_not_corrupt() {
+    let sb = Sandbox::enrolled();
+    sb.add_many(0, 1);
+    let other = sb.enrol_second(EVENT);
+    let db = sb.dev.join("sealbox.db");
+    let mine = std::fs::read(&db).unwrap();
+    std::fs::copy(other.join("sealbox.db"), &db).unwrap();
+    let err = sb.dev_fail(&["list"], &[("SEALBOX_PIN", PIN)]);
+    assert!(err.contains("wrong key"), "{err}");
+    assert_eq!(sb.status()["database"], "wrong_key");
+    std::fs::write(&db, &mine).unwrap();
+    assert_eq!(sb.pending(), 1);
+}
+
+/// Item 8: `sync` with nothing to send says so; `sync --json` errors are JSON.
+#[test]
+fn sync_with_nothing_to_send_says_so_and_json_errors_are_json() {
+    let sb = Sandbox::headoffice();
+    let mut server = HoServer::start(&sb.ho, &[]);
+    sb.enrol_at(&server.url());
+    let out = sb.dev_ok(&["sync"]);
+    assert!(out.contains("nothing to send"), "{out}");
+    assert!(!out.contains("erased"), "{out}");
+    sb.add_many(0, 3);
+    let out = sb.dev_ok(&["sync"]);
+    assert!(out.contains("sent 3 entries"), "{out}");
+    sb.add_many(3, 1);
+    server.kill();
+    let out = sb
+        .dev_cmd(&["sync", "--json", "--timeout", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("JSON on stdout: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(v["error"]["code"], "offline", "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("cannot be reached"));
+    assert_eq!(sb.pending(), 1);
+}
+
+/// Item 9: bidirectional controls and duplicate keys are refused with the line and the field;
+/// nothing is written.
+#[test]
+fn bidi_controls_and_duplicate_keys_are_refused() {
+    let sb = Sandbox::enrolled();
+    let bidi = write(
+        &sb,
+        "bidi.ndjson",
+        "{\"name\":\"Li \u{202E}gnp.exe\",\"phone\":\"13812345678\",\"consent\":true}\n",
+    );
+    let err = sb.dev_fail(&["add", "--ndjson", s(&bidi)], &[]);
+    assert!(err.contains("line 1") && err.contains("\"name\""), "{err}");
+    assert!(err.contains("reorder"), "{err}");
+    let dup = write(
+        &sb,
+        "dup.ndjson",
+        "{\"name\":\"Li\",\"phone\":\"13812345678\",\"consent\":true}\n{\"name\":\"Li\",\"phone\":\"13812345678\",\"phone\":\"+442079460958\",\"consent\":true}\n",
+    );
+    let err = sb.dev_fail(&["add", "--ndjson", s(&dup)], &[]);
+    assert!(err.contains("line 2") && err.contains("\"phone\""), "{err}");
+    assert!(err.contains("twice"), "{err}");
+    assert!(!err.contains("442079460958"), "{err}");
+    assert_eq!(sb.pending(), 0, "nothing written");
+}
+
+/// Item 10: a refused `init` leaves nothing; `enroll --url` for a name the certificate does not
+/// cover is refused at enrolment, and writes nothing.
+#[test]
+fn half_done_commands_leave_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ho = tmp.path().join("ho");
+    let out = Command::new(bin("sealbox-headoffice"))
+        .args(["--data-dir", s(&ho), "init"])
+        .env("SEALBOX_HO_PASSPHRASE", "too short")
+        .output()
+        .unwrap();
+    let err = fail(out, &["init"]);
+    assert!(err.contains("at least 12"), "{err}");
+    assert!(!ho.exists(), "nothing left behind: {:?}", files_under(&ho));
+
+    let sb = Sandbox::headoffice();
+    let file = sb.tmp.path().join("b.json");
+    let out = sb
+        .ho_cmd(&[
+            "enroll",
+            "--device",
+            "booth-9",
+            "--event",
+            EVENT,
+            "--url",
+            "https://ho.example.com:8443",
+            "--out",
+            s(&file),
+        ])
+        .output()
+        .unwrap();
+    let err = fail(out, &["enroll"]);
+    assert!(
+        err.contains("ho.example.com") && err.contains("127.0.0.1"),
+        "{err}"
+    );
+    assert!(!file.exists());
+    assert!(!sb.ho_ok(&["status"]).contains("booth-9"));
+    sb.ho_ok(&[
+        "enroll",
+        "--device",
+        "booth-9",
+        "--event",
+        EVENT,
+        "--url",
+        "https://localhost:8443",
+        "--out",
+        s(&file),
+    ]);
+}
+
+/// Item 11: refused sync requests (401, 400, 413, 409) leave a line in head office's log, with
+/// neither the token nor anything from the body.
+#[test]
+fn refused_sync_requests_are_logged() {
+    let sb = Sandbox::headoffice();
+    let server = HoServer::start(&sb.ho, &[("SEALBOX_HO_MAX_ENTRIES_PER_BATCH", "3")]);
+    let token = sb.enrol_at(&server.url());
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(sb.ho.join("ca.pem")).unwrap()).unwrap();
+    let http = reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let url = format!("{}/v1/sync", server.url());
+    let post = |auth: Option<&str>, body: Vec<u8>| {
+        let mut r = http.post(&url).body(body);
+        if let Some(t) = auth {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        r.send().unwrap().status().as_u16()
+    };
+    let entry = |id: uuid::Uuid, sealed: &[u8]| {
+        serde_json::json!({"id": id, "event_id": EVENT, "captured_at_ms": 1,
+            "consent_version": "v", "consent_sha256": "a".repeat(64),
+            "sealed": sealbox_protocol::entry::b64_encode(sealed)})
+    };
+    let batch = |entries: Vec<serde_json::Value>| {
+        serde_json::to_vec(
+            &serde_json::json!({"batch_id": uuid::Uuid::now_v7(), "entries": entries}),
+        )
+        .unwrap()
+    };
+    assert_eq!(post(None, b"{}".to_vec()), 401);
+    assert_eq!(post(Some(&token), b"Qzlog not json".to_vec()), 400);
+    let four = (0..4)
+        .map(|_| entry(uuid::Uuid::now_v7(), b"age-encryption.org/v1\nx"))
+        .collect();
+    assert_eq!(post(Some(&token), batch(four)), 413);
+    let id = uuid::Uuid::now_v7();
+    assert_eq!(
+        post(
+            Some(&token),
+            batch(vec![entry(id, b"age-encryption.org/v1\na")])
+        ),
+        200
+    );
+    assert_eq!(
+        post(
+            Some(&token),
+            batch(vec![entry(id, b"age-encryption.org/v1\nb")])
+        ),
+        409
+    );
+    // The log is written as the responses go out; give the writer a moment to flush.
+    let mut log = String::new();
+    for _ in 0..50 {
+        log = server.log();
+        if log.contains("status=409") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for status in ["401", "400", "413", "409"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("request refused") && l.contains(&format!("status={status}"))),
+            "no log line for {status}:\n{log}"
+        );
+    }
+    assert!(!log.contains(&token) && !log.contains("Qzlog"), "{log}");
+}
+
+/// Item 4: `import` checks where the receipt goes before it stores anything; an identical
+/// receipt may be written again to the same path; entries already held are not "stored".
+/// Item 5: the device's `export --out` refuses an existing file and a missing folder.
+#[test]
+fn import_and_export_check_their_output_first() {
+    let sb = Sandbox::headoffice();
+    sb.enrol_at("https://127.0.0.1:9");
+    sb.add_many(0, 12);
+    // The device refuses an existing file (untouched) and a missing folder (not created).
+    let existing = write(&sb, "existing.bin", "keep me");
+    let err = sb.dev_fail(&["export", "--out", s(&existing)], &[]);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(std::fs::read_to_string(&existing).unwrap(), "keep me");
+    let usb = sb.tmp.path().join("usb");
+    let err = sb.dev_fail(&["export", "--out", s(&usb.join("b.sealbox-batch"))], &[]);
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!usb.exists());
+    assert_eq!(sb.pending(), 12, "nothing marked exported");
+
+    let batch = sb.tmp.path().join("b1.sealbox-batch");
+    sb.dev_ok(&["export", "--out", s(&batch)]);
+    // A receipt into a missing folder: refused before anything is stored.
+    let nowhere = sb.tmp.path().join("no-such-folder/r.json");
+    let err = fail(sb.ho_import(&batch, &nowhere), &["import"]);
+    assert!(err.contains("does not exist or cannot be written"), "{err}");
+    assert_eq!(ho_counts(&sb.ho), (0, 0), "nothing stored");
+    // Over another file: refused, nothing stored, the file untouched.
+    let err = fail(sb.ho_import(&batch, &existing), &["import"]);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(ho_counts(&sb.ho), (0, 0));
+    assert_eq!(std::fs::read_to_string(&existing).unwrap(), "keep me");
+    // Then it works, and again to the same path with the same receipt.
+    let receipt = sb.tmp.path().join("r1.json");
+    let out = ok(sb.ho_import(&batch, &receipt), &["import"]);
+    assert!(out.contains("stored 12 entries"), "{out}");
+    let first = std::fs::read(&receipt).unwrap();
+    let out = ok(sb.ho_import(&batch, &receipt), &["import"]);
+    assert!(
+        out.contains("already held") && out.contains("already at"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(&receipt).unwrap(), first);
+    // A second file with the same entries (exported again before the receipt came back):
+    // nothing new is stored, and the output says so; its receipt may not overwrite the first.
+    let batch2 = sb.tmp.path().join("b2.sealbox-batch");
+    sb.dev_ok(&["export", "--out", s(&batch2)]);
+    let err = fail(sb.ho_import(&batch2, &receipt), &["import"]);
+    assert!(err.contains("already exists"), "{err}");
+    let receipt2 = sb.tmp.path().join("r2.json");
+    let out = ok(sb.ho_import(&batch2, &receipt2), &["import"]);
+    assert!(out.contains("already held: all 12 entries"), "{out}");
+    assert!(!out.contains("stored 12"), "{out}");
+    assert_eq!(ho_counts(&sb.ho), (12, 12));
+    let out = sb.dev_ok(&["receipt", "import", s(&receipt2)]);
+    assert!(out.contains("12 entries"), "{out}");
+}
+
+/// Item 2: a revoked device's entries can be accepted deliberately, audited, and its receipt
+/// then erases them on the device.
+#[test]
+fn a_revoked_devices_entries_are_accepted_only_deliberately() {
+    let sb = Sandbox::headoffice();
+    sb.enrol_at("https://127.0.0.1:9");
+    sb.add_many(0, 5);
+    sb.ho_ok(&["device", "revoke", "booth-1"]);
+    let batch = sb.tmp.path().join("found.sealbox-batch");
+    sb.dev_ok(&["export", "--out", s(&batch)]);
+    let receipt = sb.tmp.path().join("found.receipt.json");
+    let err = fail(sb.ho_import(&batch, &receipt), &["import"]);
+    assert!(
+        err.contains("revoked") && err.contains("--accept-revoked"),
+        "{err}"
+    );
+    assert_eq!(ho_counts(&sb.ho), (0, 0));
+    assert!(!receipt.exists());
+    let out = sb.ho_ok(&[
+        "import",
+        s(&batch),
+        "--receipt-out",
+        s(&receipt),
+        "--accept-revoked",
+    ]);
+    assert!(
+        out.contains("revoked") && out.contains("stored 5 entries"),
+        "{out}"
+    );
+    assert_eq!(ho_counts(&sb.ho), (5, 5));
+    let conn = rusqlite::Connection::open(sb.ho.join("headoffice.db")).unwrap();
+    let detail: String = conn
+        .query_row(
+            "SELECT detail FROM audit WHERE action = 'batch.imported' ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(detail.contains("\"accepted_revoked\":true"), "{detail}");
+    assert!(sb.ho_ok(&["audit", "verify"]).contains("ok"));
+    let out = sb.dev_ok(&["receipt", "import", s(&receipt)]);
+    assert!(out.contains("5 entries"), "{out}");
+    assert_eq!(sb.status()["exported"], 0);
+}
