@@ -300,7 +300,8 @@ pub fn ok(out: Output, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Asserts exit code 1 and a single-line `error: …` on stderr; returns stderr.
+/// Asserts exit code 1 and a single-line `error: …` (`错误：…` in Chinese) on stderr; returns
+/// stderr.
 pub fn fail(out: Output, args: &[&str]) -> String {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(
@@ -308,7 +309,10 @@ pub fn fail(out: Output, args: &[&str]) -> String {
         Some(1),
         "{args:?} should fail with exit 1; stderr: {stderr}"
     );
-    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") || stderr.starts_with("错误："),
+        "{stderr}"
+    );
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
     stderr
 }

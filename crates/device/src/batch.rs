@@ -39,6 +39,10 @@ impl Device {
     /// key, the whole age-encrypted to head office. Written atomically (temp file in the same
     /// directory, fsync, rename); nothing in plaintext touches the disk.
     pub fn export_batch(&mut self, out: &Path) -> Result<ExportReport> {
+        let entries = self.pending_envelopes(usize::MAX >> 1)?;
+        if entries.is_empty() {
+            return Err(DeviceError::NothingToExport);
+        }
         // Like head office's commands: never over an existing file, never into a folder that
         // is not there (an unmounted USB stick), and nothing written when refused.
         if out.exists() {
@@ -48,10 +52,6 @@ impl Device {
             if !dir.is_dir() {
                 return Err(DeviceError::NoSuchFolder(dir.to_path_buf()));
             }
-        }
-        let entries = self.pending_envelopes(usize::MAX >> 1)?;
-        if entries.is_empty() {
-            return Err(DeviceError::NothingToExport);
         }
         let batch_id = Uuid::now_v7();
         let now = now_ms();

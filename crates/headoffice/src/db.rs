@@ -255,6 +255,18 @@ fn ingest_one(
     Ok((receipt, true))
 }
 
+/// How many of `ids` head office already holds (read only).
+pub fn held_count(conn: &Connection, ids: &[uuid::Uuid]) -> Result<usize> {
+    let mut stmt = conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM entries WHERE id = ?1)")?;
+    let mut n = 0;
+    for id in ids {
+        if stmt.query_row([id.to_string()], |r| r.get::<_, bool>(0))? {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,14 +369,3 @@ mod tests {
     }
 }
 
-/// How many of `ids` head office already holds (read only).
-pub fn held_count(conn: &Connection, ids: &[uuid::Uuid]) -> Result<usize> {
-    let mut stmt = conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM entries WHERE id = ?1)")?;
-    let mut n = 0;
-    for id in ids {
-        if stmt.query_row([id.to_string()], |r| r.get::<_, bool>(0))? {
-            n += 1;
-        }
-    }
-    Ok(n)
-}
