@@ -126,7 +126,7 @@ impl DeviceError {
             NotEnrolled => "本数据目录尚未注册：请用总部提供的注册文件运行 `sealbox enroll 文件`".into(),
             AlreadyEnrolled(d) => format!("本数据目录已注册为设备 {d:?}，未做任何更改"),
             OrphanDatabase(p) => format!("{} 存在，但 device.json 不存在：注册曾中断或目录已损坏，未做任何更改。如果此目录从未使用过，请将其移走后重新注册", p.display()),
-            KeyLost(p) => format!("钥匙串中找不到数据库密钥（密钥丢失）；数据库完好，未做任何更改。请总部运行 `sealbox-headoffice escrow open {}`，然后运行 `sealbox recover --escrow-key 密钥文件`", p.display()),
+            KeyLost(p) => format!("钥匙串中找不到数据库密钥（密钥丢失）；数据库完好，未做任何更改。请总部用托管文件运行 `sealbox-headoffice escrow open {}` 打开托管密钥，然后运行 `sealbox recover --escrow-key 密钥文件`", p.display()),
             WrongKey => "钥匙串中的密钥不属于这个数据库，或数据库文件是从另一台设备复制来的（密钥不符），未做任何更改。请放回正确的文件，或用 `sealbox recover --escrow-key 密钥文件` 恢复正确的密钥".into(),
             Corrupt => "数据库文件已损坏或不是 Sealbox 数据库（已损坏），文件保持原样".into(),
             DatabaseMissing(p) => format!("数据库文件 {} 不存在，但 device.json 表明本设备已注册，未做任何更改", p.display()),
