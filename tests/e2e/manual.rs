@@ -496,3 +496,198 @@ fn a_revoked_devices_entries_are_accepted_only_deliberately() {
     assert!(out.contains("5 entries"), "{out}");
     assert_eq!(sb.status()["exported"], 0);
 }
+
+/// Adds entries on the sandbox's device and delivers them to head office by batch file.
+fn deliver(sb: &Sandbox, entries: &[serde_json::Value]) {
+    let lines: Vec<String> = entries.iter().map(|e| e.to_string()).collect();
+    let nd = write(sb, "deliver.ndjson", &lines.join("\n"));
+    sb.dev_ok(&["add", "--ndjson", s(&nd)]);
+    std::fs::remove_file(&nd).unwrap();
+    let batch = sb
+        .tmp
+        .path()
+        .join(format!("{}.batch", uuid::Uuid::now_v7()));
+    sb.dev_ok(&["export", "--out", s(&batch)]);
+    let receipt = batch.with_extension("receipt");
+    ok(sb.ho_import(&batch, &receipt), &["import"]);
+    sb.dev_ok(&["receipt", "import", s(&receipt)]);
+}
+
+/// LibreOffice Calc, headless, converting `file` to `to` (a filter spec) in `out`; `infilter`
+/// for CSV input. Its profile lives in the sandbox, so tests can run it side by side.
+fn libreoffice(sb: &Sandbox, file: &Path, to: &str, infilter: Option<&str>) -> std::path::PathBuf {
+    let soffice = ["/usr/bin/soffice", "/usr/bin/libreoffice"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("LibreOffice Calc is missing: run the tests with `cargo xtask test` (it installs libreoffice-calc-nogui)");
+    let out = sb.tmp.path().join(format!("lo-{}", uuid::Uuid::now_v7()));
+    let mut c = Command::new(soffice);
+    c.arg(format!(
+        "-env:UserInstallation=file://{}",
+        sb.tmp.path().join("lo-profile").display()
+    ))
+    .args([
+        "--headless",
+        "--norestore",
+        "--convert-to",
+        to,
+        "--outdir",
+        s(&out),
+    ])
+    .env("HOME", sb.tmp.path())
+    .env("TMPDIR", &sb.tmpdir)
+    .stdin(Stdio::null());
+    if let Some(f) = infilter {
+        c.arg(format!("--infilter={f}"));
+    }
+    c.arg(file);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let made: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(
+        made.len(),
+        1,
+        "LibreOffice wrote {made:?}: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    made[0].clone()
+}
+
+/// Item 12: the CRM files as a spreadsheet program reads them. LibreOffice opens the CSV (UTF-8,
+/// its default options otherwise) and the XLSX: phones stay text with their `+`, nothing is read
+/// as a formula or a number, masked and unmasked `+…` values are treated alike, times have a
+/// fixed width; the XLSX has a bold, frozen header and columns wide enough for their values.
+#[test]
+fn crm_files_open_in_libreoffice_as_written() {
+    use calamine::{Data, Reader};
+    let sb = Sandbox::headoffice();
+    sb.enrol_at("https://127.0.0.1:9");
+    deliver(
+        &sb,
+        &[
+            serde_json::json!({"name": "张Qzlo三", "phone": "13811112222", "company": "+442079460958", "consent": true}),
+            serde_json::json!({"name": "Alice Qzlo", "phone": "+44 20 7946 0958", "company": "=1+2", "consent": true}),
+            serde_json::json!({"name": "Bob Qzlo", "phone": "+1 212 555 0100", "company": "-5", "email": "bob@example.com", "consent": true}),
+        ],
+    );
+    let export = |name: &str, format: &str, unmasked: bool| {
+        let p = sb.tmp.path().join(name);
+        let mut args = vec![
+            "export",
+            "--event",
+            EVENT,
+            "--format",
+            format,
+            "--out",
+            s(&p),
+        ];
+        if unmasked {
+            args.push("--unmasked");
+        }
+        sb.ho_ok(&args);
+        p
+    };
+    let csv_plain = export("plain.csv", "csv", true);
+    let csv_masked = export("masked.csv", "csv", false);
+    let xlsx_plain = export("plain.xlsx", "xlsx", true);
+
+    // What a spreadsheet makes of each cell: LibreOffice turns the CSV into a workbook.
+    let cells = |path: &Path| -> Vec<Vec<Data>> {
+        let mut wb: calamine::Xlsx<_> = calamine::open_workbook(path).unwrap();
+        let sheet = wb.worksheet_range_at(0).unwrap().unwrap();
+        sheet.rows().map(|r| r.to_vec()).collect()
+    };
+    let col = |rows: &[Vec<Data>], name: &str| {
+        rows[0]
+            .iter()
+            .position(|h| h.to_string().starts_with(name))
+            .unwrap_or_else(|| panic!("no column {name}"))
+    };
+    let text = |d: &Data| match d {
+        Data::String(s) => s.clone(),
+        other => panic!("read as {other:?}, not as text"),
+    };
+    let utf8 = Some("CSV:44,34,76,1");
+    let rows = cells(&libreoffice(&sb, &csv_plain, "xlsx", utf8));
+    let (phone, company, at) = (
+        col(&rows, "phone"),
+        col(&rows, "company"),
+        col(&rows, "captured_at"),
+    );
+    let phones: Vec<String> = rows[1..].iter().map(|r| text(&r[phone])).collect();
+    assert_eq!(
+        phones,
+        ["+86 138 1111 2222", "+44 2079460958", "+1 2125550100"]
+    );
+    let companies: Vec<String> = rows[1..].iter().map(|r| text(&r[company])).collect();
+    assert_eq!(
+        companies,
+        ["'+442079460958", "'=1+2", "'-5"],
+        "defused, never run or read as numbers"
+    );
+    for r in &rows[1..] {
+        let t = text(&r[at]);
+        assert_eq!(t.len(), "2026-12-02T09:30:05.120Z".len(), "{t}");
+        assert!(t.ends_with('Z') && t.as_bytes()[19] == b'.', "{t}");
+    }
+    // Masked: the same rule, no stray quote on a masked `+…` phone.
+    let rows = cells(&libreoffice(&sb, &csv_masked, "xlsx", utf8));
+    let phones: Vec<String> = rows[1..]
+        .iter()
+        .map(|r| text(&r[col(&rows, "phone")]))
+        .collect();
+    assert_eq!(phones, ["138****2222", "+44****0958", "+12****0100"]);
+    let names: Vec<String> = rows[1..]
+        .iter()
+        .map(|r| text(&r[col(&rows, "name")]))
+        .collect();
+    assert_eq!(names[0], "张****", "UTF-8 read as UTF-8");
+
+    // The XLSX read back by LibreOffice and written as CSV: the same texts.
+    let back = libreoffice(
+        &sb,
+        &xlsx_plain,
+        "csv:Text - txt - csv (StarCalc):44,34,76,1",
+        None,
+    );
+    let mut rdr = csv::Reader::from_path(&back).unwrap();
+    let header = rdr.headers().unwrap().clone();
+    let p = header.iter().position(|h| h.starts_with("phone")).unwrap();
+    let phones: Vec<String> = rdr.records().map(|r| r.unwrap()[p].to_string()).collect();
+    assert_eq!(
+        phones,
+        ["+86 138 1111 2222", "+44 2079460958", "+1 2125550100"]
+    );
+
+    // The XLSX as LibreOffice sees it (flat ODF): a bold header row, frozen, and columns wider
+    // than the default (0.89 in) where the values are longer.
+    let fods = std::fs::read_to_string(libreoffice(&sb, &xlsx_plain, "fods", None)).unwrap();
+    assert!(fods.contains("fo:font-weight=\"bold\""), "a bold header");
+    // Frozen panes are view settings, which a headless conversion drops: read them from the
+    // workbook itself.
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&xlsx_plain).unwrap()).unwrap();
+    let mut sheet = String::new();
+    std::io::Read::read_to_string(
+        &mut zip.by_name("xl/worksheets/sheet1.xml").unwrap(),
+        &mut sheet,
+    )
+    .unwrap();
+    assert!(
+        sheet.contains("ySplit=\"1\"") && sheet.contains("state=\"frozen\""),
+        "the header row is frozen: {}",
+        &sheet[..sheet.len().min(600)]
+    );
+    let widths: Vec<f64> = fods
+        .split("style:column-width=\"")
+        .skip(1)
+        .filter_map(|w| w.split("in\"").next().and_then(|v| v.parse().ok()))
+        .collect();
+    assert!(
+        widths.iter().any(|w| *w > 2.5),
+        "wide columns for the ids and headers: {widths:?}"
+    );
+}

@@ -30,6 +30,9 @@ pub(crate) const TAURI_PACKAGES: &[&str] = &[
 ];
 /// Debian packages to run and drive the real window without a screen.
 pub(crate) const WINDOW_TEST_PACKAGES: &[&str] = &["xvfb", "xauth", "webkit2gtk-driver"];
+/// Debian packages to open the CRM files in a real spreadsheet program (LibreOffice Calc,
+/// headless) in the tests.
+const SPREADSHEET_TEST_PACKAGES: &[&str] = &["libreoffice-calc-nogui"];
 const TAURI_DRIVER_VERSION: &str = "2.1.0";
 
 fn main() {
@@ -284,6 +287,7 @@ fn test(extra: &[String]) -> Result<()> {
         KEYRING_PACKAGES,
         TAURI_PACKAGES,
         WINDOW_TEST_PACKAGES,
+        SPREADSHEET_TEST_PACKAGES,
     ]
     .concat();
     ensure_packages(&all)?;

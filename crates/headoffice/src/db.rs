@@ -368,4 +368,3 @@ mod tests {
         assert_eq!(count(&conn, "SELECT count(*) FROM entries"), 2);
     }
 }
-

@@ -428,6 +428,10 @@ pub fn normalize_email(s: &str) -> Option<String> {
     }
 }
 
+/// How the values of a multiple-choice field are joined wherever they are shown as one text
+/// (the device's list, the CRM file).
+pub const LIST_SEPARATOR: &str = "; ";
+
 /// The display summary of an entry: each field rendered by its display policy; hidden fields
 /// are left out. This is all a device can ever show of an entry.
 pub fn summary(config: &EventConfig, entry: &ValidEntry) -> BTreeMap<String, String> {
@@ -440,7 +444,7 @@ pub fn summary(config: &EventConfig, entry: &ValidEntry) -> BTreeMap<String, Str
             (Display::Hidden, _) => continue,
             (_, FieldValue::Bool(b)) => if *b { "✓" } else { "✗" }.to_string(),
             (Display::Plain, FieldValue::Text(s)) => s.clone(),
-            (Display::Plain, FieldValue::List(l)) => l.join(", "),
+            (Display::Plain, FieldValue::List(l)) => l.join(LIST_SEPARATOR),
             (Display::Masked, FieldValue::Text(s)) => mask(f.kind, s),
             (Display::Masked, FieldValue::List(l)) => "*".repeat(l.len().min(6)),
         };
