@@ -482,3 +482,47 @@ fn salt(conn: &Connection) -> Result<Vec<u8>> {
         })?,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones_are_international_text_and_defusing_is_one_rule() {
+        assert_eq!(phone_text("13812345678"), "+86 138 1234 5678");
+        assert_eq!(phone_text("+442079460958"), "+44 2079460958");
+        assert_eq!(phone_text("+12125550100"), "+1 2125550100");
+        assert_eq!(phone_text("+35312345678"), "+353 12345678");
+        for v in ["+86 138 1234 5678", "+44****0958", "138****5678"] {
+            assert_eq!(defuse(v), v, "phones stay as they are");
+        }
+        for v in ["+442079460958", "=1+2", "-5", "@SUM(A1)", "+A1", "\tx"] {
+            assert_eq!(defuse(v), format!("'{v}"), "{v:?}");
+        }
+        assert_eq!(time_text(1_700_000_000_000), "2023-11-14T22:13:20.000Z");
+        assert_eq!(time_text(1_700_000_000_120), "2023-11-14T22:13:20.120Z");
+    }
+
+    /// A multiple-choice value reads the same in the device's list and in the CRM file.
+    #[test]
+    fn one_separator_for_multiple_choices() {
+        let config = sealbox_protocol::EventConfig::from_json(
+            &include_str!("../../../examples/trade-show.json")
+                .replace("\"kind\": \"choice\"", "\"kind\": \"multi\""),
+        )
+        .unwrap();
+        let f = config.field("interest").unwrap();
+        assert_eq!(f.kind, FieldKind::Multi);
+        let a = f.options[0].value.clone();
+        let b = f.options[1].value.clone();
+        let entry = sealbox_protocol::entry::validate(
+            &config,
+            &serde_json::json!({"name": "Li", "phone": "13812345678", "interest": [a, b], "consent": true}),
+        )
+        .unwrap();
+        let listed = sealbox_protocol::entry::summary(&config, &entry)["interest"].clone();
+        let in_crm = shown(f.kind, f.display, &entry.values()["interest"], false);
+        assert_eq!(listed, in_crm);
+        assert_eq!(listed, format!("{a}; {b}"));
+    }
+}
