@@ -691,3 +691,136 @@ fn crm_files_open_in_libreoffice_as_written() {
         "wide columns for the ids and headers: {widths:?}"
     );
 }
+
+/// The ```sh blocks of the README from "## A short tour" on, in order.
+fn readme_tour() -> Vec<String> {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let mut rest = &readme[readme
+        .find("## A short tour")
+        .expect("a tour in the README")..];
+    let mut blocks = Vec::new();
+    while let Some(i) = rest.find("```sh\n") {
+        let body = &rest[i + "```sh\n".len()..];
+        let end = body.find("\n```").expect("a closed block");
+        blocks.push(body[..end].to_string());
+        rest = &body[end + "\n```".len()..];
+    }
+    blocks
+}
+
+/// Removes the tour's device key from the keychain however the test ends.
+struct ForgetKey(std::path::PathBuf);
+
+impl Drop for ForgetKey {
+    fn drop(&mut self) {
+        if let Ok(Some(m)) = sealbox_device::files::DataDir::new(&self.0).read_device_json() {
+            let _ = OsKeychain.delete(&m.keychain_service(), KEY_ACCOUNT);
+        }
+    }
+}
+
+/// Item 1: the README's tour, run top to bottom as written, by a shell, with the built binaries
+/// on `PATH`. Only what cannot be literal is mapped: `/media/usb` to a folder in the sandbox,
+/// port 8443 to a free port, `serve` (which runs until stopped, "in another terminal") to the
+/// background, and the PIN prompt answered by `SEALBOX_PIN` as a script would. A README edit that
+/// breaks the tour breaks this test.
+#[test]
+fn readme_tour_runs_as_written() {
+    require_keychain();
+    let blocks = readme_tour();
+    assert!(blocks.len() >= 5, "{blocks:?}");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let _key = ForgetKey(root.join("dev"));
+    std::fs::create_dir_all(root.join("examples")).unwrap();
+    std::fs::copy(
+        workspace().join("examples/trade-show.json"),
+        root.join("examples/trade-show.json"),
+    )
+    .unwrap();
+    let usb = root.join("media/usb");
+    std::fs::create_dir_all(&usb).unwrap();
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut script = String::from("set -eux\n");
+    for block in &blocks {
+        for line in block.lines() {
+            let line = line
+                .replace("/media/usb", s(&usb))
+                .replace("127.0.0.1:8443", &format!("127.0.0.1:{port}"));
+            if line.contains(" serve ") {
+                let command = line.split(" #").next().unwrap();
+                script.push_str(&format!(
+                    "{command} > serve.log 2>&1 &\nSERVE=$!\ntrap 'kill $SERVE' EXIT\n\
+                     for i in $(seq 100); do grep -q 'listening on' serve.log && break; sleep 0.1; done\n"
+                ));
+            } else {
+                script.push_str(&line);
+                script.push('\n');
+            }
+        }
+    }
+    let path = format!(
+        "{}:{}",
+        bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(root)
+        .env("PATH", path)
+        .env("SEALBOX_PIN", PIN)
+        .env("SEALBOX_HO_PUBLIC_URL", format!("https://127.0.0.1:{port}"))
+        .env("TMPDIR", root.join("tmp"))
+        .env("LANG", "C.UTF-8")
+        .env_remove("LC_ALL")
+        .env_remove("SEALBOX_LANG")
+        .env_remove("SEALBOX_LOG")
+        .env_remove("SEALBOX_DATA_DIR")
+        .env_remove("SEALBOX_HO_DATA_DIR")
+        .env_remove("SEALBOX_HO_PASSPHRASE")
+        .env_remove("SEALBOX_EXPORT_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the tour broke:\n{said}");
+    // Where the tour leaves things: five registrations reached head office (three by sync, one
+    // by batch file, one accepted from the revoked device); the deletion request took 张三's;
+    // nothing is left on the device.
+    let ho: serde_json::Value = serde_json::from_slice(
+        &Command::new(bin("sealbox-headoffice"))
+            .args(["--data-dir", s(&root.join("ho")), "status", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(ho["events"][0]["entries"], 4, "{ho}");
+    assert_eq!(ho["devices"][0]["revoked"], true, "{ho}");
+    assert!(said.contains("sent 3 entries"), "{said}");
+    assert!(said.contains("deleted 1 entries"), "{said}");
+    let st: serde_json::Value = serde_json::from_slice(
+        &Command::new(bin("sealbox"))
+            .args(["--data-dir", s(&root.join("dev")), "status", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        (&st["pending"], &st["exported"], &st["erased"]),
+        (&0.into(), &0.into(), &5.into()),
+        "{st}"
+    );
+    assert!(root.join("crm.csv").exists() && root.join("crm.xlsx").exists());
+}
