@@ -824,3 +824,203 @@ fn readme_tour_runs_as_written() {
     );
     assert!(root.join("crm.csv").exists() && root.join("crm.xlsx").exists());
 }
+
+/// Every form a value can take in a file: UTF-8, JSON-escaped (`\uXXXX`, either case) and
+/// UTF-16 in both byte orders.
+fn forms(text: &str) -> Vec<Vec<u8>> {
+    let escaped: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii() {
+                c.to_string()
+            } else {
+                c.encode_utf16(&mut [0; 2])
+                    .iter()
+                    .map(|u| format!("\\u{u:04x}"))
+                    .collect()
+            }
+        })
+        .collect();
+    let utf16 = |le: bool| -> Vec<u8> {
+        text.encode_utf16()
+            .flat_map(|u| if le { u.to_le_bytes() } else { u.to_be_bytes() })
+            .collect()
+    };
+    let mut out = vec![
+        text.as_bytes().to_vec(),
+        escaped.clone().into_bytes(),
+        escaped.to_uppercase().replace("\\U", "\\u").into_bytes(),
+        utf16(true),
+        utf16(false),
+    ];
+    out.dedup();
+    out
+}
+
+/// Every file under `dir` holding any of `needles`, with which one.
+fn hits(dir: &Path, needles: &[(String, Vec<u8>)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for f in files_under(dir) {
+        let Ok(bytes) = std::fs::read(&f) else {
+            continue;
+        };
+        for (name, n) in needles {
+            if bytes.windows(n.len()).any(|w| w == n.as_slice()) {
+                found.push(format!("{name} in {}", f.display()));
+            }
+        }
+    }
+    found
+}
+
+/// The canary scan, everywhere a value or a key could end up: a visitor's name (Chinese, so its
+/// escaped and UTF-16 forms differ), phone and email, and the device's database key, API token
+/// and signing key in raw, hex and base64 form, are searched in every file of the device, head
+/// office, the temp directory, `HOME` and `XDG_RUNTIME_DIR` (both pointed into the sandbox), and
+/// in every command's output, with tracing at its most verbose; through enrolment, entry, list,
+/// status, export, import, receipt, sync and the server's log.
+#[test]
+fn canaries_appear_nowhere_even_with_verbose_tracing() {
+    let sb = Sandbox::headoffice();
+    let home = sb.tmp.path().join("home");
+    let xdg = sb.tmp.path().join("xdg-runtime");
+    for d in [&home, &xdg] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let env = |c: &mut Command| {
+        c.env("SEALBOX_LOG", "trace")
+            .env("HOME", &home)
+            .env("XDG_RUNTIME_DIR", &xdg);
+    };
+    let server = HoServer::start(
+        &sb.ho,
+        &[
+            ("SEALBOX_LOG", "trace"),
+            ("HOME", s(&home)),
+            ("XDG_RUNTIME_DIR", s(&xdg)),
+        ],
+    );
+    let enrol = sb.tmp.path().join("e.json");
+    sb.ho_ok(&[
+        "enroll",
+        "--device",
+        "booth-1",
+        "--event",
+        EVENT,
+        "--url",
+        &server.url(),
+        "--out",
+        s(&enrol),
+    ]);
+    let enrolment: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&enrol).unwrap()).unwrap();
+    let mut output = Vec::<u8>::new();
+    let mut run = |mut c: Command| {
+        env(&mut c);
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        output.extend_from_slice(&o.stdout);
+        output.extend_from_slice(&o.stderr);
+    };
+    run(sb.dev_cmd(&["enroll", s(&enrol), "--shred"]));
+    let mut c = sb.dev_cmd(&["pin", "set"]);
+    c.env("SEALBOX_PIN", PIN);
+    run(c);
+    let (name, phone, email) = ("钱Qzscan多", "13977776543", "qzscan.mail@example.org");
+    let entry = serde_json::json!({"name": name, "phone": phone, "email": email, "consent": true});
+    let nd = write(&sb, "scan.ndjson", &format!("{entry}\n{entry}\n"));
+    run(sb.dev_cmd(&["add", "--ndjson", s(&nd)]));
+    std::fs::remove_file(&nd).unwrap();
+    let mut c = sb.dev_cmd(&["list", "--json"]);
+    c.env("SEALBOX_PIN", PIN);
+    run(c);
+    run(sb.dev_cmd(&["status", "--json"]));
+    let batch = sb.tmp.path().join("scan.sealbox-batch");
+    run(sb.dev_cmd(&["export", "--out", s(&batch)]));
+    let receipt = sb.tmp.path().join("scan.receipt.json");
+    run(sb.ho_cmd(&["import", s(&batch), "--receipt-out", s(&receipt)]));
+    run(sb.dev_cmd(&["receipt", "import", s(&receipt)]));
+    let nd = write(&sb, "scan2.ndjson", &format!("{entry}\n"));
+    run(sb.dev_cmd(&["add", "--ndjson", s(&nd)]));
+    std::fs::remove_file(&nd).unwrap();
+    run(sb.dev_cmd(&["sync"]));
+    assert_eq!(sb.status()["erased"], 3);
+
+    // The secrets, read from where they are kept.
+    let dev = sealbox_device::Device::open(&sb.dev, &OsKeychain).unwrap();
+    let db_key = OsKeychain
+        .get(&sb.keychain_service(), KEY_ACCOUNT)
+        .unwrap()
+        .unwrap();
+    let secrets = [
+        ("database key", db_key.expose().to_vec()),
+        ("API token", dev.token().unwrap().expose().to_vec()),
+        ("signing key", dev.signing_key().unwrap().expose().to_vec()),
+    ];
+    drop(dev);
+    assert_eq!(
+        enrolment["device_token"].as_str().unwrap(),
+        sealbox_protocol::entry::b64_encode(&secrets[1].1)
+    );
+    let mut needles: Vec<(String, Vec<u8>)> = Vec::new();
+    for v in [name, phone, email, "Qzscan"] {
+        for f in forms(v) {
+            needles.push((format!("{v:?}"), f));
+        }
+    }
+    for (what, raw) in &secrets {
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        needles.push((format!("{what} (raw)"), raw.clone()));
+        needles.push((format!("{what} (hex)"), hex.clone().into_bytes()));
+        needles.push((format!("{what} (HEX)"), hex.to_uppercase().into_bytes()));
+        let b64 = sealbox_protocol::entry::b64_encode(raw);
+        needles.push((
+            format!("{what} (base64)"),
+            b64.trim_end_matches('=').as_bytes().to_vec(),
+        ));
+    }
+    let log = server.log();
+    drop(server);
+    // Positive controls: the scan finds what is there, and the places scanned are not empty.
+    let probe = sb.tmp.path().join("probe");
+    std::fs::create_dir_all(&probe).unwrap();
+    std::fs::write(probe.join("x"), forms(name)[3].clone()).unwrap();
+    assert!(!hits(&probe, &needles).is_empty(), "the scan sees UTF-16");
+    let verbose = std::fs::read_to_string(sb.dev.join("logs/sealbox.log")).unwrap();
+    assert!(
+        verbose.contains("TRACE") || verbose.contains("DEBUG"),
+        "tracing was verbose"
+    );
+    assert!(log.contains("batch stored"), "the server logged the sync");
+    for dir in [&sb.dev, &sb.ho, &sb.tmpdir, &home, &xdg] {
+        let found = hits(dir, &needles);
+        assert!(found.is_empty(), "{found:?}");
+    }
+    let batch_dir: Vec<_> = std::fs::read_dir(sb.tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    for f in batch_dir {
+        let bytes = std::fs::read(&f).unwrap();
+        for (what, n) in &needles {
+            assert!(
+                !bytes.windows(n.len()).any(|w| w == n.as_slice()),
+                "{what} in {}",
+                f.display()
+            );
+        }
+    }
+    for (what, n) in &needles {
+        for (place, bytes) in [
+            ("command output", &output),
+            ("server log", &log.as_bytes().to_vec()),
+        ] {
+            assert!(
+                !bytes.windows(n.len()).any(|w| w == n.as_slice()),
+                "{what} in the {place}"
+            );
+        }
+    }
+}
