@@ -1024,3 +1024,103 @@ fn canaries_appear_nowhere_even_with_verbose_tracing() {
         }
     }
 }
+
+/// The plaintext of every page of a SQLCipher 4 database file with a raw key: AES-256-CBC per
+/// page, the IV in the page's 80 reserved bytes (16 IV + 64 HMAC-SHA512), page 1 after its salt.
+fn sqlcipher_pages(file: &[u8], key: &[u8; 32]) -> Vec<Vec<u8>> {
+    use aes::cipher::{BlockDecryptMut, KeyIvInit};
+    const PAGE: usize = 4096;
+    const RESERVE: usize = 80;
+    assert_eq!(file.len() % PAGE, 0, "whole pages");
+    file.chunks(PAGE)
+        .enumerate()
+        .map(|(i, page)| {
+            let start = if i == 0 { 16 } else { 0 };
+            let iv = &page[PAGE - RESERVE..PAGE - RESERVE + 16];
+            let mut data = page[start..PAGE - RESERVE].to_vec();
+            cbc::Decryptor::<aes::Aes256>::new(key.into(), iv.into())
+                .decrypt_padded_mut::<aes::cipher::block_padding::NoPadding>(&mut data)
+                .unwrap();
+            data
+        })
+        .collect()
+}
+
+/// `secure_delete` as it acts on the file, not as a pragma reads: an entry's sealed payload and
+/// its display summary are in the database's pages before the receipt, and after the receipt
+/// erased them (and a checkpoint moved the WAL into the file) no page, free or used, holds a
+/// byte sequence of either.
+#[test]
+fn erased_entries_leave_zeroed_pages() {
+    let sb = Sandbox::headoffice();
+    sb.enrol_at("https://127.0.0.1:9");
+    sb.add_many(0, 20);
+    let key: [u8; 32] = OsKeychain
+        .get(&sb.keychain_service(), KEY_ACCOUNT)
+        .unwrap()
+        .unwrap()
+        .expose()
+        .to_owned();
+    let db = sb.dev.join("sealbox.db");
+    // Pieces of what each entry keeps: 48 bytes from inside its sealed payload, and its summary.
+    let (pieces, summaries): (Vec<Vec<u8>>, Vec<String>) = {
+        let dev = sealbox_device::Device::open(&sb.dev, &OsKeychain).unwrap();
+        let envs = dev.pending_envelopes(100).unwrap();
+        let summaries = dev
+            .list_unlocked(100)
+            .unwrap()
+            .into_iter()
+            .map(|e| serde_json::to_string(&e.summary).unwrap())
+            .collect();
+        dev.connection()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        (
+            envs.iter().map(|e| e.sealed[100..148].to_vec()).collect(),
+            summaries,
+        )
+    };
+    let found =
+        |pages: &[Vec<u8>], n: &[u8]| pages.iter().any(|p| p.windows(n.len()).any(|w| w == n));
+    let pages = sqlcipher_pages(&std::fs::read(&db).unwrap(), &key);
+    assert!(
+        pages[0].starts_with(&[0x10, 0x00, 2, 2]),
+        "page 1 decrypts to a SQLite header: page size 4096, WAL"
+    );
+    assert!(
+        pieces.iter().all(|p| found(&pages, p)),
+        "before the receipt every sealed payload is in the decrypted pages"
+    );
+    assert!(found(&pages, b"139****"), "and the masked summaries");
+
+    let batch = sb.tmp.path().join("b.sealbox-batch");
+    sb.dev_ok(&["export", "--out", s(&batch)]);
+    let receipt = sb.tmp.path().join("r.json");
+    ok(sb.ho_import(&batch, &receipt), &["import"]);
+    sb.dev_ok(&["receipt", "import", s(&receipt)]);
+    assert_eq!(sb.status()["erased"], 20);
+    {
+        let dev = sealbox_device::Device::open(&sb.dev, &OsKeychain).unwrap();
+        dev.connection()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+    }
+    let pages = sqlcipher_pages(&std::fs::read(&db).unwrap(), &key);
+    let left: Vec<usize> = pieces
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| found(&pages, p))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "sealed payloads of erased entries left in pages: {left:?}"
+    );
+    for s in &summaries {
+        assert!(!found(&pages, s.as_bytes()), "a summary left: {s}");
+    }
+    assert!(
+        !found(&pages, b"139****"),
+        "no masked phone left in any page"
+    );
+}
