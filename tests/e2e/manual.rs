@@ -1124,3 +1124,37 @@ fn erased_entries_leave_zeroed_pages() {
         "no masked phone left in any page"
     );
 }
+
+/// The device's HTTPS client never shows its token: built for real from a real CA (the check in
+/// `sync.rs` was skipped whenever its truncated certificate could not build a client, which was
+/// always), and looked at in every form the token takes.
+#[test]
+fn the_sync_client_never_shows_its_token() {
+    let tls = sealbox_headoffice::keys::make_tls(&["127.0.0.1"]).unwrap();
+    let raw = [0x5au8; 32];
+    let token = sealbox_protocol::Secret32::from_bytes(raw);
+    let trust = sealbox_device::device::Trust {
+        server_url: "https://127.0.0.1:8443".into(),
+        ca_cert_pem: tls.ca_cert_pem.clone(),
+        ho_verifying_key: String::new(),
+    };
+    let client =
+        sealbox_device::sync::SyncClient::new(&trust, &token, std::time::Duration::from_secs(1))
+            .expect("a client from a real CA certificate");
+    let shown = format!("{client:?} {client:#?} {token:?}");
+    let b64 = sealbox_protocol::entry::b64_encode(&raw);
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    for form in [
+        b64.as_str(),
+        b64.trim_end_matches('='),
+        &hex,
+        "Bearer",
+        "90, 90",
+    ] {
+        assert!(!shown.contains(form), "{form} in {shown}");
+    }
+    assert!(
+        shown.contains("127.0.0.1:8443"),
+        "the Debug output is real: {shown}"
+    );
+}
