@@ -373,6 +373,54 @@ pub fn import(
     import_with(dir, pass, file, receipt_out, ImportOptions::default())
 }
 
+/// A batch file, opened and checked.
+pub struct OpenedBatch {
+    pub device: String,
+    pub event_id: String,
+    pub revoked: bool,
+    pub payload: sealbox_protocol::batch::BatchPayload,
+}
+
+/// What `import` checks of a batch file before anything else: it decrypts with head office's
+/// identity, is a signed batch, names an enrolled device, and carries that device's signature
+/// over its manifest and entries. Whether a revoked device's file is taken is the caller's call.
+pub fn open_batch(
+    identity: &age::x25519::Identity,
+    sealed: &[u8],
+    conn: &rusqlite::Connection,
+) -> Result<OpenedBatch> {
+    use sealbox_protocol::batch::SignedBatch;
+    let plain = Zeroizing::new(
+        age::decrypt(identity, sealed)
+            .map_err(|_| HoError::BadBatch("it does not decrypt".into()))?,
+    );
+    let signed: SignedBatch =
+        serde_json::from_slice(&plain).map_err(|_| HoError::BadBatch("not a batch".into()))?;
+    let claimed = signed
+        .payload_unverified()
+        .map_err(|e| HoError::BadBatch(e.to_string()))?;
+    let device = claimed.manifest.device.clone();
+    let found: Option<(String, String, bool)> = conn
+        .query_row(
+            "SELECT event_id, verifying_key, revoked FROM devices WHERE name = ?1",
+            [&device],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let (event_id, vk, revoked) = found.ok_or_else(|| HoError::UnknownDevice(device.clone()))?;
+    let vk = sealbox_protocol::sync::verifying_key_from_b64(&vk)
+        .ok_or_else(|| HoError::Config("a device's verifying key is damaged".into()))?;
+    let payload = signed
+        .verify(&vk)
+        .map_err(|e| HoError::BadBatch(e.to_string()))?;
+    Ok(OpenedBatch {
+        device,
+        event_id,
+        revoked,
+        payload,
+    })
+}
+
 /// Where the receipt goes, checked before anything is stored.
 enum ReceiptOut {
     /// A new file, reserved as a temp file in its folder (so the folder exists and is
@@ -395,7 +443,6 @@ pub fn import_with(
     receipt_out: &Path,
     opts: ImportOptions,
 ) -> Result<ImportReport> {
-    use sealbox_protocol::batch::SignedBatch;
     let ho = HoDir::new(dir);
     ho.require_initialised()?;
     let existing = match std::fs::read(receipt_out) {
@@ -409,33 +456,16 @@ pub fn import_with(
     };
     let identity = ho.load_identity(pass)?;
     let sealed = std::fs::read(file).map_err(HoError::io(format!("reading {}", file.display())))?;
-    let plain = Zeroizing::new(
-        age::decrypt(&identity, &sealed)
-            .map_err(|_| HoError::BadBatch("it does not decrypt".into()))?,
-    );
-    let signed: SignedBatch =
-        serde_json::from_slice(&plain).map_err(|_| HoError::BadBatch("not a batch".into()))?;
-    let claimed = signed
-        .payload_unverified()
-        .map_err(|e| HoError::BadBatch(e.to_string()))?;
     let mut conn = db::open(&ho.db())?;
-    let device = claimed.manifest.device.clone();
-    let found: Option<(String, String, bool)> = conn
-        .query_row(
-            "SELECT event_id, verifying_key, revoked FROM devices WHERE name = ?1",
-            [&device],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    let (event_id, vk, revoked) = found.ok_or_else(|| HoError::UnknownDevice(device.clone()))?;
+    let OpenedBatch {
+        device,
+        event_id,
+        revoked,
+        payload,
+    } = open_batch(&identity, &sealed, &conn)?;
     if revoked && !opts.accept_revoked {
         return Err(HoError::RevokedDevice(device));
     }
-    let vk = sealbox_protocol::sync::verifying_key_from_b64(&vk)
-        .ok_or_else(|| HoError::Config("a device's verifying key is damaged".into()))?;
-    let payload = signed
-        .verify(&vk)
-        .map_err(|e| HoError::BadBatch(e.to_string()))?;
     let key = ho.load_signing_key()?;
     let out = match existing {
         // Only head office's own receipt for this batch may stay: it then holds the batch, and
