@@ -149,6 +149,19 @@ fn device_errors_in_chinese_from_sealbox_lang_and_from_a_chinese_locale() {
     // Nothing was erased or written by any of them.
     assert_eq!(sb.status()["exported"], 2);
 
+    // What succeeds speaks Chinese too.
+    for mut c in [
+        sb.dev_cmd(&["audit", "verify"]),
+        sb.ho_cmd(&["audit", "verify"]),
+    ] {
+        let out = c.env("LANG", "zh_CN.UTF-8").output().unwrap();
+        let said = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            out.status.success() && said.contains("审计链完好"),
+            "{said}"
+        );
+    }
+
     // A lost key: status says so in Chinese, with the way back.
     OsKeychain
         .delete(&sb.keychain_service(), KEY_ACCOUNT)

@@ -197,7 +197,11 @@ impl Sandbox {
             .args(args)
             .env("SEALBOX_HO_PASSPHRASE", PASSPHRASE)
             .env("TMPDIR", &self.tmpdir)
-            .env_remove("SEALBOX_LOG");
+            .env_remove("SEALBOX_LOG")
+            .env_remove("SEALBOX_LANG")
+            .env("LANG", "C.UTF-8")
+            .env_remove("LC_ALL")
+            .env_remove("LC_MESSAGES");
         c
     }
 

@@ -130,6 +130,14 @@ impl std::fmt::Display for Msg {
 
 impl std::error::Error for Msg {}
 
+/// Prints one line in the user's language (see [`Lang::from_env`]).
+fn say(zh: impl std::fmt::Display, en: impl std::fmt::Display) {
+    match Lang::from_env() {
+        Lang::Zh => println!("{zh}"),
+        Lang::En => println!("{en}"),
+    }
+}
+
 fn msg(zh: impl Into<String>, en: impl Into<String>) -> anyhow::Error {
     Msg {
         zh: zh.into(),
@@ -196,20 +204,36 @@ fn run(cli: Cli) -> Result<()> {
             if shred {
                 files::shred(&file)?;
             }
-            println!(
-                "enrolled device {} for event {} in {}{}",
-                r.device,
-                r.event,
-                r.data_dir,
-                if shred {
-                    "; the enrolment file was shredded"
-                } else {
-                    "; the enrolment file is secret: shred it (sealbox enroll --shred does)"
-                }
+            say(
+                format!(
+                    "已在 {} 中注册设备 {}（活动 {}）{}",
+                    r.data_dir,
+                    r.device,
+                    r.event,
+                    if shred {
+                        "；注册文件已粉碎"
+                    } else {
+                        "；注册文件是机密：请将其粉碎（sealbox enroll --shred 会这样做）"
+                    }
+                ),
+                format!(
+                    "enrolled device {} for event {} in {}{}",
+                    r.device,
+                    r.event,
+                    r.data_dir,
+                    if shred {
+                        "; the enrolment file was shredded"
+                    } else {
+                        "; the enrolment file is secret: shred it (sealbox enroll --shred does)"
+                    }
+                ),
             );
-            println!(
-                "escrow copy of the database key, sealed to head office: {}",
-                r.escrow
+            say(
+                format!("数据库密钥的托管副本（已加密给总部）：{}", r.escrow),
+                format!(
+                    "escrow copy of the database key, sealed to head office: {}",
+                    r.escrow
+                ),
             );
         }
         Command::Add { json, ndjson } => {
@@ -233,7 +257,10 @@ fn run(cli: Cli) -> Result<()> {
                 for id in &ids {
                     println!("{id}");
                 }
-                eprintln!("stored {} entries", ids.len());
+                match Lang::from_env() {
+                    Lang::Zh => eprintln!("已保存 {} 条登记", ids.len()),
+                    Lang::En => eprintln!("stored {} entries", ids.len()),
+                }
             }
         }
         Command::Status { json } => {
@@ -250,7 +277,10 @@ fn run(cli: Cli) -> Result<()> {
                 println!("database  {}", s.database);
                 println!("keychain  {}", s.keychain);
                 if s.waiting_too_long {
-                    println!("warning   entries have waited longer than the event allows for head office: sync or export them");
+                    say(
+                        "warning   有登记等待发送给总部的时间已超过活动允许的期限：请同步或导出",
+                        "warning   entries have waited longer than the event allows for head office: sync or export them",
+                    );
                 }
             }
             if let (Some(en), Some(zh)) = (s.problem, s.problem_zh) {
@@ -280,7 +310,10 @@ fn run(cli: Cli) -> Result<()> {
             match v.broken_at {
                 None => {
                     if !json {
-                        println!("audit chain ok: {} rows", v.rows);
+                        say(
+                            format!("审计链完好：共 {} 行", v.rows),
+                            format!("audit chain ok: {} rows", v.rows),
+                        );
                     }
                 }
                 Some(seq) => {
@@ -297,14 +330,23 @@ fn run(cli: Cli) -> Result<()> {
             let text = read_text(&escrow_key)?;
             Device::recover(dir, &text, &OsKeychain)?;
             files::shred(&escrow_key)?;
-            println!("database key restored to the keychain; the escrow key file was shredded");
+            say(
+                "数据库密钥已恢复到钥匙串；托管密钥文件已粉碎",
+                "database key restored to the keychain; the escrow key file was shredded",
+            );
         }
         Command::Export { out } => {
             let mut dev = open(dir)?;
             let r = dev.export_batch(&out)?;
-            println!(
-                "exported {} entries to {}, encrypted for head office and signed by this device; they stay here until the receipt is imported",
-                r.count, r.path
+            say(
+                format!(
+                    "已将 {} 条登记导出到 {}，已加密给总部并由本设备签名；导入回执之前它们仍保留在本设备上",
+                    r.count, r.path
+                ),
+                format!(
+                    "exported {} entries to {}, encrypted for head office and signed by this device; they stay here until the receipt is imported",
+                    r.count, r.path
+                ),
             );
         }
         Command::Receipt(ReceiptCmd::Import { file }) => {
@@ -312,11 +354,20 @@ fn run(cli: Cli) -> Result<()> {
             let mut dev = open(dir)?;
             let r = dev.import_receipt(&text)?;
             if r.already_applied {
-                println!("this receipt was already applied; nothing left to erase");
+                say(
+                    "这张回执已经导入过，没有需要删除的登记",
+                    "this receipt was already applied; nothing left to erase",
+                );
             } else {
-                println!(
-                    "receipt verified: {} entries acknowledged by head office were erased",
-                    r.erased
+                say(
+                    format!(
+                        "回执已验证：总部确认收到的 {} 条登记已从本设备删除",
+                        r.erased
+                    ),
+                    format!(
+                        "receipt verified: {} entries acknowledged by head office were erased",
+                        r.erased
+                    ),
                 );
             }
         }
@@ -341,11 +392,20 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else if report.batches == 0 {
-                println!("nothing to send: no entry was waiting on this device");
+                say(
+                    "没有需要发送的登记：本设备上没有待发送的登记",
+                    "nothing to send: no entry was waiting on this device",
+                );
             } else {
-                println!(
-                    "sent {} entries in {} batches; head office signed for them and they were erased here; {} waiting",
-                    report.erased, report.batches, report.pending
+                say(
+                    format!(
+                        "已分 {} 批发送 {} 条登记；总部已签收，本设备上的副本已删除；还有 {} 条等待发送",
+                        report.batches, report.erased, report.pending
+                    ),
+                    format!(
+                        "sent {} entries in {} batches; head office signed for them and they were erased here; {} waiting",
+                        report.erased, report.batches, report.pending
+                    ),
                 );
             }
         }
@@ -355,11 +415,11 @@ fn run(cli: Cli) -> Result<()> {
                 let current = pin_from("SEALBOX_PIN", "Current manager PIN: ")?;
                 let new = new_pin("SEALBOX_NEW_PIN")?;
                 dev.set_pin(Some(&current), &new)?;
-                println!("manager PIN changed");
+                say("管理员 PIN 已更改", "manager PIN changed");
             } else {
                 let new = new_pin("SEALBOX_PIN")?;
                 dev.set_pin(None, &new)?;
-                println!("manager PIN set");
+                say("管理员 PIN 已设置", "manager PIN set");
             }
         }
     }

@@ -143,6 +143,14 @@ impl std::fmt::Display for Msg {
 
 impl std::error::Error for Msg {}
 
+/// Prints one line in the admin's language (see [`Lang::from_env`]).
+fn say(zh: impl std::fmt::Display, en: impl std::fmt::Display) {
+    match Lang::from_env() {
+        Lang::Zh => println!("{zh}"),
+        Lang::En => println!("{en}"),
+    }
+}
+
 fn msg(zh: impl Into<String>, en: impl Into<String>) -> anyhow::Error {
     Msg {
         zh: zh.into(),
@@ -191,11 +199,17 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init => {
             admin::init(dir, &passphrase(true)?)?;
-            println!("head office initialised in {}", dir.display());
+            say(
+                format!("总部已在 {} 中初始化", dir.display()),
+                format!("head office initialised in {}", dir.display()),
+            );
         }
         Command::Event(EventCmd::Create { file }) => {
             let c = admin::event_create(dir, &read(&file)?)?;
-            println!("event {} ready ({} fields)", c.id, c.fields.len());
+            say(
+                format!("活动 {} 已就绪（{} 个字段）", c.id, c.fields.len()),
+                format!("event {} ready ({} fields)", c.id, c.fields.len()),
+            );
         }
         Command::Enroll {
             device,
@@ -204,19 +218,34 @@ fn run(cli: Cli) -> Result<()> {
             out,
         } => {
             admin::enroll(dir, &device, &event, url.as_deref(), &out)?;
-            println!(
-                "wrote {}: it is SECRET (it holds the device's token and signing key). Carry it to the device and run `sealbox enroll {} --shred`",
-                out.display(),
-                out.display()
+            say(
+                format!(
+                    "已写入 {}：这是机密文件（含设备的令牌和签名密钥）。请带到设备上运行 `sealbox enroll {} --shred`",
+                    out.display(),
+                    out.display()
+                ),
+                format!(
+                    "wrote {}: it is SECRET (it holds the device's token and signing key). Carry it to the device and run `sealbox enroll {} --shred`",
+                    out.display(),
+                    out.display()
+                ),
             );
         }
         Command::Escrow(EscrowCmd::Open { file, out }) => {
             let r = admin::escrow_open(dir, &passphrase(false)?, &file, &out)?;
-            println!(
-                "wrote {}: it is SECRET (device {}'s database key). Carry it to the device and run `sealbox recover --escrow-key {}`",
-                out.display(),
-                r.device_name,
-                out.display()
+            say(
+                format!(
+                    "已写入 {}：这是机密文件（设备 {} 的数据库密钥）。请带到设备上运行 `sealbox recover --escrow-key {}`",
+                    out.display(),
+                    r.device_name,
+                    out.display()
+                ),
+                format!(
+                    "wrote {}: it is SECRET (device {}'s database key). Carry it to the device and run `sealbox recover --escrow-key {}`",
+                    out.display(),
+                    r.device_name,
+                    out.display()
+                ),
             );
         }
         Command::Status { json } => {
@@ -225,13 +254,26 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
                 for e in &s.events {
-                    println!("event {}: {} entries", e.id, e.entries);
+                    say(
+                        format!("活动 {}：{} 条登记", e.id, e.entries),
+                        format!("event {}: {} entries", e.id, e.entries),
+                    );
                 }
                 for d in &s.devices {
-                    let revoked = if d.revoked { " (revoked)" } else { "" };
-                    println!(
-                        "device {} [{}]: {} entries{revoked}",
-                        d.name, d.event, d.entries
+                    let (revoked_zh, revoked) = if d.revoked {
+                        ("（已吊销）", " (revoked)")
+                    } else {
+                        ("", "")
+                    };
+                    say(
+                        format!(
+                            "设备 {} [{}]：{} 条登记{revoked_zh}",
+                            d.name, d.event, d.entries
+                        ),
+                        format!(
+                            "device {} [{}]: {} entries{revoked}",
+                            d.name, d.event, d.entries
+                        ),
                     );
                 }
             }
@@ -245,15 +287,43 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let opts = admin::ImportOptions { accept_revoked };
             let r = admin::import_with(dir, &passphrase(false)?, &file, &receipt_out, opts)?;
+            let lang = Lang::from_env();
+            let zh = lang == Lang::Zh;
             let what = if r.duplicate {
-                format!(
-                    "already held: this file (batch {}) from device {} was imported or synced before, {} entries; nothing new stored",
-                    r.batch_id, r.device, r.entries
-                )
+                if zh {
+                    format!(
+                        "已收到过：此文件（批次 {}，设备 {}，{} 条登记）之前已导入或同步，未存储新内容",
+                        r.batch_id, r.device, r.entries
+                    )
+                } else {
+                    format!(
+                        "already held: this file (batch {}) from device {} was imported or synced before, {} entries; nothing new stored",
+                        r.batch_id, r.device, r.entries
+                    )
+                }
             } else if r.already_held == r.entries {
+                if zh {
+                    format!(
+                        "已收到过：此文件（设备 {}，批次 {}）的全部 {} 条登记之前已到达总部，未存储新内容",
+                        r.device, r.batch_id, r.entries
+                    )
+                } else {
+                    format!(
+                        "already held: all {} entries of this file from device {} (batch {}) had reached head office before; nothing new stored",
+                        r.entries, r.device, r.batch_id
+                    )
+                }
+            } else if zh {
                 format!(
-                    "already held: all {} entries of this file from device {} (batch {}) had reached head office before; nothing new stored",
-                    r.entries, r.device, r.batch_id
+                    "已存储设备 {} 的 {} 条登记（批次 {}）{}",
+                    r.device,
+                    r.entries - r.already_held,
+                    r.batch_id,
+                    if r.already_held > 0 {
+                        format!("；另有 {} 条之前已收到", r.already_held)
+                    } else {
+                        String::new()
+                    }
                 )
             } else {
                 format!(
@@ -269,17 +339,32 @@ fn run(cli: Cli) -> Result<()> {
                 )
             };
             if r.accepted_revoked {
-                println!("device {} is revoked: its entries were accepted as asked, and the audit log says so", r.device);
+                say(
+                    format!("设备 {} 已被吊销：已按要求接收其登记，审计日志中有记录", r.device),
+                    format!("device {} is revoked: its entries were accepted as asked, and the audit log says so", r.device),
+                );
             }
-            println!(
-                "{what}; receipt {} {}: carry it back and run `sealbox receipt import {}`",
-                if r.receipt_kept {
-                    "already at"
-                } else {
-                    "written to"
-                },
-                receipt_out.display(),
-                receipt_out.display()
+            say(
+                format!(
+                    "{what}；回执{} {}：请带回设备并运行 `sealbox receipt import {}`",
+                    if r.receipt_kept {
+                        "已在"
+                    } else {
+                        "已写入"
+                    },
+                    receipt_out.display(),
+                    receipt_out.display()
+                ),
+                format!(
+                    "{what}; receipt {} {}: carry it back and run `sealbox receipt import {}`",
+                    if r.receipt_kept {
+                        "already at"
+                    } else {
+                        "written to"
+                    },
+                    receipt_out.display(),
+                    receipt_out.display()
+                ),
             );
         }
         Command::Export {
@@ -313,20 +398,35 @@ fn run(cli: Cli) -> Result<()> {
             );
             bar.finish_and_clear();
             let r = r?;
-            println!(
-                "wrote {} rows to {}{}",
-                r.rows,
-                out.display(),
-                if r.unmasked {
-                    ", UNMASKED (recorded in the audit log)"
-                } else {
-                    ", masked"
-                }
+            say(
+                format!(
+                    "已将 {} 行写入 {}{}",
+                    r.rows,
+                    out.display(),
+                    if r.unmasked {
+                        "，未打码（已记入审计日志）"
+                    } else {
+                        "，已打码"
+                    }
+                ),
+                format!(
+                    "wrote {} rows to {}{}",
+                    r.rows,
+                    out.display(),
+                    if r.unmasked {
+                        ", UNMASKED (recorded in the audit log)"
+                    } else {
+                        ", masked"
+                    }
+                ),
             );
         }
         Command::Purge => {
             for (event, n) in crm::purge(dir, sealbox_headoffice::now_ms())? {
-                println!("event {event}: {n} entries past retention deleted");
+                say(
+                    format!("活动 {event}：已删除 {n} 条超过保存期限的登记"),
+                    format!("event {event}: {n} entries past retention deleted"),
+                );
             }
         }
         Command::Forget {
@@ -342,10 +442,16 @@ fn run(cli: Cli) -> Result<()> {
                 }
             };
             let n = crm::forget(dir, &passphrase(false)?, &subject, event.as_deref())?;
-            println!("deleted {n} entries; the request is in the audit log as a salted hash");
+            say(
+                format!("已删除 {n} 条登记；此请求以加盐哈希的形式记入审计日志"),
+                format!("deleted {n} entries; the request is in the audit log as a salted hash"),
+            );
         }
         Command::Audit(AuditCmd::Verify) => match admin::audit_verify(dir)? {
-            (rows, None) => println!("audit chain ok: {rows} rows"),
+            (rows, None) => say(
+                format!("审计链完好：共 {rows} 行"),
+                format!("audit chain ok: {rows} rows"),
+            ),
             (_, Some(seq)) => {
                 return Err(msg(
                     format!("审计链在第 {seq} 行断开：有记录被修改、删除或调换了顺序"),
@@ -357,7 +463,10 @@ fn run(cli: Cli) -> Result<()> {
         },
         Command::Device(DeviceCmd::Revoke { name }) => {
             admin::device_revoke(dir, &name)?;
-            println!("device {name} revoked");
+            say(
+                format!("设备 {name} 已吊销"),
+                format!("device {name} revoked"),
+            );
         }
     }
     Ok(())
