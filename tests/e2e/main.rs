@@ -8,6 +8,7 @@ mod faults;
 mod input;
 mod kiosk;
 mod lifecycle;
+mod manual;
 mod model;
 mod store;
 mod sync;

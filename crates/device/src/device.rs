@@ -59,6 +59,9 @@ pub struct Status {
     pub keychain: String,
     /// The one-line reason when `database` is not `ok`.
     pub problem: Option<String>,
+    /// The same reason in Chinese.
+    #[serde(skip)]
+    pub problem_zh: Option<String>,
 }
 
 pub use crate::store::entries::{Counts, EntryState, ListedEntry};
@@ -115,6 +118,7 @@ impl Device {
             event_id: f.event.id.clone(),
             key_id: key_id(&key),
             enrolled_at_ms: now_ms(),
+            db_salt: None,
         };
         let service = meta.keychain_service();
         keys.set(&service, KEY_ACCOUNT, &key)
@@ -155,8 +159,10 @@ impl Device {
                 serde_json::to_vec(&record).map_err(|e| DeviceError::Seal(e.to_string()))?,
             );
             files::write_atomic(&dd.escrow(), &sealer.seal(&plain)?)?;
-            let meta_json =
-                serde_json::to_vec_pretty(&meta).map_err(|e| DeviceError::Seal(e.to_string()))?;
+            let mut written = meta.clone();
+            written.db_salt = files::db_salt(&dd.db());
+            let meta_json = serde_json::to_vec_pretty(&written)
+                .map_err(|e| DeviceError::Seal(e.to_string()))?;
             files::write_atomic(&dd.device_json(), &meta_json)?;
             Ok(())
         })();
@@ -200,7 +206,7 @@ impl Device {
         if key_id(&key) != meta.key_id {
             return Err(DeviceError::WrongKey);
         }
-        let conn = open_existing(&dd, &key)?;
+        let conn = open_existing(&dd, &meta, &key)?;
         let config: EventConfig = store::get_setting(&conn, keys::EVENT)?
             .and_then(|v| serde_json::from_slice(&v).ok())
             .ok_or(DeviceError::Corrupt)?;
@@ -233,6 +239,7 @@ impl Device {
             database: "ok".into(),
             keychain: "not_checked".into(),
             problem: None,
+            problem_zh: None,
         };
         match Device::open(dir, keys) {
             Ok(dev) => {
@@ -253,6 +260,7 @@ impl Device {
                     Err(e) => {
                         st.database = e.code().into();
                         st.problem = Some(e.to_string());
+                        st.problem_zh = Some(e.message(sealbox_protocol::Lang::Zh));
                     }
                 }
             }
@@ -270,6 +278,7 @@ impl Device {
                 }
                 .into();
                 st.problem = Some(e.to_string());
+                st.problem_zh = Some(e.message(sealbox_protocol::Lang::Zh));
             }
         }
         st
@@ -301,12 +310,7 @@ impl Device {
 
     /// [`Device::add`] from JSON text.
     pub fn add_json(&mut self, json: &str) -> Result<Uuid> {
-        let value: serde_json::Value = serde_json::from_str(json).map_err(|_| {
-            DeviceError::Invalid(sealbox_protocol::entry::EntryError {
-                field: None,
-                code: sealbox_protocol::entry::EntryErrorCode::Malformed,
-            })
-        })?;
+        let value = entry::parse_json(json)?;
         self.add(&value)
     }
 
@@ -529,7 +533,7 @@ impl Device {
         {
             return Err(DeviceError::EscrowMismatch);
         }
-        let conn = open_existing(&dd, &record.key)?;
+        let conn = open_existing(&dd, &meta, &record.key)?;
         keys.set(&meta.keychain_service(), KEY_ACCOUNT, &record.key)
             .map_err(keychain_err)?;
         audit::append(
@@ -604,15 +608,24 @@ impl EntryRow {
 }
 
 /// Opens an existing database with `key`: it must already carry Sealbox's schema (an empty or
-/// foreign file is corrupt, and is never initialised over).
-fn open_existing(dd: &DataDir, key: &Secret32) -> Result<Connection> {
+/// foreign file is corrupt, and is never initialised over). A file that does not open and whose
+/// salt is not the one recorded at enrolment is another database: its key is not this one
+/// (wrong key), while a file with the right salt that does not open is damaged (corrupt).
+fn open_existing(dd: &DataDir, meta: &DeviceJson, key: &Secret32) -> Result<Connection> {
     let len = std::fs::metadata(dd.db())
         .map_err(DeviceError::io("reading the database"))?
         .len();
     if len < 1024 {
         return Err(DeviceError::Corrupt);
     }
-    let mut conn = store::open(&dd.db(), Keying::Raw(key), false)?;
+    let mut conn = match store::open(&dd.db(), Keying::Raw(key), false) {
+        Err(DeviceError::Corrupt)
+            if meta.db_salt.is_some() && files::db_salt(&dd.db()) != meta.db_salt =>
+        {
+            return Err(DeviceError::WrongKey)
+        }
+        other => other?,
+    };
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version == 0 {
         return Err(DeviceError::Corrupt);
