@@ -302,8 +302,10 @@ fn deleted_entries_never_come_back_with_a_late_delivery() {
         "--unmasked",
     ]);
     let text = std::fs::read_to_string(&csv).unwrap();
-    assert!(!text.contains("13900000001"));
-    assert!(text.contains("13900000002"));
+    // Visitors 0, 1, 2 in id order: visitor 1 is gone, the others are there.
+    assert!(!text.contains(&envs[1].id.to_string()));
+    assert!(text.contains(&envs[2].id.to_string()));
+    assert!(text.contains(&envs[0].id.to_string()));
     assert_eq!(ho_status(&sb)["events"][0]["deleted"], 1);
 
     // The same after the retention purge (head office's clock moved past it).
@@ -629,4 +631,83 @@ fn wait_until(limit: Duration, mut f: impl FnMut() -> bool, what: &str) {
         assert!(t.elapsed() < limit, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Every genuine receipt for entries the device still holds applies, not only the newest
+/// export's: four batch files written, the first imported at head office, its receipt erases
+/// what it lists (before, it was refused as "a batch this device did not export").
+#[test]
+fn the_receipt_of_an_older_export_applies() {
+    let sb = Sandbox::enrolled();
+    sb.add_many(0, 2);
+    let files: Vec<std::path::PathBuf> = (0..4)
+        .map(|i| {
+            if i == 2 {
+                sb.add_many(10, 1);
+            }
+            let f = sb.tmp.path().join(format!("b{i}.sealbox-batch"));
+            sb.dev_ok(&["export", "--out", f.to_str().unwrap()]);
+            f
+        })
+        .collect();
+    let receipt = sb.tmp.path().join("first.receipt.json");
+    ok(sb.ho_import(&files[0], &receipt), &["import"]);
+    let out = sb.dev_ok(&["receipt", "import", receipt.to_str().unwrap()]);
+    assert!(out.contains('2'), "{out}");
+    let st = sb.status();
+    assert_eq!(
+        (st["exported"].as_u64(), st["erased"].as_u64()),
+        (Some(1), Some(2)),
+        "the two entries of the first file are erased; the one added later waits"
+    );
+    // Applying it again changes nothing.
+    sb.dev_ok(&["receipt", "import", receipt.to_str().unwrap()]);
+    assert_eq!(sb.status()["erased"], 2);
+}
+
+/// Two syncs at once on one device: the second says another sync is running and changes
+/// nothing (before, one failed with "Query returned no rows"); and a 429 with a short
+/// Retry-After is waited out by `sync` itself.
+#[test]
+fn a_second_sync_waits_for_nothing_and_429_is_waited_out() {
+    use sealbox_tests::proxy::{Fault, FaultProxy};
+    let sb = Sandbox::headoffice();
+    let server = HoServer::start(
+        &sb.ho,
+        &[
+            ("SEALBOX_HO_DEVICE_BURST", "1"),
+            ("SEALBOX_HO_DEVICE_RATE_PER_S", "0.15"),
+        ],
+    );
+    let proxy = FaultProxy::start(server.addr);
+    sb.enrol_at(&proxy.url());
+    sb.add_many(0, 4);
+    // The first sync hangs on its first receipt for 3 s, holding the device's delivery.
+    proxy.next(Fault::DelayResponse(Duration::from_secs(3)));
+    let first = sb
+        .dev_cmd(&["sync", "--page", "2", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let second = sb.dev_fail(&["sync"], &[]);
+    assert!(second.contains("another sync is running"), "{second}");
+    let out = first.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Two batches with a bucket of one: the second got 429 with Retry-After and was sent again.
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        (report["erased"].as_u64(), report["batches"].as_u64()),
+        (Some(4), Some(2))
+    );
+    assert!(
+        server.log().contains("status=429"),
+        "head office did answer 429"
+    );
+    assert_eq!(ho_counts(&sb.ho), (4, 4));
 }

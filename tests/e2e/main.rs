@@ -9,6 +9,7 @@ mod faults;
 mod input;
 mod kiosk;
 mod lifecycle;
+mod manual;
 mod model;
 mod pin;
 mod store;

@@ -55,6 +55,9 @@ pub enum Step {
     ForgetEmail(usize),
     /// `sealbox-headoffice purge` with head office's clock 400 days ahead.
     PurgeLater,
+    /// `sealbox-headoffice device revoke` (the device was reported lost): its syncs get 401 from
+    /// now on; its batch files are imported with `--accept-revoked`, deliberately.
+    Revoke,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +104,7 @@ impl ReferenceStateMachine for Model {
             2 => (0usize..16).prop_map(Step::Forget),
             1 => (0usize..16).prop_map(Step::ForgetEmail),
             1 => Just(Step::PurgeLater),
+            1 => Just(Step::Revoke),
         ]
         .boxed()
     }
@@ -122,6 +126,7 @@ pub struct World {
     batch_files: Vec<PathBuf>,
     receipts: Vec<PathBuf>,
     visitors: usize,
+    revoked: bool,
     steps: Vec<String>,
 }
 
@@ -152,6 +157,7 @@ impl World {
             batch_files: Vec::new(),
             receipts: Vec::new(),
             visitors: 0,
+            revoked: false,
             steps: Vec::new(),
         }
     }
@@ -285,7 +291,16 @@ impl World {
                     .path()
                     .join(format!("r{}.json", self.receipts.len()));
                 let before = self.ho_ids().0;
-                ok(self.sb.ho_import(&file, &receipt), &["import"]);
+                let mut args = vec![
+                    "import",
+                    file.to_str().unwrap(),
+                    "--receipt-out",
+                    receipt.to_str().unwrap(),
+                ];
+                if self.revoked {
+                    args.push("--accept-revoked");
+                }
+                self.sb.ho_ok(&args);
                 self.receipts.push(receipt);
                 // An import stores; it never deletes.
                 assert!(before.is_subset(&self.ho_ids().0));
@@ -375,6 +390,12 @@ impl World {
                 self.sb.ho_ok(&["forget", "--email", &email]);
                 self.remember_deletions(&before);
             }
+            Step::Revoke => {
+                if !self.revoked {
+                    self.sb.ho_ok(&["device", "revoke", "booth-1"]);
+                    self.revoked = true;
+                }
+            }
             Step::PurgeLater => {
                 let before = self.ho_ids().0;
                 self.sb.ho_ok_faketime(&["purge"], "+400d");
@@ -432,12 +453,22 @@ impl World {
     fn finish(&mut self) {
         self.proxy.next(Fault::Pass);
         self.server.restart_with(&[]);
-        for _ in 0..3 {
-            let _ = self
-                .sb
-                .dev_cmd(&["sync", "--timeout", "10"])
-                .output()
-                .unwrap();
+        if self.revoked {
+            // Revoked: the device's entries reach head office only through a batch file the
+            // admin accepts deliberately.
+            self.apply(Step::Export);
+            if let Some(last) = self.batch_files.len().checked_sub(1) {
+                self.apply(Step::Import(last));
+                self.apply(Step::ReceiptImport(self.receipts.len() - 1));
+            }
+        } else {
+            for _ in 0..3 {
+                let _ = self
+                    .sb
+                    .dev_cmd(&["sync", "--timeout", "10"])
+                    .output()
+                    .unwrap();
+            }
         }
         let st = self.sb.status();
         assert_eq!(

@@ -222,7 +222,11 @@ impl Sandbox {
             .args(args)
             .env("SEALBOX_HO_PASSPHRASE", PASSPHRASE)
             .env("TMPDIR", &self.tmpdir)
-            .env_remove("SEALBOX_LOG");
+            .env_remove("SEALBOX_LOG")
+            .env_remove("SEALBOX_LANG")
+            .env("LANG", "C.UTF-8")
+            .env_remove("LC_ALL")
+            .env_remove("LC_MESSAGES");
         c
     }
 
@@ -387,7 +391,8 @@ pub fn ok(out: Output, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Asserts exit code 1 and a single-line `error: …` on stderr; returns stderr.
+/// Asserts exit code 1 and a single-line `error: …` (`错误：…` in Chinese) on stderr; returns
+/// stderr.
 pub fn fail(out: Output, args: &[&str]) -> String {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(
@@ -395,7 +400,10 @@ pub fn fail(out: Output, args: &[&str]) -> String {
         Some(1),
         "{args:?} should fail with exit 1; stderr: {stderr}"
     );
-    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") || stderr.starts_with("错误："),
+        "{stderr}"
+    );
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
     stderr
 }

@@ -33,6 +33,9 @@ pub(crate) const TAURI_PACKAGES: &[&str] = &[
 const FAULT_TEST_PACKAGES: &[&str] = &["faketime", "gcc"];
 /// Debian packages to run and drive the real window without a screen.
 pub(crate) const WINDOW_TEST_PACKAGES: &[&str] = &["xvfb", "xauth", "webkit2gtk-driver"];
+/// Debian packages to open the CRM files in a real spreadsheet program (LibreOffice Calc,
+/// headless) in the tests.
+const SPREADSHEET_TEST_PACKAGES: &[&str] = &["libreoffice-calc-nogui"];
 const TAURI_DRIVER_VERSION: &str = "2.1.0";
 
 fn main() {
@@ -288,6 +291,7 @@ fn test(extra: &[String]) -> Result<()> {
         TAURI_PACKAGES,
         WINDOW_TEST_PACKAGES,
         FAULT_TEST_PACKAGES,
+        SPREADSHEET_TEST_PACKAGES,
     ]
     .concat();
     ensure_packages(&all)?;

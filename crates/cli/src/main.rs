@@ -2,10 +2,12 @@
 //! each command is argument mapping and one call into `sealbox-device`. Errors become one line
 //! on stderr and exit code 1 (clap's usage errors exit 2).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
+use sealbox_device::error::io_kind_zh;
 use sealbox_device::pin::Pin;
-use sealbox_device::{files, Device, OsKeychain};
+use sealbox_device::protocol::Lang;
+use sealbox_device::{files, Device, DeviceError, OsKeychain};
 use std::ffi::OsString;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -126,25 +128,79 @@ enum PinCmd {
     },
 }
 
-fn pin_from(var: &str, prompt: &str) -> Result<Pin> {
+/// A message of the command line itself, in both languages.
+#[derive(Debug)]
+struct Msg {
+    zh: String,
+    en: String,
+}
+
+impl std::fmt::Display for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.en)
+    }
+}
+
+impl std::error::Error for Msg {}
+
+/// Prints one line in the user's language (see [`Lang::from_env`]).
+fn say(zh: impl std::fmt::Display, en: impl std::fmt::Display) {
+    match Lang::from_env() {
+        Lang::Zh => println!("{zh}"),
+        Lang::En => println!("{en}"),
+    }
+}
+
+fn msg(zh: impl Into<String>, en: impl Into<String>) -> anyhow::Error {
+    Msg {
+        zh: zh.into(),
+        en: en.into(),
+    }
+    .into()
+}
+
+/// Reads a text file the user named; a failure says which file and why, in both languages.
+fn read_text(path: &Path) -> Result<Zeroizing<String>> {
+    std::fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(|e| {
+            msg(
+                format!("无法读取 {}：{}", path.display(), io_kind_zh(&e)),
+                format!("reading {}: {e}", path.display()),
+            )
+        })
+}
+
+fn prompt(text: &str, var: &str) -> Result<Zeroizing<String>> {
+    rpassword::prompt_password(text)
+        .map(Zeroizing::new)
+        .map_err(|_| {
+            msg(
+                format!("没有终端可以输入 PIN：请设置环境变量 {var}，或在终端中运行"),
+                format!("no terminal to type the PIN: set {var} or run in a terminal"),
+            )
+        })
+}
+
+fn pin_from(var: &str, text: &str) -> Result<Pin> {
     if let Ok(p) = std::env::var(var) {
         return Ok(Pin::new(p));
     }
-    let p = Zeroizing::new(
-        rpassword::prompt_password(prompt)
-            .with_context(|| format!("no PIN: set {var} or run in a terminal"))?,
-    );
-    Ok(Pin::new(p.as_str()))
+    Ok(Pin::new(prompt(text, var)?.as_str()))
 }
 
 fn new_pin(var: &str) -> Result<Pin> {
     if let Ok(p) = std::env::var(var) {
         return Ok(Pin::new(p));
     }
-    let a =
-        Zeroizing::new(rpassword::prompt_password("New manager PIN: ").context("reading the PIN")?);
-    let b = Zeroizing::new(rpassword::prompt_password("Again: ").context("reading the PIN")?);
-    anyhow::ensure!(*a == *b, "the two PINs differ; nothing was changed");
+    let a = prompt("New manager PIN: ", var)?;
+    let b = prompt("Again: ", var)?;
+    if *a != *b {
+        return Err(msg(
+            "两次输入的 PIN 不一致，未做任何更改",
+            "the two PINs differ; nothing was changed",
+        ));
+    }
     Ok(Pin::new(a.as_str()))
 }
 
@@ -156,58 +212,82 @@ fn run(cli: Cli) -> Result<()> {
     let dir = cli.data_dir.as_path();
     match cli.command {
         Command::Enroll { file, shred } => {
-            let text = Zeroizing::new(
-                std::fs::read_to_string(&file)
-                    .with_context(|| format!("reading {}", file.display()))?,
-            );
+            let text = read_text(&file)?;
             let r = Device::enroll(dir, &text, &OsKeychain)?;
             if shred {
                 files::shred(&file)?;
             }
-            println!(
-                "enrolled device {} for event {} in {}{}",
-                r.device,
-                r.event,
-                r.data_dir,
-                if shred {
-                    "; the enrolment file was shredded"
-                } else {
-                    "; the enrolment file is secret: shred it (sealbox enroll --shred does)"
-                }
+            say(
+                format!(
+                    "已在 {} 中注册设备 {}（活动 {}）{}",
+                    r.data_dir,
+                    r.device,
+                    r.event,
+                    if shred {
+                        "；注册文件已粉碎"
+                    } else {
+                        "；注册文件是机密：请将其粉碎（sealbox enroll --shred 会这样做）"
+                    }
+                ),
+                format!(
+                    "enrolled device {} for event {} in {}{}",
+                    r.device,
+                    r.event,
+                    r.data_dir,
+                    if shred {
+                        "; the enrolment file was shredded"
+                    } else {
+                        "; the enrolment file is secret: shred it (sealbox enroll --shred does)"
+                    }
+                ),
             );
-            println!(
-                "escrow copy of the database key, sealed to head office: {}",
-                r.escrow
+            say(
+                format!("数据库密钥的托管副本（已加密给总部）：{}", r.escrow),
+                format!(
+                    "escrow copy of the database key, sealed to head office: {}",
+                    r.escrow
+                ),
             );
         }
         Command::Add { json, ndjson } => {
             let mut dev = open(dir)?;
             if let Some(path) = json {
-                let mut text = Zeroizing::new(String::new());
-                if path.as_os_str() == "-" {
+                let text = if path.as_os_str() == "-" {
+                    let mut text = Zeroizing::new(String::new());
                     std::io::stdin()
                         .lock()
                         .read_to_string(&mut text)
-                        .context("reading the entry from stdin")?;
+                        .map_err(|e| {
+                            msg(
+                                format!("无法从标准输入读取登记：{}", io_kind_zh(&e)),
+                                format!("reading the entry from stdin: {e}"),
+                            )
+                        })?;
+                    text
                 } else {
-                    std::fs::File::open(&path)
-                        .and_then(|mut f| f.read_to_string(&mut text))
-                        .with_context(|| format!("reading {}", path.display()))?;
-                }
+                    read_text(&path)?
+                };
                 let id = dev.add_json(&text)?;
                 println!("{id}");
             } else if let Some(path) = ndjson {
                 let ids = if path.as_os_str() == "-" {
                     dev.add_ndjson(std::io::stdin().lock())?
                 } else {
-                    let f = std::fs::File::open(&path)
-                        .with_context(|| format!("opening {}", path.display()))?;
+                    let f = std::fs::File::open(&path).map_err(|e| {
+                        msg(
+                            format!("无法打开 {}：{}", path.display(), io_kind_zh(&e)),
+                            format!("opening {}: {e}", path.display()),
+                        )
+                    })?;
                     dev.add_ndjson(BufReader::new(f))?
                 };
                 for id in &ids {
                     println!("{id}");
                 }
-                eprintln!("stored {} entries", ids.len());
+                match Lang::from_env() {
+                    Lang::Zh => eprintln!("已保存 {} 条登记", ids.len()),
+                    Lang::En => eprintln!("stored {} entries", ids.len()),
+                }
             }
         }
         Command::Status { json } => {
@@ -225,11 +305,14 @@ fn run(cli: Cli) -> Result<()> {
                 println!("database  {}", s.database);
                 println!("keychain  {}", s.keychain);
                 if s.waiting_too_long {
-                    println!("warning   entries have waited longer than the event allows for head office: sync or export them");
+                    say(
+                        "warning   有登记等待发送给总部的时间已超过活动允许的期限：请同步或导出",
+                        "warning   entries have waited longer than the event allows for head office: sync or export them",
+                    );
                 }
             }
-            if let Some(p) = s.problem {
-                anyhow::bail!(p);
+            if let (Some(en), Some(zh)) = (s.problem, s.problem_zh) {
+                return Err(msg(zh, en));
             }
         }
         Command::List { json, limit } => {
@@ -259,46 +342,71 @@ fn run(cli: Cli) -> Result<()> {
             match v.broken_at {
                 None => {
                     if !json {
-                        println!("audit chain ok: {} rows", v.rows);
+                        say(
+                            format!("审计链完好：共 {} 行", v.rows),
+                            format!("audit chain ok: {} rows", v.rows),
+                        );
                     }
                 }
-                Some(seq) => anyhow::bail!(
-                    "audit chain broken at row {seq}: a row was edited, removed or reordered"
-                ),
+                Some(seq) => {
+                    return Err(msg(
+                        format!("审计链在第 {seq} 行断开：有记录被修改、删除或调换了顺序"),
+                        format!(
+                        "audit chain broken at row {seq}: a row was edited, removed or reordered"
+                    ),
+                    ))
+                }
             }
         }
         Command::Recover { escrow_key } => {
-            let text = Zeroizing::new(
-                std::fs::read_to_string(&escrow_key)
-                    .with_context(|| format!("reading {}", escrow_key.display()))?,
-            );
+            let text = read_text(&escrow_key)?;
             let r = Device::recover(dir, &text, &OsKeychain)?;
             files::shred(&escrow_key)?;
             if r.device_json_rebuilt {
-                println!("database key restored to the keychain and device.json rebuilt from the escrow record and the database; the escrow key file was shredded");
+                say(
+                    "数据库密钥已恢复到钥匙串，并根据托管记录和数据库重建了 device.json；托管密钥文件已粉碎",
+                    "database key restored to the keychain and device.json rebuilt from the escrow record and the database; the escrow key file was shredded",
+                );
             } else {
-                println!("database key restored to the keychain; the escrow key file was shredded");
+                say(
+                    "数据库密钥已恢复到钥匙串；托管密钥文件已粉碎",
+                    "database key restored to the keychain; the escrow key file was shredded",
+                );
             }
         }
         Command::Export { out } => {
             let mut dev = open(dir)?;
             let r = dev.export_batch(&out)?;
-            println!(
-                "exported {} entries to {}, encrypted for head office and signed by this device; they stay here until the receipt is imported",
-                r.count, r.path
+            say(
+                format!(
+                    "已将 {} 条登记导出到 {}，已加密给总部并由本设备签名；导入回执之前它们仍保留在本设备上",
+                    r.count, r.path
+                ),
+                format!(
+                    "exported {} entries to {}, encrypted for head office and signed by this device; they stay here until the receipt is imported",
+                    r.count, r.path
+                ),
             );
         }
         Command::Receipt(ReceiptCmd::Import { file }) => {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
+            let text = read_text(&file)?;
             let mut dev = open(dir)?;
             let r = dev.import_receipt(&text)?;
             if r.already_applied {
-                println!("this receipt was already applied; nothing left to erase");
+                say(
+                    "这张回执已经导入过，没有需要删除的登记",
+                    "this receipt was already applied; nothing left to erase",
+                );
             } else {
-                println!(
-                    "receipt verified: {} entries acknowledged by head office were erased",
-                    r.erased
+                say(
+                    format!(
+                        "回执已验证：总部确认收到的 {} 条登记已从本设备删除",
+                        r.erased
+                    ),
+                    format!(
+                        "receipt verified: {} entries acknowledged by head office were erased",
+                        r.erased
+                    ),
                 );
             }
         }
@@ -324,31 +432,46 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 if report.batches == 0 {
-                    println!("nothing was sent: no entry is waiting for head office");
+                    say(
+                        "没有需要发送的登记：本设备上没有待发送的登记",
+                        "nothing to send: no entry was waiting on this device",
+                    );
                 } else {
-                    println!(
-                        "sent {} entries in {} batches; head office signed for them and they were erased here; {} waiting",
-                        report.erased, report.batches, report.pending
+                    say(
+                        format!(
+                            "已分 {} 批发送 {} 条登记；总部已签收，本设备上的副本已删除；还有 {} 条等待发送",
+                            report.batches, report.erased, report.pending
+                        ),
+                        format!(
+                            "sent {} entries in {} batches; head office signed for them and they were erased here; {} waiting",
+                            report.erased, report.batches, report.pending
+                        ),
                     );
                 }
                 if report.quarantined > 0 {
-                    println!(
-                        "{} entries refused by head office on their own are kept here, encrypted (see `sealbox list`); export a batch file to let head office look at them",
-                        report.quarantined
+                    say(
+                        format!(
+                            "{} 条被总部单独拒收的登记已加密保留在本设备上（见 `sealbox list`）；请导出批量文件交总部查看",
+                            report.quarantined
+                        ),
+                        format!(
+                            "{} entries refused by head office on their own are kept here, encrypted (see `sealbox list`); export a batch file to let head office look at them",
+                            report.quarantined
+                        ),
                     );
                 }
             }
         }
         Command::Pin(PinCmd::Reset { escrow_key }) => {
-            let text = Zeroizing::new(
-                std::fs::read_to_string(&escrow_key)
-                    .with_context(|| format!("reading {}", escrow_key.display()))?,
-            );
+            let text = read_text(&escrow_key)?;
             let mut dev = open(dir)?;
             let new = new_pin("SEALBOX_NEW_PIN")?;
             dev.reset_pin(&text, &new)?;
             files::shred(&escrow_key)?;
-            println!("manager PIN reset with head office's summary key; the key file was shredded");
+            say(
+                "已用总部的摘要密钥重设管理员 PIN；密钥文件已粉碎",
+                "manager PIN reset with head office's summary key; the key file was shredded",
+            );
         }
         Command::Pin(PinCmd::Set) => {
             let mut dev = open(dir)?;
@@ -356,11 +479,11 @@ fn run(cli: Cli) -> Result<()> {
                 let current = pin_from("SEALBOX_PIN", "Current manager PIN: ")?;
                 let new = new_pin("SEALBOX_NEW_PIN")?;
                 dev.set_pin(Some(&current), &new)?;
-                println!("manager PIN changed");
+                say("管理员 PIN 已更改", "manager PIN changed");
             } else {
                 let new = new_pin("SEALBOX_PIN")?;
                 dev.set_pin(None, &new)?;
-                println!("manager PIN set");
+                say("管理员 PIN 已设置", "manager PIN set");
             }
         }
     }
@@ -395,14 +518,12 @@ fn init_logging(dir: &Path) {
     }
 }
 
-/// Whether to speak Chinese: `SEALBOX_LANG=zh`, or a Chinese locale when it is unset.
-fn chinese() -> bool {
-    match std::env::var("SEALBOX_LANG") {
-        Ok(l) => l.starts_with("zh"),
-        Err(_) => ["LC_ALL", "LC_MESSAGES", "LANG"]
-            .iter()
-            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-            .is_some_and(|l| l.starts_with("zh")),
+/// Whether the command was asked for JSON: its error is then JSON on stdout too (`status` and
+/// `audit verify` report problems inside their own JSON).
+fn wants_json(c: &Command) -> bool {
+    match c {
+        Command::List { json, .. } | Command::Sync { json, .. } => *json,
+        _ => false,
     }
 }
 
@@ -427,12 +548,38 @@ fn entry_argument_refusal(zh: bool) -> &'static str {
     }
 }
 
+/// The error's stable code and its message in `lang`.
+fn describe(e: &anyhow::Error, lang: Lang) -> (&'static str, String) {
+    if let Some(d) = e.downcast_ref::<DeviceError>() {
+        return (d.code(), d.message(lang));
+    }
+    if let Some(m) = e.downcast_ref::<Msg>() {
+        let text = match lang {
+            Lang::Zh => m.zh.clone(),
+            Lang::En => m.en.clone(),
+        };
+        return ("error", text);
+    }
+    (
+        "error",
+        e.chain()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(": "),
+    )
+}
+
 fn main() {
     // First of all: no core file may hold what this process reads.
     let hardened = sealbox_device::process::forbid_core_dumps();
     // Before clap, whose own errors would repeat an unexpected argument.
     if std::env::args_os().skip(1).any(|a| looks_like_entry(&a)) {
-        eprintln!("error: {}", entry_argument_refusal(chinese()));
+        let lang = Lang::from_env();
+        eprintln!(
+            "{}{}",
+            lang.error_prefix(),
+            entry_argument_refusal(lang == Lang::Zh)
+        );
         std::process::exit(2);
     }
     let cli = Cli::parse();
@@ -440,18 +587,18 @@ fn main() {
     if let Err(e) = hardened {
         tracing::warn!(error = %e, "core dumps could not be turned off");
     }
+    let json = wants_json(&cli.command);
     if let Err(e) = run(cli) {
-        let zh = e
-            .downcast_ref::<sealbox_device::DeviceError>()
-            .filter(|_| chinese())
-            .map(sealbox_device::kiosk::zh_message);
-        let line = zh.unwrap_or_else(|| {
-            e.chain()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join(": ")
-        });
-        eprintln!("error: {}", line.replace('\n', " "));
+        let lang = Lang::from_env();
+        let (code, line) = describe(&e, lang);
+        let line = line.replace('\n', " ");
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"error": {"code": code, "message": line}})
+            );
+        }
+        eprintln!("{}{line}", lang.error_prefix());
         std::process::exit(1);
     }
 }

@@ -44,6 +44,16 @@ impl Device {
         if entries.is_empty() {
             return Err(DeviceError::NothingToExport);
         }
+        // Like head office's commands: never over an existing file, never into a folder that
+        // is not there (an unmounted USB stick), and nothing written when refused.
+        if out.exists() {
+            return Err(DeviceError::OutputExists(out.to_path_buf()));
+        }
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                return Err(DeviceError::NoSuchFolder(dir.to_path_buf()));
+            }
+        }
         let batch_id = Uuid::now_v7();
         let now = now_ms();
         let manifest = BatchManifest {
@@ -62,10 +72,6 @@ impl Device {
             serde_json::to_vec(&signed).map_err(|e| DeviceError::Seal(e.to_string()))?,
         );
         let sealed = self.sealer().seal(&plain)?;
-        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(DeviceError::io(format!("creating {}", dir.display())))?;
-        }
         files::write_atomic(out, &sealed)?;
         let tx = self.conn.transaction()?;
         entries::mark_exported(&tx, &payload.manifest.entry_ids, batch_id, now)?;

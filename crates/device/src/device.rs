@@ -65,6 +65,9 @@ pub struct Status {
     pub keychain: String,
     /// The one-line reason when `database` is not `ok`.
     pub problem: Option<String>,
+    /// The same reason in Chinese.
+    #[serde(skip)]
+    pub problem_zh: Option<String>,
 }
 
 pub use crate::store::entries::{Counts, EntryState, ListedEntry};
@@ -126,6 +129,7 @@ impl Device {
             event_id: f.event.id.clone(),
             key_id: key_id(&key),
             enrolled_at_ms: now_ms(),
+            db_salt: None,
         };
         let service = meta.keychain_service();
         let made_dir = !dd.root().exists();
@@ -181,8 +185,10 @@ impl Device {
                 serde_json::to_vec(&record).map_err(|e| DeviceError::Seal(e.to_string()))?,
             );
             files::write_atomic(&dd.escrow(), &sealer.seal(&plain)?)?;
-            let meta_json =
-                serde_json::to_vec_pretty(&meta).map_err(|e| DeviceError::Seal(e.to_string()))?;
+            let mut written = meta.clone();
+            written.db_salt = files::db_salt(&dd.db());
+            let meta_json = serde_json::to_vec_pretty(&written)
+                .map_err(|e| DeviceError::Seal(e.to_string()))?;
             pause_point("enrol.before_device_json");
             files::write_atomic(&dd.device_json(), &meta_json)?;
             Ok(())
@@ -233,7 +239,7 @@ impl Device {
         if key_id(&key) != meta.key_id {
             return Err(DeviceError::WrongKey);
         }
-        let conn = open_existing(&dd, &key)?;
+        let conn = open_existing(&dd, &meta, &key)?;
         let config: EventConfig = store::get_setting(&conn, keys::EVENT)?
             .and_then(|v| serde_json::from_slice(&v).ok())
             .ok_or(DeviceError::Corrupt)?;
@@ -274,6 +280,7 @@ impl Device {
             database: "ok".into(),
             keychain: "not_checked".into(),
             problem: None,
+            problem_zh: None,
         };
         match Device::open(dir, keys) {
             Ok(dev) => {
@@ -294,6 +301,7 @@ impl Device {
                     Err(e) => {
                         st.database = e.code().into();
                         st.problem = Some(e.to_string());
+                        st.problem_zh = Some(e.message(sealbox_protocol::Lang::Zh));
                     }
                 }
             }
@@ -311,6 +319,7 @@ impl Device {
                 }
                 .into();
                 st.problem = Some(e.to_string());
+                st.problem_zh = Some(e.message(sealbox_protocol::Lang::Zh));
             }
         }
         st
@@ -342,12 +351,7 @@ impl Device {
 
     /// [`Device::add`] from JSON text.
     pub fn add_json(&mut self, json: &str) -> Result<Uuid> {
-        let value: serde_json::Value = serde_json::from_str(json).map_err(|_| {
-            DeviceError::Invalid(sealbox_protocol::entry::EntryError {
-                field: None,
-                code: sealbox_protocol::entry::EntryErrorCode::Malformed,
-            })
-        })?;
+        let value = entry::parse_json(json)?;
         self.add(&value)
     }
 
@@ -721,7 +725,17 @@ impl Device {
             return Err(DeviceError::DatabaseMissing(dd.db()));
         }
         let rebuilt = known.is_none();
-        let conn = match open_existing(&dd, &record.key) {
+        // Without device.json, what the record says, until the database confirms it.
+        let provisional = DeviceJson {
+            format: DEVICE_FORMAT.into(),
+            store_id: record.store_id.clone(),
+            device_name: record.device_name.clone(),
+            event_id: record.event_id.clone(),
+            key_id: record.key_id.clone(),
+            enrolled_at_ms: 0,
+            db_salt: None,
+        };
+        let conn = match open_existing(&dd, known.as_ref().unwrap_or(&provisional), &record.key) {
             // Without device.json's key id, a key that does not open the database is the sign
             // of another device's escrow.
             Err(DeviceError::Corrupt) if rebuilt => return Err(DeviceError::EscrowMismatch),
@@ -729,7 +743,7 @@ impl Device {
         };
         let meta = match known {
             Some(m) => m,
-            None => rebuild_device_json(&conn, &record)?,
+            None => rebuild_device_json(&conn, &record, files::db_salt(&dd.db()))?,
         };
         keys.set(&meta.keychain_service(), KEY_ACCOUNT, &record.key)
             .map_err(keychain_err)?;
@@ -792,7 +806,11 @@ pub struct Recovery {
 /// device.json again, from the escrow record and the database its key opened: the record names
 /// the store, key, device and event; the database must agree on the device and the event (and
 /// on the store, in its enrolment audit row), and gives the enrolment time.
-fn rebuild_device_json(conn: &Connection, record: &EscrowRecord) -> Result<DeviceJson> {
+fn rebuild_device_json(
+    conn: &Connection,
+    record: &EscrowRecord,
+    db_salt: Option<String>,
+) -> Result<DeviceJson> {
     let device_name = setting_string(conn, keys::DEVICE_NAME)?;
     let config: EventConfig = store::get_setting(conn, keys::EVENT)?
         .and_then(|v| serde_json::from_slice(&v).ok())
@@ -811,6 +829,7 @@ fn rebuild_device_json(conn: &Connection, record: &EscrowRecord) -> Result<Devic
         event_id: config.id,
         key_id: record.key_id.clone(),
         enrolled_at_ms: enrolled.map(|r| r.at_ms).unwrap_or_else(now_ms),
+        db_salt,
     })
 }
 
@@ -895,15 +914,24 @@ impl EntryRow {
 }
 
 /// Opens an existing database with `key`: it must already carry Sealbox's schema (an empty or
-/// foreign file is corrupt, and is never initialised over).
-fn open_existing(dd: &DataDir, key: &Secret32) -> Result<Connection> {
+/// foreign file is corrupt, and is never initialised over). A file that does not open and whose
+/// salt is not the one recorded at enrolment is another database: its key is not this one
+/// (wrong key), while a file with the right salt that does not open is damaged (corrupt).
+fn open_existing(dd: &DataDir, meta: &DeviceJson, key: &Secret32) -> Result<Connection> {
     let len = std::fs::metadata(dd.db())
         .map_err(DeviceError::io("reading the database"))?
         .len();
     if len < 1024 {
         return Err(DeviceError::Corrupt);
     }
-    let mut conn = store::open(&dd.db(), Keying::Raw(key), false)?;
+    let mut conn = match store::open(&dd.db(), Keying::Raw(key), false) {
+        Err(DeviceError::Corrupt)
+            if meta.db_salt.is_some() && files::db_salt(&dd.db()) != meta.db_salt =>
+        {
+            return Err(DeviceError::WrongKey)
+        }
+        other => other?,
+    };
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version == 0 {
         return Err(DeviceError::Corrupt);

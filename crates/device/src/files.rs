@@ -81,6 +81,11 @@ pub struct DeviceJson {
     /// A check value of the database key (not the key): tells a wrong key from a corrupt file.
     pub key_id: String,
     pub enrolled_at_ms: i64,
+    /// The database file's salt (its first 16 bytes, hex; not secret). A file that does not
+    /// open with the right key is another database (wrong key) when its salt differs, and
+    /// damaged (corrupt) when it is the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_salt: Option<String>,
 }
 
 impl DeviceJson {
@@ -92,6 +97,14 @@ impl DeviceJson {
 /// The keychain service name of the store `store_id`.
 pub fn keychain_service(store_id: &str) -> String {
     format!("sealbox.device.{store_id}")
+}
+
+/// The first 16 bytes of a database file, hex: SQLCipher's salt, stored in the clear.
+pub fn db_salt(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    fs::File::open(path).ok()?.read_exact(&mut b).ok()?;
+    Some(hex::encode(b))
 }
 
 /// The keychain account of the database key.

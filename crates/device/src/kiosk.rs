@@ -39,7 +39,7 @@ impl From<DeviceError> for UiError {
             _ => UiError {
                 code: e.code().to_string(),
                 field: None,
-                zh: zh_for(&e),
+                zh: e.message(Lang::Zh),
                 en: e.to_string(),
             },
         }
@@ -56,45 +56,7 @@ fn code_name(c: EntryErrorCode) -> String {
 /// A device error in Simplified Chinese (the `Display` text is the English one), with the
 /// field or line it concerns.
 pub fn zh_message(e: &DeviceError) -> String {
-    match e {
-        DeviceError::Invalid(err) => err.message(Lang::Zh),
-        DeviceError::InvalidLine { line, error } => {
-            format!("第 {line} 行：{}；未写入任何内容", error.message(Lang::Zh))
-        }
-        other => zh_for(other),
-    }
-}
-
-fn zh_for(e: &DeviceError) -> String {
-    use DeviceError::*;
-    match e {
-        NotEnrolled => "本设备尚未注册：请使用总部提供的注册文件完成注册".into(),
-        AlreadyEnrolled(_) => "本设备已注册，未做任何更改".into(),
-        OrphanDatabase(_) => "数据目录不完整（注册曾中断或 device.json 丢失），未做任何更改。注册中断时重新注册即可清理；若设备上有登记数据，请联系总部打开托管密钥，再运行 sealbox recover --escrow-key 恢复".into(),
-        KeyLost(_) => "数据库密钥已丢失（钥匙串中找不到）。数据完好，未做任何更改。请联系总部打开托管密钥并恢复".into(),
-        WrongKey => "钥匙串中的密钥与本数据库不匹配，未做任何更改。请通过总部的托管密钥恢复".into(),
-        Corrupt => "数据库文件已损坏，文件保持原样".into(),
-        DatabaseMissing(_) => "数据库文件丢失，未做任何更改".into(),
-        KeychainUnavailable(_) => "系统钥匙串不可用，未做任何更改。请确认钥匙串服务已运行并已解锁".into(),
-        Invalid(_) | InvalidLine { .. } => "提交内容有误".into(),
-        Enrolment(_) => "注册文件无效".into(),
-        EscrowMismatch => "托管密钥不属于本设备，未做任何更改".into(),
-        PinNotSet => "尚未设置管理员 PIN".into(),
-        PinWrong => "PIN 不正确".into(),
-        PinLocked(s) => format!("PIN 错误次数过多，请 {s} 秒后再试"),
-        PinWeak => "PIN 须为 6 至 12 位数字，且不能是简单序列".into(),
-        Seal(_) => "加密失败".into(),
-        Storage(_) => "存储出错".into(),
-        Io { .. } => "读写文件出错".into(),
-        TlsRefused(_) => "服务器证书不是总部的（或名称不符、已过期），已拒绝连接，未发送也未删除任何数据".into(),
-        Offline(_) => "无法连接总部，登记数据保留在本设备上，稍后自动重试".into(),
-        Server { status: 401, .. } => "总部拒绝了本设备（可能已被吊销），未删除任何数据".into(),
-        Server { .. } => "总部拒绝了请求，未删除任何数据".into(),
-        BadReceipt(_) => "总部回执无效（签名或内容不符），未删除任何数据".into(),
-        NothingToExport => "没有待导出的登记".into(),
-        UnknownBatch => "此回执中没有本设备保存或已删除的登记（属于其他设备或其他注册），未删除任何数据".into(),
-        SyncRunning => "本设备上另一个同步正在进行，未做任何更改：请等它结束后再试".into(),
-    }
+    e.message(Lang::Zh)
 }
 
 fn locked() -> UiError {
@@ -260,6 +222,12 @@ impl Kiosk {
     pub fn export_batch(&mut self) -> Result<crate::batch::ExportReport, UiError> {
         let dir = self.export_dir();
         let dev = self.manager()?;
+        if std::env::var_os("SEALBOX_EXPORT_DIR").is_none() {
+            // The app's own folder in the data directory; a configured one (a USB stick's
+            // mount point) must already be there.
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| DeviceError::io(format!("creating {}", dir.display()))(e))?;
+        }
         let stamp = time::OffsetDateTime::now_utc()
             .format(time::macros::format_description!(
                 "[year][month][day]-[hour][minute][second]"

@@ -23,17 +23,93 @@ pub fn init(dir: &Path, pass: &Passphrase) -> Result<()> {
     if ho.is_initialised() {
         return Err(HoError::AlreadyInitialised(dir.to_path_buf()));
     }
-    std::fs::create_dir_all(dir).map_err(HoError::io("creating the data directory"))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(HoError::io("setting permissions"))?;
+    let existed = dir.exists();
+    let before = files_in(dir);
+    let made = (|| -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(HoError::io("creating the data directory"))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(HoError::io("setting permissions"))?;
+        }
+        drop(db::open(&ho.db())?);
+        keys::create(&ho, pass)
+    })();
+    if let Err(e) = made {
+        // A refused init (a short passphrase, a full disk) leaves nothing behind: no database,
+        // no half of the keys, no directory that was not there before.
+        for f in files_in(dir) {
+            if !before.contains(&f) {
+                let _ = std::fs::remove_file(&f);
+            }
+        }
+        if !existed {
+            let _ = std::fs::remove_dir(dir);
+        }
+        return Err(e);
     }
-    db::open(&ho.db())?;
-    keys::create(&ho, pass)?;
     tracing::info!("head office initialised");
     Ok(())
+}
+
+fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// The names (DNS names and IP addresses) the server certificate head office serves covers.
+fn served_names(ho: &HoDir, config: &Config) -> Result<Vec<String>> {
+    let cert = config
+        .tls_cert
+        .as_ref()
+        .map(|s| ho.root().join(s))
+        .unwrap_or_else(|| ho.server_cert());
+    let pem = std::fs::read_to_string(&cert)
+        .map_err(HoError::io(format!("reading {}", cert.display())))?;
+    let params = rcgen::CertificateParams::from_ca_cert_pem(&pem)
+        .map_err(|e| HoError::Config(format!("{}: {e}", cert.display())))?;
+    Ok(params
+        .subject_alt_names
+        .iter()
+        .filter_map(|n| match n {
+            rcgen::SanType::DnsName(d) => Some(d.as_str().to_ascii_lowercase()),
+            rcgen::SanType::IpAddress(ip) => Some(ip.to_string()),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The host of an `https://` URL, without port or brackets, lowercased.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split_once(']')?.0
+    } else {
+        authority.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Whether a certificate for `names` is valid for `host` (an exact name or address, or a
+/// `*.` wildcard for one label).
+fn covers(names: &[String], host: &str) -> bool {
+    let host_ip: Option<std::net::IpAddr> = host.parse().ok();
+    names
+        .iter()
+        .any(|n| match (host_ip, n.parse::<std::net::IpAddr>()) {
+            (Some(h), Ok(ip)) => h == ip,
+            (Some(_), Err(_)) | (None, Ok(_)) => false,
+            (None, Err(_)) => match n.strip_prefix("*.") {
+                Some(suffix) => host
+                    .split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+                None => n == host,
+            },
+        })
 }
 
 /// Validates and stores an event. Creating the same event again is a no-op; a different
@@ -41,7 +117,7 @@ pub fn init(dir: &Path, pass: &Passphrase) -> Result<()> {
 pub fn event_create(dir: &Path, config_json: &str) -> Result<EventConfig> {
     let ho = HoDir::new(dir);
     ho.require_initialised()?;
-    let config = EventConfig::from_json(config_json).map_err(|e| HoError::Config(e.to_string()))?;
+    let config = EventConfig::from_json(config_json).map_err(HoError::BadEvent)?;
     let canonical = serde_json::to_string(&config).map_err(|e| HoError::Config(e.to_string()))?;
     let conn = db::open(&ho.db())?;
     let existing: Option<String> = conn
@@ -84,8 +160,16 @@ pub fn enroll(
     ho.require_initialised()?;
     let config = Config::load(dir)?;
     let server_url = url.unwrap_or(&config.public_url).to_string();
-    if !server_url.starts_with("https://") {
-        return Err(HoError::Config("--url must start with https://".into()));
+    let Some(host) = url_host(&server_url) else {
+        return Err(HoError::BadUrl);
+    };
+    let names = served_names(&ho, &config)?;
+    if !covers(&names, &host) {
+        return Err(HoError::UrlNotCovered {
+            url: server_url,
+            host,
+            names: names.join(", "),
+        });
     }
     if device.trim().is_empty()
         || device.len() > 64
@@ -93,9 +177,7 @@ pub fn enroll(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        return Err(HoError::Config(
-            "a device name is 1 to 64 letters, digits, '-', '_' or '.'".into(),
-        ));
+        return Err(HoError::BadDeviceName);
     }
     let conn = db::open(&ho.db())?;
     let event_json: String = conn
@@ -280,7 +362,7 @@ pub fn device_revoke(dir: &Path, device: &str) -> Result<()> {
     let conn = db::open(&ho.db())?;
     let n = conn.execute("UPDATE devices SET revoked = 1 WHERE name = ?1", [device])?;
     if n == 0 {
-        return Err(HoError::Config(format!("no device named {device:?}")));
+        return Err(HoError::NoSuchDevice(device.to_string()));
     }
     crate::audit::append(
         &conn,
@@ -300,31 +382,53 @@ pub struct ImportReport {
     pub entries: usize,
     /// Entries kept in the quarantine (acknowledged, never exported): see `status`.
     pub quarantined: usize,
+    /// Entries of the batch head office held before this import (sent by sync or in another
+    /// file): not stored again.
+    pub already_held: usize,
     /// The batch had been imported before (or synced): the same receipt again.
     pub duplicate: bool,
+    /// The receipt file was already there, identical: left as it was.
+    pub receipt_kept: bool,
+    /// The device is revoked and its entries were accepted deliberately (audited).
+    pub accepted_revoked: bool,
 }
 
-/// Imports a batch file carried from a device: opens it with head office's identity, checks the
-/// device's signature against an enrolled, unrevoked device, stores the entries exactly as a
-/// sync does, and writes the signed receipt file.
+/// How to import.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ImportOptions {
+    /// Accept the entries of a revoked device (a lost device that turned up): audited.
+    pub accept_revoked: bool,
+}
+
+/// [`import_with`] with the default options: a revoked device's file is refused.
 pub fn import(
     dir: &Path,
     pass: &Passphrase,
     file: &Path,
     receipt_out: &Path,
 ) -> Result<ImportReport> {
+    import_with(dir, pass, file, receipt_out, ImportOptions::default())
+}
+
+/// A batch file, opened and checked.
+pub struct OpenedBatch {
+    pub device: String,
+    pub event_id: String,
+    pub revoked: bool,
+    pub payload: sealbox_protocol::batch::BatchPayload,
+}
+
+/// What `import` checks of a batch file before anything else: it decrypts with head office's
+/// identity, is a signed batch, names an enrolled device, and carries that device's signature
+/// over its manifest and entries. Whether a revoked device's file is taken is the caller's call.
+pub fn open_batch(
+    identity: &age::x25519::Identity,
+    sealed: &[u8],
+    conn: &rusqlite::Connection,
+) -> Result<OpenedBatch> {
     use sealbox_protocol::batch::SignedBatch;
-    let ho = HoDir::new(dir);
-    ho.require_initialised()?;
-    if receipt_out.exists() {
-        return Err(HoError::OutputExists {
-            path: receipt_out.display().to_string(),
-        });
-    }
-    let identity = ho.load_identity(pass)?;
-    let sealed = std::fs::read(file).map_err(HoError::io(format!("reading {}", file.display())))?;
     let plain = Zeroizing::new(
-        age::decrypt(&identity, &sealed)
+        age::decrypt(identity, sealed)
             .map_err(|_| HoError::BadBatch("it does not decrypt".into()))?,
     );
     let signed: SignedBatch =
@@ -332,7 +436,6 @@ pub fn import(
     let claimed = signed
         .payload_unverified()
         .map_err(|e| HoError::BadBatch(e.to_string()))?;
-    let mut conn = db::open(&ho.db())?;
     let device = claimed.manifest.device.clone();
     let found: Option<(String, String, bool)> = conn
         .query_row(
@@ -341,26 +444,115 @@ pub fn import(
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    let (_event_id, vk, revoked) = found.ok_or_else(|| HoError::UnknownDevice(device.clone()))?;
-    if revoked {
-        return Err(HoError::UnknownDevice(device));
-    }
+    let (event_id, vk, revoked) = found.ok_or_else(|| HoError::UnknownDevice(device.clone()))?;
     let vk = sealbox_protocol::sync::verifying_key_from_b64(&vk)
         .ok_or_else(|| HoError::Config("a device's verifying key is damaged".into()))?;
     let payload = signed
         .verify(&vk)
         .map_err(|e| HoError::BadBatch(e.to_string()))?;
+    Ok(OpenedBatch {
+        device,
+        event_id,
+        revoked,
+        payload,
+    })
+}
+
+/// Where the receipt goes, checked before anything is stored.
+enum ReceiptOut {
+    /// A new file, reserved as a temp file in its folder (so the folder exists and is
+    /// writable), renamed into place once the receipt is signed.
+    New(tempfile::NamedTempFile),
+    /// The file is there and is head office's receipt for this very batch: it is kept if the
+    /// receipt comes out the same.
+    Same(Vec<u8>),
+}
+
+/// Imports a batch file carried from a device: opens it with head office's identity, checks the
+/// device's signature against an enrolled device (unrevoked, unless `accept_revoked`), stores
+/// the entries exactly as a sync does, and writes the signed receipt file. Where the receipt
+/// goes is checked before anything is stored: an existing file is refused unless it is the
+/// same receipt, a missing or read-only folder is refused, and nothing is stored either way.
+pub fn import_with(
+    dir: &Path,
+    pass: &Passphrase,
+    file: &Path,
+    receipt_out: &Path,
+    opts: ImportOptions,
+) -> Result<ImportReport> {
+    let ho = HoDir::new(dir);
+    ho.require_initialised()?;
+    let existing = match std::fs::read(receipt_out) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(_) => {
+            return Err(HoError::OutputExists {
+                path: receipt_out.display().to_string(),
+            })
+        }
+    };
+    let identity = ho.load_identity(pass)?;
+    let sealed = std::fs::read(file).map_err(HoError::io(format!("reading {}", file.display())))?;
+    let mut conn = db::open(&ho.db())?;
+    let OpenedBatch {
+        device,
+        event_id: _,
+        revoked,
+        payload,
+    } = open_batch(&identity, &sealed, &conn)?;
+    if revoked && !opts.accept_revoked {
+        return Err(HoError::RevokedDevice(device));
+    }
+    let key = ho.load_signing_key()?;
+    let out = match existing {
+        // Only head office's own receipt for this batch may stay: it then holds the batch, and
+        // importing again gives the same receipt.
+        Some(bytes) => {
+            let same_batch = serde_json::from_slice::<sealbox_protocol::sync::Receipt>(&bytes)
+                .ok()
+                .filter(|r| r.verify(&key.verifying_key()).is_ok())
+                .is_some_and(|r| r.batch_id == payload.manifest.batch_id && r.device == device);
+            if !same_batch {
+                return Err(HoError::OutputExists {
+                    path: receipt_out.display().to_string(),
+                });
+            }
+            ReceiptOut::Same(bytes)
+        }
+        None => {
+            let parent = receipt_out
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let mut builder = tempfile::Builder::new();
+            builder.prefix(".sealbox-receipt-");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                builder.permissions(std::fs::Permissions::from_mode(0o600));
+            }
+            let tmp = builder
+                .tempfile_in(parent)
+                .map_err(|source| HoError::OutputUnwritable {
+                    path: receipt_out.display().to_string(),
+                    dir: parent.display().to_string(),
+                    source,
+                })?;
+            ReceiptOut::New(tmp)
+        }
+    };
     let req = sealbox_protocol::sync::SyncRequest {
         batch_id: payload.manifest.batch_id,
         entries: payload.entries,
     };
-    let mut ids = std::collections::HashSet::with_capacity(req.entries.len());
-    if req.entries.is_empty() || !req.entries.iter().all(|e| ids.insert(e.id)) {
+    let mut seen = std::collections::HashSet::with_capacity(req.entries.len());
+    if req.entries.is_empty() || !req.entries.iter().all(|e| seen.insert(e.id)) {
         return Err(HoError::BadBatch(
             "it holds no entry, or an entry twice".into(),
         ));
     }
-    let key = ho.load_signing_key()?;
+    let ids: Vec<uuid::Uuid> = req.entries.iter().map(|e| e.id).collect();
+    let already_held = db::held_count(&conn, &ids)?;
     // Entries head office will not take as entries (an envelope over a limit, another version
     // of an id already held) are kept in the quarantine and acknowledged: this file is the
     // device's last word on them.
@@ -381,20 +573,43 @@ pub fn import(
         tracing::warn!(%device, batch = %req.batch_id, quarantined = stored.quarantined, "entries kept in the quarantine");
     }
     let json = serde_json::to_vec_pretty(&receipt).map_err(|e| HoError::Crypto(e.to_string()))?;
-    keys::write_new_private(receipt_out, &json)?;
+    let receipt_kept = match out {
+        ReceiptOut::Same(bytes) if bytes == json => true,
+        ReceiptOut::Same(_) => {
+            return Err(HoError::OutputExists {
+                path: receipt_out.display().to_string(),
+            })
+        }
+        ReceiptOut::New(mut tmp) => {
+            use std::io::Write;
+            tmp.write_all(&json)
+                .and_then(|_| tmp.as_file().sync_all())
+                .map_err(HoError::io(format!("writing {}", receipt_out.display())))?;
+            tmp.persist_noclobber(receipt_out)
+                .map_err(|e| HoError::io(format!("writing {}", receipt_out.display()))(e.error))?;
+            false
+        }
+    };
     crate::audit::append(
         &conn,
         now_ms(),
         "batch.imported",
-        &serde_json::json!({"device": device, "batch": req.batch_id, "entries": req.entries.len(), "quarantined": stored.quarantined, "duplicate": !fresh}),
+        &serde_json::json!({"device": device, "batch": req.batch_id, "entries": req.entries.len(),
+            "already_held": already_held, "quarantined": stored.quarantined, "duplicate": !fresh, "accepted_revoked": revoked}),
     )?;
+    if revoked {
+        tracing::warn!(%device, batch = %req.batch_id, "entries of a revoked device accepted");
+    }
     tracing::info!(%device, batch = %req.batch_id, entries = req.entries.len(), "batch imported");
     Ok(ImportReport {
         device,
         batch_id: req.batch_id,
         entries: req.entries.len(),
         quarantined: stored.quarantined,
+        already_held,
         duplicate: !fresh,
+        receipt_kept,
+        accepted_revoked: revoked,
     })
 }
 
@@ -404,4 +619,34 @@ pub fn audit_verify(dir: &Path) -> Result<(u64, Option<i64>)> {
     ho.require_initialised()?;
     let conn = db::open(&ho.db())?;
     crate::audit::verify(&conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_hosts_and_certificate_names() {
+        assert_eq!(
+            url_host("https://HO.example:8443/x").as_deref(),
+            Some("ho.example")
+        );
+        assert_eq!(url_host("https://[::1]:8443").as_deref(), Some("::1"));
+        assert_eq!(url_host("https://127.0.0.1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(url_host("http://ho.example"), None);
+        assert_eq!(url_host("https://"), None);
+        let names = vec![
+            "127.0.0.1".to_string(),
+            "localhost".into(),
+            "*.fair.example".into(),
+        ];
+        assert!(covers(&names, "127.0.0.1"));
+        assert!(covers(&names, "localhost"));
+        assert!(covers(&names, "ho.fair.example"));
+        assert!(!covers(&names, "a.b.fair.example"));
+        assert!(!covers(&names, "fair.example"));
+        assert!(!covers(&names, "192.168.1.10"));
+        assert!(!covers(&names, "ho.example"));
+        assert!(!covers(&names, "::1"));
+    }
 }

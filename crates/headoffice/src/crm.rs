@@ -8,7 +8,7 @@ use crate::keys::HoDir;
 use crate::now_ms;
 use rusqlite::Connection;
 use sealbox_protocol::entry::{
-    mask, normalize_email, normalize_phone, FieldValue, PayloadPlaintext,
+    mask, normalize_email, normalize_phone, FieldValue, PayloadPlaintext, LIST_SEPARATOR,
 };
 use sealbox_protocol::event::{Display, FieldKind};
 use sealbox_protocol::{EntryEnvelope, EventConfig};
@@ -131,21 +131,66 @@ fn shown(kind: FieldKind, display: Display, v: &FieldValue, unmasked: bool) -> S
     let text = match v {
         FieldValue::Bool(b) => return if *b { "yes".into() } else { "no".into() },
         FieldValue::Text(s) => s.clone(),
-        FieldValue::List(l) => l.join("; "),
+        FieldValue::List(l) => l.join(LIST_SEPARATOR),
     };
     match (unmasked, display) {
+        (true, _) | (false, Display::Plain) if kind == FieldKind::Phone => phone_text(&text),
         (true, _) | (false, Display::Plain) => text,
         (false, Display::Masked) => mask(kind, &text),
         (false, Display::Hidden) => "[hidden]".into(),
     }
 }
 
-/// A CSV cell that starts like a formula is prefixed so no spreadsheet runs it (a plain number
-/// such as `+442079460958` is left alone). XLSX cells are written as strings and never run.
+/// Country calling codes of one and two digits (ITU-T E.164); every other code has three.
+/// They are prefix-free, so the first match is the code.
+const SHORT_COUNTRY_CODES: &[&str] = &[
+    "1", "7", "20", "27", "30", "31", "32", "33", "34", "36", "39", "40", "41", "43", "44", "45",
+    "46", "47", "48", "49", "51", "52", "53", "54", "55", "56", "57", "58", "60", "61", "62", "63",
+    "64", "65", "66", "81", "82", "84", "86", "90", "91", "92", "93", "94", "95", "98",
+];
+
+/// A phone number as the CRM file writes it: international, with a space after the country code
+/// (`+86 138 1234 5678`, `+44 2079460958`). The spaces make it text for every spreadsheet
+/// program (a bare `13812345678` becomes a number, and `+44…` loses its `+`), and CRM importers
+/// read it as a phone number.
+fn phone_text(normalized: &str) -> String {
+    if let Some(digits) = normalized.strip_prefix('+') {
+        let cc = SHORT_COUNTRY_CODES
+            .iter()
+            .find(|c| digits.starts_with(*c))
+            .map_or_else(|| &digits[..digits.len().min(3)], |c| &digits[..c.len()]);
+        return format!("+{cc} {}", &digits[cc.len()..]);
+    }
+    if normalized.len() == 11 && normalized.bytes().all(|b| b.is_ascii_digit()) {
+        // A mainland mobile (normalised without +86): 3-4-4 as it is written in China.
+        return format!(
+            "+86 {} {} {}",
+            &normalized[..3],
+            &normalized[3..7],
+            &normalized[7..]
+        );
+    }
+    normalized.to_string()
+}
+
+/// A value spreadsheet programs read as text and never as a formula: a `+`, then digits, spaces
+/// and mask stars, with at least one space or star (a phone as [`phone_text`] or the masked
+/// display writes it).
+fn phone_shaped(s: &str) -> bool {
+    s.strip_prefix('+').is_some_and(|rest| {
+        rest.bytes()
+            .all(|b| b.is_ascii_digit() || b == b' ' || b == b'*')
+            && rest.bytes().any(|b| b == b' ' || b == b'*')
+            && rest.bytes().any(|b| b.is_ascii_digit())
+    })
+}
+
+/// A CSV cell that a spreadsheet program would read as a formula (`= + - @`, tab, CR first) is
+/// prefixed with `'`, whatever the field and whether masked or not; phones written as
+/// [`phone_text`] or masked are read as text and stay as they are. XLSX cells are written as
+/// strings and never run.
 fn defuse(s: &str) -> String {
-    let number = s.strip_prefix('+').unwrap_or(s);
-    let is_number = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
-    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) && !is_number {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) && !phone_shaped(s) {
         format!("'{s}")
     } else {
         s.to_string()
@@ -158,6 +203,62 @@ fn csv_field(s: &str) -> String {
     } else {
         s.to_string()
     }
+}
+
+/// A capture time in UTC with milliseconds, always the same width:
+/// `2026-12-02T09:30:05.120Z`.
+fn time_text(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            ))
+            .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// How wide a column must be for `s`, in characters of the default font: wide (CJK) characters
+/// count twice.
+fn display_width(s: &str) -> usize {
+    s.chars()
+        .map(|c| {
+            if (c as u32) >= 0x1100 && !c.is_ascii() {
+                2
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+/// The XLSX workbook: every cell a string, the header bold and frozen, columns as wide as their
+/// longest value (up to a limit).
+fn xlsx(header: &[String], rows: &[Zeroizing<Vec<String>>]) -> Result<Vec<u8>> {
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    let ws = wb.add_worksheet();
+    let err = |e: rust_xlsxwriter::XlsxError| HoError::Crypto(format!("xlsx: {e}"));
+    let bold = rust_xlsxwriter::Format::new().set_bold();
+    let mut widths: Vec<usize> = header.iter().map(|h| display_width(h)).collect();
+    for (c, h) in header.iter().enumerate() {
+        ws.write_string_with_format(0, c as u16, h, &bold)
+            .map_err(err)?;
+    }
+    for (r, row) in rows.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            ws.write_string(r as u32 + 1, c as u16, v).map_err(err)?;
+            if let Some(w) = widths.get_mut(c) {
+                *w = (*w).max(display_width(v));
+            }
+        }
+    }
+    for (c, w) in widths.iter().enumerate() {
+        ws.set_column_width(c as u16, (*w).clamp(8, 60) as f64 + 2.0)
+            .map_err(err)?;
+    }
+    ws.set_freeze_panes(1, 0).map_err(err)?;
+    wb.save_to_buffer().map_err(err)
 }
 
 /// Writes one event's entries for the CRM: one row per entry with its consent version and time;
@@ -203,15 +304,7 @@ pub fn export(
     let rows: Vec<Zeroizing<Vec<String>>> = entries
         .iter()
         .map(|e| {
-            let at = time::OffsetDateTime::from_unix_timestamp_nanos(
-                e.env.captured_at_ms as i128 * 1_000_000,
-            )
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default();
+            let at = time_text(e.env.captured_at_ms);
             let mut row = vec![
                 e.env.id.to_string(),
                 at,
@@ -240,20 +333,7 @@ pub fn export(
             }
             b
         }
-        Format::Xlsx => {
-            let mut wb = rust_xlsxwriter::Workbook::new();
-            let ws = wb.add_worksheet();
-            let err = |e: rust_xlsxwriter::XlsxError| HoError::Crypto(format!("xlsx: {e}"));
-            for (c, h) in header.iter().enumerate() {
-                ws.write_string(0, c as u16, h).map_err(err)?;
-            }
-            for (r, row) in rows.iter().enumerate() {
-                for (c, v) in row.iter().enumerate() {
-                    ws.write_string(r as u32 + 1, c as u16, v).map_err(err)?;
-                }
-            }
-            wb.save_to_buffer().map_err(err)?
-        }
+        Format::Xlsx => xlsx(&header, &rows)?,
     });
     let parent = out
         .parent()
@@ -441,4 +521,48 @@ fn subject_digest(identity: &age::x25519::Identity, kind: FieldKind, value: &str
     };
     mac.update(format!("{kind:?}:{value}").as_bytes());
     hex::encode(mac.finalize().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones_are_international_text_and_defusing_is_one_rule() {
+        assert_eq!(phone_text("13812345678"), "+86 138 1234 5678");
+        assert_eq!(phone_text("+442079460958"), "+44 2079460958");
+        assert_eq!(phone_text("+12125550100"), "+1 2125550100");
+        assert_eq!(phone_text("+35312345678"), "+353 12345678");
+        for v in ["+86 138 1234 5678", "+44****0958", "138****5678"] {
+            assert_eq!(defuse(v), v, "phones stay as they are");
+        }
+        for v in ["+442079460958", "=1+2", "-5", "@SUM(A1)", "+A1", "\tx"] {
+            assert_eq!(defuse(v), format!("'{v}"), "{v:?}");
+        }
+        assert_eq!(time_text(1_700_000_000_000), "2023-11-14T22:13:20.000Z");
+        assert_eq!(time_text(1_700_000_000_120), "2023-11-14T22:13:20.120Z");
+    }
+
+    /// A multiple-choice value reads the same in the device's list and in the CRM file.
+    #[test]
+    fn one_separator_for_multiple_choices() {
+        let config = sealbox_protocol::EventConfig::from_json(
+            &include_str!("../../../examples/trade-show.json")
+                .replace("\"kind\": \"choice\"", "\"kind\": \"multi\""),
+        )
+        .unwrap();
+        let f = config.field("interest").unwrap();
+        assert_eq!(f.kind, FieldKind::Multi);
+        let a = f.options[0].value.clone();
+        let b = f.options[1].value.clone();
+        let entry = sealbox_protocol::entry::validate(
+            &config,
+            &serde_json::json!({"name": "Li", "phone": "13812345678", "interest": [a, b], "consent": true}),
+        )
+        .unwrap();
+        let listed = sealbox_protocol::entry::summary(&config, &entry)["interest"].clone();
+        let in_crm = shown(f.kind, f.display, &entry.values()["interest"], false);
+        assert_eq!(listed, in_crm);
+        assert_eq!(listed, format!("{a}; {b}"));
+    }
 }

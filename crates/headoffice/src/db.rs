@@ -523,6 +523,18 @@ pub fn quarantine_entry(conn: &mut Connection, id: uuid::Uuid, reason: &str) -> 
     Ok(())
 }
 
+/// How many of `ids` head office already holds (read only).
+pub fn held_count(conn: &Connection, ids: &[uuid::Uuid]) -> Result<usize> {
+    let mut stmt = conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM entries WHERE id = ?1)")?;
+    let mut n = 0;
+    for id in ids {
+        if stmt.query_row([id.to_string()], |r| r.get::<_, bool>(0))? {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,11 @@
 //! `sealbox-headoffice`: the admin's command line. Glue only: each command is one call into the
 //! library; errors become one line on stderr and exit code 1 (2 for usage).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
+use sealbox_headoffice::error::{io_kind_zh, HoError};
 use sealbox_headoffice::{admin, config, crm, Passphrase};
+use sealbox_protocol::Lang;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
@@ -55,8 +57,12 @@ enum Command {
     /// Import a batch file carried from a device and write its signed receipt.
     Import {
         file: PathBuf,
+        /// Where to write the receipt: a new file, or the same receipt already written there.
         #[arg(long)]
         receipt_out: PathBuf,
+        /// Accept the entries of a revoked device (a lost device that was found): audited.
+        #[arg(long)]
+        accept_revoked: bool,
     },
     /// The audit log.
     #[command(subcommand)]
@@ -123,23 +129,70 @@ enum EscrowCmd {
     },
 }
 
+/// A message of the command line itself, in both languages.
+#[derive(Debug)]
+struct Msg {
+    zh: String,
+    en: String,
+}
+
+impl std::fmt::Display for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.en)
+    }
+}
+
+impl std::error::Error for Msg {}
+
+/// Prints one line in the admin's language (see [`Lang::from_env`]).
+fn say(zh: impl std::fmt::Display, en: impl std::fmt::Display) {
+    match Lang::from_env() {
+        Lang::Zh => println!("{zh}"),
+        Lang::En => println!("{en}"),
+    }
+}
+
+fn msg(zh: impl Into<String>, en: impl Into<String>) -> anyhow::Error {
+    Msg {
+        zh: zh.into(),
+        en: en.into(),
+    }
+    .into()
+}
+
 fn passphrase(confirm: bool) -> Result<Passphrase> {
     if let Ok(p) = std::env::var("SEALBOX_HO_PASSPHRASE") {
         return Ok(Passphrase::new(p));
     }
-    let p = rpassword::prompt_password("Head office passphrase: ")
-        .context("no passphrase: set SEALBOX_HO_PASSPHRASE or run in a terminal")?;
+    let no_terminal = |_| {
+        msg(
+            "没有终端可以输入口令：请设置环境变量 SEALBOX_HO_PASSPHRASE，或在终端中运行",
+            "no passphrase: set SEALBOX_HO_PASSPHRASE or run in a terminal",
+        )
+    };
+    let p = zeroize::Zeroizing::new(
+        rpassword::prompt_password("Head office passphrase: ").map_err(no_terminal)?,
+    );
     if confirm {
-        let again = rpassword::prompt_password("Again: ").context("reading the passphrase")?;
-        if again != p {
-            anyhow::bail!("the passphrases differ");
+        let again =
+            zeroize::Zeroizing::new(rpassword::prompt_password("Again: ").map_err(no_terminal)?);
+        if *again != *p {
+            return Err(msg(
+                "两次输入的口令不一致，未做任何更改",
+                "the passphrases differ; nothing was changed",
+            ));
         }
     }
-    Ok(Passphrase::new(p))
+    Ok(Passphrase::new(p.as_str()))
 }
 
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    std::fs::read_to_string(path).map_err(|e| {
+        msg(
+            format!("无法读取 {}：{}", path.display(), io_kind_zh(&e)),
+            format!("reading {}: {e}", path.display()),
+        )
+    })
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -147,11 +200,17 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init => {
             admin::init(dir, &passphrase(true)?)?;
-            println!("head office initialised in {}", dir.display());
+            say(
+                format!("总部已在 {} 中初始化", dir.display()),
+                format!("head office initialised in {}", dir.display()),
+            );
         }
         Command::Event(EventCmd::Create { file }) => {
             let c = admin::event_create(dir, &read(&file)?)?;
-            println!("event {} ready ({} fields)", c.id, c.fields.len());
+            say(
+                format!("活动 {} 已就绪（{} 个字段）", c.id, c.fields.len()),
+                format!("event {} ready ({} fields)", c.id, c.fields.len()),
+            );
         }
         Command::Enroll {
             device,
@@ -160,23 +219,44 @@ fn run(cli: Cli) -> Result<()> {
             out,
         } => {
             admin::enroll(dir, &device, &event, url.as_deref(), &out)?;
-            println!(
-                "wrote {}: it is SECRET (it holds the device's token and signing key). Carry it to the device and run `sealbox enroll {} --shred`",
-                out.display(),
-                out.display()
+            say(
+                format!(
+                    "已写入 {}：这是机密文件（含设备的令牌和签名密钥）。请带到设备上运行 `sealbox enroll {} --shred`",
+                    out.display(),
+                    out.display()
+                ),
+                format!(
+                    "wrote {}: it is SECRET (it holds the device's token and signing key). Carry it to the device and run `sealbox enroll {} --shred`",
+                    out.display(),
+                    out.display()
+                ),
             );
         }
         Command::Escrow(EscrowCmd::Open { file, out }) => {
             match admin::escrow_open(dir, &passphrase(false)?, &file, &out)? {
-                admin::OpenedEscrow::DatabaseKey { device_name } => println!(
-                    "wrote {}: it is SECRET (device {device_name}'s database key). Carry it to the device and run `sealbox recover --escrow-key {}`",
-                    out.display(),
-                    out.display()
+                admin::OpenedEscrow::DatabaseKey { device_name } => say(
+                    format!(
+                        "已写入 {}：这是机密文件（设备 {device_name} 的数据库密钥）。请带到设备上运行 `sealbox recover --escrow-key {}`",
+                        out.display(),
+                        out.display()
+                    ),
+                    format!(
+                        "wrote {}: it is SECRET (device {device_name}'s database key). Carry it to the device and run `sealbox recover --escrow-key {}`",
+                        out.display(),
+                        out.display()
+                    ),
                 ),
-                admin::OpenedEscrow::SummaryKey { device_name } => println!(
-                    "wrote {}: it is SECRET (device {device_name}'s summary key). Carry it to the device and run `sealbox pin reset --escrow-key {}`",
-                    out.display(),
-                    out.display()
+                admin::OpenedEscrow::SummaryKey { device_name } => say(
+                    format!(
+                        "已写入 {}：这是机密文件（设备 {device_name} 的摘要密钥）。请带到设备上运行 `sealbox pin reset --escrow-key {}`",
+                        out.display(),
+                        out.display()
+                    ),
+                    format!(
+                        "wrote {}: it is SECRET (device {device_name}'s summary key). Carry it to the device and run `sealbox pin reset --escrow-key {}`",
+                        out.display(),
+                        out.display()
+                    ),
                 ),
             }
         }
@@ -186,32 +266,123 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
                 for e in &s.events {
-                    println!(
-                        "event {}: {} entries, {} quarantined, {} deleted",
-                        e.id, e.entries, e.quarantined, e.deleted
+                    say(
+                        format!(
+                            "活动 {}：{} 条登记，{} 条隔离，{} 条已删除",
+                            e.id, e.entries, e.quarantined, e.deleted
+                        ),
+                        format!(
+                            "event {}: {} entries, {} quarantined, {} deleted",
+                            e.id, e.entries, e.quarantined, e.deleted
+                        ),
                     );
                 }
                 for d in &s.devices {
-                    let revoked = if d.revoked { " (revoked)" } else { "" };
-                    println!(
-                        "device {} [{}]: {} entries{revoked}",
-                        d.name, d.event, d.entries
+                    let (revoked_zh, revoked) = if d.revoked {
+                        ("（已吊销）", " (revoked)")
+                    } else {
+                        ("", "")
+                    };
+                    say(
+                        format!(
+                            "设备 {} [{}]：{} 条登记{revoked_zh}",
+                            d.name, d.event, d.entries
+                        ),
+                        format!(
+                            "device {} [{}]: {} entries{revoked}",
+                            d.name, d.event, d.entries
+                        ),
                     );
                 }
             }
         }
         Command::DefaultConfig => print!("{}", config::DEFAULT_CONFIG),
         Command::Serve { listen } => serve(dir, listen)?,
-        Command::Import { file, receipt_out } => {
-            let r = admin::import(dir, &passphrase(false)?, &file, &receipt_out)?;
-            println!(
-                "{} {} entries from device {} (batch {}); receipt written to {}: carry it back and run `sealbox receipt import {}`",
-                if r.duplicate { "already held" } else { "stored" },
-                r.entries,
-                r.device,
-                r.batch_id,
-                receipt_out.display(),
-                receipt_out.display()
+        Command::Import {
+            file,
+            receipt_out,
+            accept_revoked,
+        } => {
+            let opts = admin::ImportOptions { accept_revoked };
+            let r = admin::import_with(dir, &passphrase(false)?, &file, &receipt_out, opts)?;
+            let lang = Lang::from_env();
+            let zh = lang == Lang::Zh;
+            let what = if r.duplicate {
+                if zh {
+                    format!(
+                        "已收到过：此文件（批次 {}，设备 {}，{} 条登记）之前已导入或同步，未存储新内容",
+                        r.batch_id, r.device, r.entries
+                    )
+                } else {
+                    format!(
+                        "already held: this file (batch {}) from device {} was imported or synced before, {} entries; nothing new stored",
+                        r.batch_id, r.device, r.entries
+                    )
+                }
+            } else if r.already_held == r.entries {
+                if zh {
+                    format!(
+                        "已收到过：此文件（设备 {}，批次 {}）的全部 {} 条登记之前已到达总部，未存储新内容",
+                        r.device, r.batch_id, r.entries
+                    )
+                } else {
+                    format!(
+                        "already held: all {} entries of this file from device {} (batch {}) had reached head office before; nothing new stored",
+                        r.entries, r.device, r.batch_id
+                    )
+                }
+            } else if zh {
+                format!(
+                    "已存储设备 {} 的 {} 条登记（批次 {}）{}",
+                    r.device,
+                    r.entries - r.already_held,
+                    r.batch_id,
+                    if r.already_held > 0 {
+                        format!("；另有 {} 条之前已收到", r.already_held)
+                    } else {
+                        String::new()
+                    }
+                )
+            } else {
+                format!(
+                    "stored {} entries from device {} (batch {}){}",
+                    r.entries - r.already_held,
+                    r.device,
+                    r.batch_id,
+                    if r.already_held > 0 {
+                        format!("; {} more were already held", r.already_held)
+                    } else {
+                        String::new()
+                    }
+                )
+            };
+            if r.accepted_revoked {
+                say(
+                    format!("设备 {} 已被吊销：已按要求接收其登记，审计日志中有记录", r.device),
+                    format!("device {} is revoked: its entries were accepted as asked, and the audit log says so", r.device),
+                );
+            }
+            say(
+                format!(
+                    "{what}；回执{} {}：请带回设备并运行 `sealbox receipt import {}`",
+                    if r.receipt_kept {
+                        "已在"
+                    } else {
+                        "已写入"
+                    },
+                    receipt_out.display(),
+                    receipt_out.display()
+                ),
+                format!(
+                    "{what}; receipt {} {}: carry it back and run `sealbox receipt import {}`",
+                    if r.receipt_kept {
+                        "already at"
+                    } else {
+                        "written to"
+                    },
+                    receipt_out.display(),
+                    receipt_out.display()
+                ),
             );
             if r.quarantined > 0 {
                 println!(
@@ -251,20 +422,35 @@ fn run(cli: Cli) -> Result<()> {
             );
             bar.finish_and_clear();
             let r = r?;
-            println!(
-                "wrote {} rows to {}{}",
-                r.rows,
-                out.display(),
-                if r.unmasked {
-                    ", UNMASKED (recorded in the audit log)"
-                } else {
-                    ", masked"
-                }
+            say(
+                format!(
+                    "已将 {} 行写入 {}{}",
+                    r.rows,
+                    out.display(),
+                    if r.unmasked {
+                        "，未打码（已记入审计日志）"
+                    } else {
+                        "，已打码"
+                    }
+                ),
+                format!(
+                    "wrote {} rows to {}{}",
+                    r.rows,
+                    out.display(),
+                    if r.unmasked {
+                        ", UNMASKED (recorded in the audit log)"
+                    } else {
+                        ", masked"
+                    }
+                ),
             );
         }
         Command::Purge => {
             for (event, n) in crm::purge(dir, sealbox_headoffice::now_ms())? {
-                println!("event {event}: {n} entries past retention deleted");
+                say(
+                    format!("活动 {event}：已删除 {n} 条超过保存期限的登记"),
+                    format!("event {event}: {n} entries past retention deleted"),
+                );
             }
         }
         Command::Forget {
@@ -275,20 +461,36 @@ fn run(cli: Cli) -> Result<()> {
             let subject = match (phone, email) {
                 (Some(p), _) => crm::Subject::Phone(p),
                 (None, Some(e)) => crm::Subject::Email(e),
-                (None, None) => anyhow::bail!("give --phone or --email"),
+                (None, None) => {
+                    return Err(msg("请给出 --phone 或 --email", "give --phone or --email"))
+                }
             };
             let n = crm::forget(dir, &passphrase(false)?, &subject, event.as_deref())?;
-            println!("deleted {n} entries; the request is in the audit log as a salted hash");
+            say(
+                format!("已删除 {n} 条登记；此请求以加盐哈希的形式记入审计日志"),
+                format!("deleted {n} entries; the request is in the audit log as a salted hash"),
+            );
         }
         Command::Audit(AuditCmd::Verify) => match admin::audit_verify(dir)? {
-            (rows, None) => println!("audit chain ok: {rows} rows"),
-            (_, Some(seq)) => anyhow::bail!(
-                "audit chain broken at row {seq}: a row was edited, removed or reordered"
+            (rows, None) => say(
+                format!("审计链完好：共 {rows} 行"),
+                format!("audit chain ok: {rows} rows"),
             ),
+            (_, Some(seq)) => {
+                return Err(msg(
+                    format!("审计链在第 {seq} 行断开：有记录被修改、删除或调换了顺序"),
+                    format!(
+                        "audit chain broken at row {seq}: a row was edited, removed or reordered"
+                    ),
+                ))
+            }
         },
         Command::Device(DeviceCmd::Revoke { name }) => {
             admin::device_revoke(dir, &name)?;
-            println!("device {name} revoked");
+            say(
+                format!("设备 {name} 已吊销"),
+                format!("device {name} revoked"),
+            );
         }
     }
     Ok(())
@@ -302,7 +504,12 @@ fn serve(dir: &Path, listen: Option<String>) -> Result<()> {
     let state = std::sync::Arc::new(server::ServerState::open(&ho, &cfg)?);
     let tls = server::load_tls(&ho, &cfg)?;
     let addr = listen.unwrap_or(cfg.listen.clone());
-    let listener = server::bind(&addr).with_context(|| format!("listening on {addr}"))?;
+    let listener = server::bind(&addr).map_err(|e| {
+        msg(
+            format!("无法在 {addr} 上监听：{}", io_kind_zh(&e)),
+            format!("listening on {addr}: {e}"),
+        )
+    })?;
     let local = listener.local_addr()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -362,16 +569,27 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(e) = run(cli) {
-        eprintln!("error: {}", one_line(&e));
+        let lang = Lang::from_env();
+        eprintln!("{}{}", lang.error_prefix(), one_line(&e, lang));
         std::process::exit(1);
     }
 }
 
-/// The error and its causes on one line.
-fn one_line(e: &anyhow::Error) -> String {
-    e.chain()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
-        .replace('\n', " ")
+/// The error on one line in `lang`: head office's own errors and the command line's messages
+/// in either language; anything else with its causes.
+fn one_line(e: &anyhow::Error, lang: Lang) -> String {
+    let text = if let Some(h) = e.downcast_ref::<HoError>() {
+        h.message(lang)
+    } else if let Some(m) = e.downcast_ref::<Msg>() {
+        match lang {
+            Lang::Zh => m.zh.clone(),
+            Lang::En => m.en.clone(),
+        }
+    } else {
+        e.chain()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(": ")
+    };
+    text.replace('\n', " ")
 }

@@ -159,13 +159,24 @@ impl Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
+        tracing::warn!(
+            status = self.status.as_u16(),
+            code = self.code,
+            refused_entries = self.refused.len(),
+            "request refused"
+        );
         let mut body = ApiError::new(self.code, self.message);
         body.refused = self.refused;
         (self.status, Json(body)).into_response()
     }
 }
 
+/// The JSON error response. Every refusal leaves a line in the log: the status and the code,
+/// never anything from the request.
 fn api_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    if status.is_client_error() {
+        tracing::warn!(status = status.as_u16(), code, "request refused");
+    }
     (status, Json(ApiError::new(code, message))).into_response()
 }
 
@@ -287,7 +298,6 @@ async fn sync(
         }
     };
     if let Err(wait) = state.take(&device.name) {
-        tracing::warn!(device = %device.name, wait_s = wait, "sync rate-limited");
         let mut r = api_error(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -303,7 +313,6 @@ async fn sync(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > state.limits.max_body_bytes as u64) {
-        tracing::warn!(device = %device.name, "sync refused: body too large");
         return api_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
@@ -321,7 +330,6 @@ async fn sync(
         match axum::body::to_bytes(body, state.limits.max_body_bytes).await {
             Ok(b) => b,
             Err(_) => {
-                tracing::warn!(device = %device.name, "sync refused: body too large or cut off");
                 return api_error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "too_large",
@@ -333,7 +341,6 @@ async fn sync(
     let req: SyncRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(_) => {
-            tracing::warn!(device = %device.name, "sync refused: not a sync request");
             return api_error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
@@ -343,7 +350,6 @@ async fn sync(
     };
     drop(body);
     if let Err(r) = validate(&req, &device, &state.limits) {
-        tracing::warn!(device = %device.name, batch = %req.batch_id, code = r.code, refused = r.refused.len(), "sync refused");
         return r.into_response();
     }
     let (batch, n) = (req.batch_id, req.entries.len());

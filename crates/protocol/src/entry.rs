@@ -93,6 +93,11 @@ pub enum EntryErrorCode {
     /// Sealed, the entry would be larger than head office accepts
     /// ([`crate::limits::MAX_SEALED_BYTES`]).
     TooLarge,
+    /// Invisible characters that reorder text (U+202E and friends): they would make a value
+    /// display as something else in lists and spreadsheets.
+    DirectionControl,
+    /// The same key twice in one submission (JSON parsers would keep only one of them).
+    DuplicateField,
 }
 
 impl EntryError {
@@ -148,6 +153,14 @@ impl EntryError {
                 "内容过多，总部无法接收：请缩短填写内容",
                 "the entry is too large for head office to accept: shorten the answers",
             ),
+            DirectionControl => (
+                "含有会改变文字显示顺序的隐藏字符（如 U+202E）",
+                "contains hidden characters that reorder text (such as U+202E)",
+            ),
+            DuplicateField => (
+                "在同一条登记中出现了两次",
+                "appears twice in the same entry",
+            ),
         };
         match lang {
             Lang::Zh => zh,
@@ -168,9 +181,93 @@ fn printable_key(k: &str) -> String {
 
 /// Parses a submission from JSON text and validates it.
 pub fn validate_json(config: &EventConfig, json: &str) -> Result<ValidEntry, EntryError> {
-    let value: serde_json::Value =
-        serde_json::from_str(json).map_err(|_| EntryError::general(EntryErrorCode::Malformed))?;
-    validate(config, &value)
+    validate(config, &parse_json(json)?)
+}
+
+/// Parses JSON text into a value, refusing a key that appears twice in one object (serde_json
+/// would silently keep the last one): the error names the key if it looks like a field key.
+pub fn parse_json(json: &str) -> Result<serde_json::Value, EntryError> {
+    use serde::de::DeserializeSeed;
+    let dup = std::cell::RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_str(json);
+    let parsed = StrictValue(&dup)
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|_| v));
+    match (parsed, dup.into_inner()) {
+        (_, Some(key)) => Err(EntryError {
+            field: Some(printable_key(&key)),
+            code: EntryErrorCode::DuplicateField,
+        }),
+        (Ok(v), None) => Ok(v),
+        (Err(_), None) => Err(EntryError::general(EntryErrorCode::Malformed)),
+    }
+}
+
+/// Deserializes a JSON value like `serde_json::Value` does, but stops at the first key seen
+/// twice in one object and records it.
+struct StrictValue<'a>(&'a std::cell::RefCell<Option<String>>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for StrictValue<'_> {
+    type Value = serde_json::Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for StrictValue<'_> {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(StrictValue(self.0))? {
+            out.push(v);
+        }
+        Ok(serde_json::Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if out.contains_key(&k) {
+                *self.0.borrow_mut() = Some(k);
+                return Err(serde::de::Error::custom("duplicate key"));
+            }
+            let v = map.next_value_seed(StrictValue(self.0))?;
+            out.insert(k, v);
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+}
+
+/// Characters that change the order text is displayed in without being visible themselves.
+fn is_direction_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Validates a submission (`{"<key>": value, …, "consent": true}`) against the config.
@@ -247,6 +344,9 @@ fn check_field(
             }
             if s.chars().any(|c| c.is_control()) {
                 return Err(EntryError::at(f, BadCharacters));
+            }
+            if s.chars().any(is_direction_control) {
+                return Err(EntryError::at(f, DirectionControl));
             }
             let max = f.max_length.unwrap_or(DEFAULT_MAX_LENGTH);
             if s.chars().count() > max {
@@ -335,6 +435,10 @@ pub fn normalize_email(s: &str) -> Option<String> {
     }
 }
 
+/// How the values of a multiple-choice field are joined wherever they are shown as one text
+/// (the device's list, the CRM file).
+pub const LIST_SEPARATOR: &str = "; ";
+
 /// The display summary of an entry: each field rendered by its display policy; hidden fields
 /// are left out. This is all a device can ever show of an entry.
 pub fn summary(config: &EventConfig, entry: &ValidEntry) -> BTreeMap<String, String> {
@@ -347,7 +451,7 @@ pub fn summary(config: &EventConfig, entry: &ValidEntry) -> BTreeMap<String, Str
             (Display::Hidden, _) => continue,
             (_, FieldValue::Bool(b)) => if *b { "✓" } else { "✗" }.to_string(),
             (Display::Plain, FieldValue::Text(s)) => s.clone(),
-            (Display::Plain, FieldValue::List(l)) => l.join(", "),
+            (Display::Plain, FieldValue::List(l)) => l.join(LIST_SEPARATOR),
             (Display::Masked, FieldValue::Text(s)) => mask(f.kind, s),
             (Display::Masked, FieldValue::List(l)) => "*".repeat(l.len().min(6)),
         };
@@ -560,6 +664,49 @@ mod tests {
         v["phone"] = 13812345678u64.into();
         assert_eq!(err(v).code, EntryErrorCode::WrongType);
         assert_eq!(err(json!([1])).code, EntryErrorCode::NotAnObject);
+    }
+
+    #[test]
+    fn direction_controls_and_duplicate_keys_are_refused_with_the_field() {
+        for c in ['\u{202E}', '\u{2067}', '\u{200F}', '\u{061C}'] {
+            let e = err(
+                json!({"name": format!("Li{c}gnp.exe"), "phone": "13812345678", "consent": true}),
+            );
+            assert_eq!(
+                (e.field.as_deref(), e.code),
+                (Some("name"), EntryErrorCode::DirectionControl),
+                "{c:?}"
+            );
+        }
+        let e = validate_json(
+            &config(),
+            r#"{"name": "Li", "phone": "13812345678", "phone": "13900000000", "consent": true}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.field.as_deref(), e.code),
+            (Some("phone"), EntryErrorCode::DuplicateField)
+        );
+        assert!(!e.to_string().contains("139"), "{e}");
+        let e = validate_json(
+            &config(),
+            r#"{"consent": false, "consent": true, "name": "Li", "phone": "13812345678"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, EntryErrorCode::DuplicateField);
+        // Nested objects are checked too; a value that is itself a key name is not shown.
+        assert_eq!(
+            parse_json(r#"{"a": [{"x": 1, "x": 2}]}"#).unwrap_err().code,
+            EntryErrorCode::DuplicateField
+        );
+        assert_eq!(
+            parse_json(r#"{"a": 1} x"#).unwrap_err().code,
+            EntryErrorCode::Malformed
+        );
+        assert_eq!(
+            parse_json(r#"{"n": 1.5, "s": "x", "b": [true, null]}"#).unwrap(),
+            json!({"n": 1.5, "s": "x", "b": [true, null]})
+        );
     }
 
     #[test]

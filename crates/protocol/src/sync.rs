@@ -54,6 +54,24 @@ pub enum ReceiptError {
     MissingIds(usize),
 }
 
+impl ReceiptError {
+    /// The message in `lang` (the English one is the `Display` text).
+    pub fn message(&self, lang: crate::Lang) -> String {
+        use ReceiptError::*;
+        match lang {
+            crate::Lang::En => self.to_string(),
+            crate::Lang::Zh => match self {
+                Format => "这不是 Sealbox 的回执文件".into(),
+                Digest => "回执的摘要与其中的条目不符（已被改动）".into(),
+                Signature => "回执的签名不是总部的（伪造或已被改动）".into(),
+                OtherDevice => "这张回执属于另一台设备".into(),
+                OtherBatch => "这张回执属于另一个批次".into(),
+                MissingIds(n) => format!("回执没有列出已发送的全部条目（缺少 {n} 条）"),
+            },
+        }
+    }
+}
+
 impl Receipt {
     /// SHA-256 (hex) over the ids in ascending order, 16 bytes each.
     pub fn digest_of(ids: &[Uuid]) -> String {
