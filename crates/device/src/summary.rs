@@ -47,8 +47,12 @@ impl SummaryLock {
         age::encrypt(&self.0, summary_json).map_err(|e| DeviceError::Seal(e.to_string()))
     }
 
-    pub fn to_string(&self) -> String {
-        self.0.to_string()
+}
+
+impl fmt::Display for SummaryLock {
+    /// The public recipient (`age1…`): nothing secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
     }
 }
 
