@@ -46,7 +46,6 @@ impl SummaryLock {
     pub fn seal(&self, summary_json: &[u8]) -> Result<Vec<u8>> {
         age::encrypt(&self.0, summary_json).map_err(|e| DeviceError::Seal(e.to_string()))
     }
-
 }
 
 impl fmt::Display for SummaryLock {
