@@ -203,10 +203,12 @@ fn fake_head_office(
         + 'static,
 ) -> (std::net::SocketAddr, tokio::runtime::Runtime) {
     use axum::routing::post;
-    let ho = sealbox_headoffice::keys::HoDir::new(&sb.ho);
+    let ho = sealbox_headoffice::keys::HoDir::new(&sb.ho)
+        .unlock(&sealbox_headoffice::Passphrase::new(PASSPHRASE))
+        .unwrap();
     let tls = sealbox_headoffice::server::tls_config(
         &std::fs::read_to_string(ho.server_cert()).unwrap(),
-        &std::fs::read_to_string(ho.server_key()).unwrap(),
+        &ho.load_server_key_pem().unwrap(),
     )
     .unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -238,7 +240,9 @@ fn fake_head_office(
 fn untrusted_servers_and_bad_receipts_erase_nothing() {
     use sealbox_protocol::sync::Receipt;
     let sb = Sandbox::headoffice();
-    let ho = sealbox_headoffice::keys::HoDir::new(&sb.ho);
+    let ho = sealbox_headoffice::keys::HoDir::new(&sb.ho)
+        .unlock(&sealbox_headoffice::Passphrase::new(PASSPHRASE))
+        .unwrap();
     let now = time::OffsetDateTime::now_utc();
 
     // Another head office's server: a CA the device does not trust.
@@ -548,9 +552,8 @@ fn forty_devices_at_once_each_get_their_own_receipt() {
     let server = HoServer::start(&sb.ho, &[("SEALBOX_LOG", "sealbox_headoffice=debug")]);
     let url = server.url();
     let vk = sealbox_headoffice::keys::HoDir::new(&sb.ho)
-        .load_signing_key()
-        .unwrap()
-        .verifying_key();
+        .load_verifying_key()
+        .unwrap();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca = reqwest::Certificate::from_pem(&std::fs::read(sb.ho.join("ca.pem")).unwrap()).unwrap();
     let client = || {

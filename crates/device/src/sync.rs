@@ -11,7 +11,7 @@ use crate::device::{Device, Trust};
 use crate::error::{DeviceError, Result};
 use crate::now_ms;
 use rusqlite::OptionalExtension;
-use sealbox_protocol::sync::{verifying_key_from_b64, ApiError, Receipt, SyncRequest};
+use sealbox_protocol::sync::{ApiError, Receipt, SyncRequest};
 use sealbox_protocol::Secret32;
 use serde::Serialize;
 use serde_json::json;
@@ -196,9 +196,6 @@ impl Device {
         page: usize,
         progress: &mut dyn FnMut(SyncProgress),
     ) -> Result<SyncReport> {
-        let vk = verifying_key_from_b64(&self.trust()?.ho_verifying_key).ok_or_else(|| {
-            DeviceError::Enrolment("head office's verifying key is damaged".into())
-        })?;
         let mut report = SyncReport::default();
         let total = {
             let c = self.counts()?;
@@ -212,6 +209,7 @@ impl Device {
             let entries = self.envelopes_by_id(&ids)?;
             let req = SyncRequest { batch_id, entries };
             let receipt = client.post(&req)?;
+            let vk = self.receipt_key(&receipt)?;
             if let Err(e) = receipt.verify_for(&vk, self.device_name(), batch_id, &ids) {
                 // Nothing is erased. The batch is abandoned so the next attempt goes out under a
                 // new id (head office keeps the entries once and signs afresh) instead of

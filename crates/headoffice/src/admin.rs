@@ -15,8 +15,14 @@ use serde::Serialize;
 use std::path::Path;
 use zeroize::Zeroizing;
 
-/// Creates head office's keys and database in `dir`.
-pub fn init(dir: &Path, pass: &Passphrase) -> Result<()> {
+/// Creates head office's keys and database in `dir`, and the recovery kit `kit` describes;
+/// backups go to `backup_recipient` when given (or later: `backup-key`).
+pub fn init(
+    dir: &Path,
+    pass: &Passphrase,
+    kit: &crate::recovery::KitOptions,
+    backup_recipient: Option<&str>,
+) -> Result<crate::recovery::Kit> {
     let ho = HoDir::new(dir);
     if ho.is_initialised() {
         return Err(HoError::AlreadyInitialised(dir.to_path_buf()));
@@ -29,9 +35,9 @@ pub fn init(dir: &Path, pass: &Passphrase) -> Result<()> {
             .map_err(HoError::io("setting permissions"))?;
     }
     db::open(&ho.db())?;
-    keys::create(&ho, pass)?;
+    let kit = keys::create(&ho, pass, kit, backup_recipient)?;
     tracing::info!("head office initialised");
-    Ok(())
+    Ok(kit)
 }
 
 /// Validates and stores an event. Creating the same event again is a no-op; a different
@@ -120,7 +126,7 @@ pub fn enroll(
     let token = keys::random32()?;
     let seed = keys::random32()?;
     let verifying = SigningKey::from_bytes(seed.expose()).verifying_key();
-    let ho_verifying = ho.load_signing_key()?.verifying_key();
+    let ho_verifying = ho.load_verifying_key()?;
     let file = EnrolmentFile {
         format: ENROLMENT_FORMAT.into(),
         server_url,
@@ -326,13 +332,15 @@ pub fn import(
         entries: payload.entries,
     };
     crate::server::validate(&req, &auth, &limits).map_err(|r| HoError::BadBatch(r.message))?;
+    let ho = ho.unlock_with(&identity)?;
     let key = ho.load_signing_key()?;
     let (receipt, fresh) =
         db::ingest(&mut conn, &device, &req, &key, now_ms()).map_err(|e| match e {
             db::IngestError::Storage(e) => HoError::Storage(e),
             other => HoError::BadBatch(other.to_string()),
         })?;
-    let json = serde_json::to_vec_pretty(&receipt).map_err(|e| HoError::Crypto(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&ho.with_rotations(receipt))
+        .map_err(|e| HoError::Crypto(e.to_string()))?;
     keys::write_new_private(receipt_out, &json)?;
     crate::audit::append(
         &conn,

@@ -31,6 +31,13 @@ device_burst = 40.0
 
 # How long a write waits for another before answering 503 "busy", in milliseconds.
 busy_timeout_ms = 5000
+
+# Scheduled backups while `serve` runs: one at start, then every `backup_every_minutes`, into
+# `backup_dir` (relative to the data directory, or absolute; better on another disk), keeping
+# the newest `backup_keep`. Encrypted to backup-recipient.txt. Off while backup_dir is unset.
+# backup_dir = "/var/backups/sealbox"
+backup_every_minutes = 60.0
+backup_keep = 48
 "#;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -47,6 +54,20 @@ pub struct Config {
     pub device_rate_per_s: f64,
     pub device_burst: f64,
     pub busy_timeout_ms: u64,
+    #[serde(default)]
+    pub backup_dir: Option<String>,
+    #[serde(default = "default_backup_every_minutes")]
+    pub backup_every_minutes: f64,
+    #[serde(default = "default_backup_keep")]
+    pub backup_keep: usize,
+}
+
+fn default_backup_every_minutes() -> f64 {
+    60.0
+}
+
+fn default_backup_keep() -> usize {
+    48
 }
 
 impl Default for Config {
@@ -62,6 +83,9 @@ impl Default for Config {
             device_rate_per_s: 20.0,
             device_burst: 40.0,
             busy_timeout_ms: 5000,
+            backup_dir: None,
+            backup_every_minutes: default_backup_every_minutes(),
+            backup_keep: default_backup_keep(),
         })
     }
 }
@@ -103,6 +127,20 @@ impl Config {
         }
         if let Some(v) = num("SEALBOX_HO_BUSY_TIMEOUT_MS") {
             c.busy_timeout_ms = v as u64;
+        }
+        if let Ok(v) = std::env::var("SEALBOX_HO_BACKUP_DIR") {
+            c.backup_dir = Some(v);
+        }
+        if let Some(v) = num("SEALBOX_HO_BACKUP_EVERY_MINUTES") {
+            c.backup_every_minutes = v;
+        }
+        if let Some(v) = num("SEALBOX_HO_BACKUP_KEEP") {
+            c.backup_keep = v as usize;
+        }
+        if c.backup_every_minutes.is_nan() || c.backup_every_minutes <= 0.0 || c.backup_keep == 0 {
+            return Err(HoError::Config(
+                "backup_every_minutes must be positive and backup_keep at least 1".into(),
+            ));
         }
         if c.device_rate_per_s <= 0.0 || c.device_burst < 1.0 || c.max_entries_per_batch == 0 {
             return Err(HoError::Config(

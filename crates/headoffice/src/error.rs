@@ -31,6 +31,14 @@ pub enum HoError {
         "the batch is from device {0:?}, which is not enrolled or is revoked; nothing was stored"
     )]
     UnknownDevice(String),
+    #[error("head office's keys are locked: give the passphrase")]
+    Locked,
+    #[error("init's final check failed ({0}); head office was not initialised")]
+    Canary(String),
+    #[error(transparent)]
+    Recovery(#[from] crate::recovery::RecoveryError),
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
     #[error("crypto: {0}")]
     Crypto(String),
     #[error("storage error: {0}")]
@@ -59,6 +67,10 @@ impl HoError {
             OutputExists { .. } => "output_exists",
             BadBatch(_) => "bad_batch",
             UnknownDevice(_) => "unknown_device",
+            Locked => "locked",
+            Canary(_) => "canary_failed",
+            Recovery(e) => e.code(),
+            Backup(e) => e.code(),
             Crypto(_) => "crypto",
             Storage(_) => "storage",
             Io { .. } => "io",

@@ -3,7 +3,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sealbox_headoffice::{admin, config, crm, Passphrase};
+use sealbox_headoffice::keys::HoDir;
+use sealbox_headoffice::{admin, backup, config, crm, recovery, Passphrase};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
@@ -23,8 +24,46 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create head office's keys (age identity, signing key, TLS CA and certificate).
-    Init,
+    /// Create head office's keys (age identity, signing key, TLS CA and certificate) and the
+    /// recovery kit: the identity split into shares for different people.
+    Init {
+        /// Shares made.
+        #[arg(long, default_value_t = 3)]
+        shares: u8,
+        /// Shares needed to rebuild the identity.
+        #[arg(long, default_value_t = 2)]
+        threshold: u8,
+        /// Where the share files go (new or empty; default: DATA_DIR-recovery-kit beside it).
+        #[arg(long)]
+        kit_dir: Option<PathBuf>,
+        /// The age recipient backups are encrypted to (or later: `backup-key`).
+        #[arg(long)]
+        backup_recipient: Option<String>,
+    },
+    /// Head office's age identity.
+    #[command(subcommand)]
+    Identity(IdentityCmd),
+    /// The passphrase that protects head office's keys.
+    #[command(subcommand)]
+    Passphrase(PassphraseCmd),
+    /// Head office's receipt-signing key.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// The key backups are encrypted to.
+    #[command(subcommand)]
+    BackupKey(BackupKeyCmd),
+    /// Write an encrypted, consistent backup of the data directory (works while serve runs).
+    Backup {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into --data-dir, which must be new or empty; checks everything first.
+    Restore {
+        file: PathBuf,
+        /// The backup identity file (`backup-key new` wrote it; kept offline).
+        #[arg(long)]
+        backup_key: PathBuf,
+    },
     /// Events.
     #[command(subcommand)]
     Event(EventCmd),
@@ -95,6 +134,39 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum IdentityCmd {
+    /// Rebuild identity.age from recovery shares (files or lines) under a new passphrase
+    /// (SEALBOX_HO_NEW_PASSPHRASE or a prompt).
+    Recover {
+        #[arg(long = "share", required = true)]
+        shares: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PassphraseCmd {
+    /// Re-wrap the identity under a new passphrase (SEALBOX_HO_NEW_PASSPHRASE or a prompt).
+    Change,
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Replace the receipt-signing key; devices follow a statement signed by the old one.
+    Rotate,
+}
+
+#[derive(Subcommand)]
+enum BackupKeyCmd {
+    /// Make a new backup key: writes its identity to FILE (keep it offline) and uses it.
+    New {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Encrypt backups to this age recipient (age1…).
+    Set { recipient: String },
+}
+
+#[derive(Subcommand)]
 enum EventCmd {
     /// Validate and store an event config (JSON).
     Create { file: PathBuf },
@@ -122,9 +194,22 @@ enum EscrowCmd {
     },
 }
 
+/// The systemd credential `serve` may be given (`LoadCredentialEncrypted=sealbox-ho-passphrase`).
+const CREDENTIAL: &str = "sealbox-ho-passphrase";
+
 fn passphrase(confirm: bool) -> Result<Passphrase> {
     if let Ok(p) = std::env::var("SEALBOX_HO_PASSPHRASE") {
         return Ok(Passphrase::new(p));
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let path = Path::new(&dir).join(CREDENTIAL);
+        if path.exists() {
+            let p = zeroize::Zeroizing::new(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading the credential {}", path.display()))?,
+            );
+            return Ok(Passphrase::new(p.trim_end_matches(['\r', '\n'])));
+        }
     }
     let p = rpassword::prompt_password("Head office passphrase: ")
         .context("no passphrase: set SEALBOX_HO_PASSPHRASE or run in a terminal")?;
@@ -137,6 +222,20 @@ fn passphrase(confirm: bool) -> Result<Passphrase> {
     Ok(Passphrase::new(p))
 }
 
+/// A new passphrase: SEALBOX_HO_NEW_PASSPHRASE or a prompt, typed twice.
+fn new_passphrase() -> Result<Passphrase> {
+    if let Ok(p) = std::env::var("SEALBOX_HO_NEW_PASSPHRASE") {
+        return Ok(Passphrase::new(p));
+    }
+    let p = rpassword::prompt_password("New head office passphrase: ")
+        .context("no new passphrase: set SEALBOX_HO_NEW_PASSPHRASE or run in a terminal")?;
+    let again = rpassword::prompt_password("Again: ").context("reading the passphrase")?;
+    if again != p {
+        anyhow::bail!("the passphrases differ");
+    }
+    Ok(Passphrase::new(p))
+}
+
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
@@ -144,9 +243,89 @@ fn read(path: &Path) -> Result<String> {
 fn run(cli: Cli) -> Result<()> {
     let dir = &cli.data_dir;
     match cli.command {
-        Command::Init => {
-            admin::init(dir, &passphrase(true)?)?;
-            println!("head office initialised in {}", dir.display());
+        Command::Init {
+            shares,
+            threshold,
+            kit_dir,
+            backup_recipient,
+        } => {
+            let mut opts = recovery::KitOptions::beside(dir);
+            opts.shares = shares;
+            opts.threshold = threshold;
+            if let Some(d) = kit_dir {
+                opts.dir = d;
+            }
+            let kit = admin::init(dir, &passphrase(true)?, &opts, backup_recipient.as_deref())?;
+            println!("head office {} initialised in {}", kit.ho_id, dir.display());
+            println!(
+                "recovery kit: {} shares in {}; any {} of them rebuild head office's key.",
+                kit.lines.len(),
+                kit.dir.display(),
+                kit.threshold
+            );
+            println!("Give each share to a different person, who keeps it offline (or copies its line onto paper); then delete {}.", kit.dir.display());
+            for (i, line) in kit.lines.iter().enumerate() {
+                println!("  share {}: {}", i + 1, line.as_str());
+            }
+            if backup_recipient.is_none() {
+                println!("backups: choose a backup key with `sealbox-headoffice backup-key new --out FILE` (keep FILE offline)");
+            }
+        }
+        Command::Identity(IdentityCmd::Recover { shares }) => {
+            let lines = shares
+                .iter()
+                .map(|s| recovery::read_share(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            recovery::recover(dir, &lines, &new_passphrase()?)?;
+            println!(
+                "identity.age rebuilt from {} shares under the new passphrase",
+                lines.len()
+            );
+        }
+        Command::Passphrase(PassphraseCmd::Change) => {
+            let old = passphrase(false)?;
+            HoDir::new(dir).change_passphrase(&old, &new_passphrase()?)?;
+            println!("passphrase changed; the recovery shares stay valid");
+        }
+        Command::Keys(KeysCmd::Rotate) => {
+            let (_, new) = HoDir::new(dir).rotate_receipt_key(&passphrase(false)?)?;
+            println!(
+                "receipt key rotated (new key {}); restart serve: devices learn the new key with their next receipt",
+                &sealbox_protocol::entry::b64_encode(new.as_bytes())[..12]
+            );
+        }
+        Command::BackupKey(BackupKeyCmd::New { out }) => {
+            let r = backup::new_key(dir, &out)?;
+            println!(
+                "backups are now encrypted to {r}; {} is SECRET: keep it offline, apart from the server and from the backups",
+                out.display()
+            );
+        }
+        Command::BackupKey(BackupKeyCmd::Set { recipient }) => {
+            backup::set_recipient(dir, &recipient)?;
+            println!("backups are now encrypted to {}", recipient.trim());
+        }
+        Command::Backup { out } => {
+            let r = backup::backup(dir, &out)?;
+            println!(
+                "backup written to {} ({} bytes, {} files, {} entries, audit chain of {} rows)",
+                out.display(),
+                r.bytes,
+                r.manifest.files.len(),
+                r.manifest.counts.get("entries").copied().unwrap_or(0),
+                r.manifest.audit_rows
+            );
+        }
+        Command::Restore { file, backup_key } => {
+            let identity = backup::read_identity(&backup_key)?;
+            let r = backup::restore(&file, dir, &identity)?;
+            println!(
+                "restored into {}: {} files, {} entries, audit chain of {} rows verified; entries received after the backup was taken are not in it",
+                dir.display(),
+                r.manifest.files.len(),
+                r.manifest.counts.get("entries").copied().unwrap_or(0),
+                r.manifest.audit_rows
+            );
         }
         Command::Event(EventCmd::Create { file }) => {
             let c = admin::event_create(dir, &read(&file)?)?;
@@ -280,10 +459,11 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn serve(dir: &Path, listen: Option<String>) -> Result<()> {
-    use sealbox_headoffice::keys::HoDir;
     use sealbox_headoffice::server;
-    let ho = HoDir::new(dir);
     let cfg = config::Config::load(dir)?;
+    // Unlocked once: the identity opens the receipt and TLS keys and is dropped again.
+    let ho = HoDir::new(dir).unlock(&passphrase(false)?)?;
+    let _backups = sealbox_headoffice::backup::schedule(dir, &cfg)?;
     let state = std::sync::Arc::new(server::ServerState::open(&ho, &cfg)?);
     let tls = server::load_tls(&ho, &cfg)?;
     let addr = listen.unwrap_or(cfg.listen.clone());
@@ -327,8 +507,31 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(e) = run(cli) {
-        eprintln!("error: {}", one_line(&e));
+        let zh = e
+            .downcast_ref::<sealbox_headoffice::HoError>()
+            .filter(|_| chinese())
+            .and_then(|e| match e {
+                sealbox_headoffice::HoError::Recovery(r) => {
+                    Some(r.message(sealbox_protocol::Lang::Zh))
+                }
+                sealbox_headoffice::HoError::Backup(b) => {
+                    Some(b.message(sealbox_protocol::Lang::Zh))
+                }
+                _ => None,
+            });
+        eprintln!("error: {}", zh.unwrap_or_else(|| one_line(&e)));
         std::process::exit(1);
+    }
+}
+
+/// Whether to speak Chinese: `SEALBOX_LANG=zh`, or a Chinese locale when it is unset.
+fn chinese() -> bool {
+    match std::env::var("SEALBOX_LANG") {
+        Ok(l) => l.starts_with("zh"),
+        Err(_) => ["LC_ALL", "LC_MESSAGES", "LANG"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+            .is_some_and(|l| l.starts_with("zh")),
     }
 }
 

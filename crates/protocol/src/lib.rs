@@ -15,6 +15,7 @@
 //! - [`enrolment`]: the enrolment file head office hands to a device (secret).
 //! - [`escrow`]: the escrowed database key and the key check value.
 //! - [`sync`]: the sync request and head office's signed receipt.
+//! - [`rotation`]: head office's statement that a new key signs its receipts from now on.
 //! - [`secret`]: types for secrets: zeroized on drop, `[redacted]` in `Debug`.
 //! - [`i18n`]: the two languages every user-facing string exists in.
 
@@ -25,6 +26,7 @@ pub mod entry;
 pub mod escrow;
 pub mod event;
 pub mod i18n;
+pub mod rotation;
 pub mod secret;
 pub mod sync;
 
