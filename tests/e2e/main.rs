@@ -7,5 +7,6 @@ mod crm;
 mod faults;
 mod input;
 mod kiosk;
+mod recovery;
 mod store;
 mod sync;
