@@ -613,10 +613,23 @@ fn a_changed_backup_is_refused_and_serve_keeps_the_last_n() {
         v.sort();
         v
     };
-    // One at start, then one every 1.2 s: after 5 s, at most the newest 2 are kept.
-    std::thread::sleep(std::time::Duration::from_secs(5));
-    let kept = list();
-    assert_eq!(kept.len(), 2, "{kept:?}");
+    // One at start, then one every 1.2 s, the older ones pruned after each: once at least 3
+    // were made, the newest 2 are kept (a third exists only between a backup and its pruning).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen = std::collections::BTreeSet::new();
+    let kept = loop {
+        let now = list();
+        assert!(now.len() <= 3, "{now:?}");
+        seen.extend(now.iter().cloned());
+        if seen.len() >= 3 && now.len() == 2 {
+            break now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "scheduled backups: {seen:?}, now {now:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
 
     let good = sb.tmp.path().join("good.age");
     sb.ho_ok(&["backup", "--out", good.to_str().unwrap()]);
