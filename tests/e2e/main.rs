@@ -10,5 +10,6 @@ mod kiosk;
 mod lifecycle;
 mod manual;
 mod model;
+mod recovery;
 mod store;
 mod sync;
