@@ -1171,3 +1171,39 @@ fn the_sync_client_never_shows_its_token() {
         "the Debug output is real: {shown}"
     );
 }
+
+/// The pragmas the README promises, read from the live connections the device and head office
+/// work on (not from the code that sets them): WAL, `synchronous=FULL`, `secure_delete`,
+/// `temp_store=MEMORY`, SQLCipher's memory security on the device.
+#[test]
+fn pragmas_as_set_on_the_live_connections() {
+    let sb = Sandbox::enrolled();
+    let dev = sealbox_device::Device::open(&sb.dev, &OsKeychain).unwrap();
+    let conn = dev.connection();
+    let get = |c: &rusqlite::Connection, p: &str| -> String {
+        c.query_row(&format!("PRAGMA {p}"), [], |r| {
+            r.get::<_, rusqlite::types::Value>(0)
+        })
+        .map(|v| match v {
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            rusqlite::types::Value::Text(t) => t,
+            other => format!("{other:?}"),
+        })
+        .unwrap()
+    };
+    assert_eq!(get(conn, "journal_mode"), "wal");
+    assert_eq!(get(conn, "synchronous"), "2", "FULL");
+    assert_eq!(get(conn, "secure_delete"), "1");
+    assert_eq!(get(conn, "temp_store"), "2", "MEMORY");
+    assert_eq!(get(conn, "cipher_memory_security"), "1");
+    assert_eq!(get(conn, "foreign_keys"), "1");
+    assert!(
+        !get(conn, "cipher_version").is_empty(),
+        "SQLCipher, not SQLite"
+    );
+    drop(dev);
+    let ho = sealbox_headoffice::db::open(&sb.ho.join("headoffice.db")).unwrap();
+    assert_eq!(get(&ho, "journal_mode"), "wal");
+    assert_eq!(get(&ho, "synchronous"), "2", "FULL");
+    assert_eq!(get(&ho, "secure_delete"), "1");
+}
