@@ -107,6 +107,10 @@ fn device_errors_in_chinese_from_sealbox_lang_and_from_a_chinese_locale() {
             "recover, no file",
             dev(&["recover", "--escrow-key", s(&missing)]),
         ),
+        (
+            "recover, not an escrow key",
+            dev(&["recover", "--escrow-key", s(&garbage)]),
+        ),
         ("add, no file", dev(&["add", "--ndjson", s(&missing)])),
         ("add, a bad line", dev(&["add", "--ndjson", s(&bad_line)])),
         (
