@@ -153,6 +153,20 @@ fn device_errors_in_chinese_from_sealbox_lang_and_from_a_chinese_locale() {
     // Nothing was erased or written by any of them.
     assert_eq!(sb.status()["exported"], 2);
 
+    // `list --json` reports its error as JSON, with a stable code.
+    let out = without_terminal(&dev(&["list", "--json"]))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "no_terminal", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SEALBOX_PIN"),
+        "{v}"
+    );
+
     // What succeeds speaks Chinese too.
     for mut c in [
         sb.dev_cmd(&["audit", "verify"]),
