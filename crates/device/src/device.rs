@@ -522,11 +522,8 @@ impl Device {
     pub fn recover(dir: &Path, escrow_key_json: &str, keys: &dyn KeyStore) -> Result<()> {
         let dd = DataDir::new(dir);
         let meta = dd.read_device_json()?.ok_or(DeviceError::NotEnrolled)?;
-        let record: EscrowRecord = serde_json::from_str(escrow_key_json).map_err(|_| {
-            DeviceError::Enrolment(
-                "not an escrow key file from `sealbox-headoffice escrow open`".into(),
-            )
-        })?;
+        let record: EscrowRecord =
+            serde_json::from_str(escrow_key_json).map_err(|_| DeviceError::NotAnEscrowKey)?;
         if record.format != ESCROW_FORMAT
             || record.store_id != meta.store_id
             || key_id(&record.key) != meta.key_id
