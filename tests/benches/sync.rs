@@ -31,7 +31,13 @@ fn main() {
     // Baseline first, before anything in this process opens SQLCipher: head office storing
     // 500-entry batches straight into its database, entries sealed to it like a device's.
     let base_dir = tmp.path().join("ho-baseline");
-    admin::init(&base_dir, pass).unwrap();
+    admin::init(
+        &base_dir,
+        pass,
+        &sealbox_headoffice::recovery::KitOptions::beside(&base_dir),
+        None,
+    )
+    .unwrap();
     let example = sealbox_tests::workspace().join("examples/trade-show.json");
     admin::event_create(&base_dir, &std::fs::read_to_string(example).unwrap()).unwrap();
     admin::enroll(
@@ -44,7 +50,11 @@ fn main() {
     .unwrap();
     let template = sealed_like_a_device(&HoDir::new(&base_dir));
     let mut conn = sealbox_headoffice::db::open(&HoDir::new(&base_dir).db()).unwrap();
-    let key = HoDir::new(&base_dir).load_signing_key().unwrap();
+    let key = HoDir::new(&base_dir)
+        .unlock(pass)
+        .unwrap()
+        .load_signing_key()
+        .unwrap();
     let batches: Vec<SyncRequest> = (0..entries / 500)
         .map(|_| SyncRequest {
             batch_id: uuid::Uuid::now_v7(),

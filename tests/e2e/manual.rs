@@ -107,6 +107,10 @@ fn device_errors_in_chinese_from_sealbox_lang_and_from_a_chinese_locale() {
             "recover, no file",
             dev(&["recover", "--escrow-key", s(&missing)]),
         ),
+        (
+            "recover, not an escrow key",
+            dev(&["recover", "--escrow-key", s(&garbage)]),
+        ),
         ("add, no file", dev(&["add", "--ndjson", s(&missing)])),
         ("add, a bad line", dev(&["add", "--ndjson", s(&bad_line)])),
         (
@@ -148,6 +152,20 @@ fn device_errors_in_chinese_from_sealbox_lang_and_from_a_chinese_locale() {
     assert_ne!(find("receipt, not a receipt").1, find("receipt, forged").1);
     // Nothing was erased or written by any of them.
     assert_eq!(sb.status()["exported"], 2);
+
+    // `list --json` reports its error as JSON, with a stable code.
+    let out = without_terminal(&dev(&["list", "--json"]))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "no_terminal", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SEALBOX_PIN"),
+        "{v}"
+    );
 
     // What succeeds speaks Chinese too.
     for mut c in [
@@ -1178,5 +1196,172 @@ fn the_sync_client_never_shows_its_token() {
     assert!(
         shown.contains("127.0.0.1:8443"),
         "the Debug output is real: {shown}"
+    );
+}
+
+/// The pragmas the README promises, read from the live connections the device and head office
+/// work on (not from the code that sets them): WAL, `synchronous=FULL`, `secure_delete`,
+/// `temp_store=MEMORY`, SQLCipher's memory security on the device.
+#[test]
+fn pragmas_as_set_on_the_live_connections() {
+    let sb = Sandbox::enrolled();
+    let dev = sealbox_device::Device::open(&sb.dev, &OsKeychain).unwrap();
+    let conn = dev.connection();
+    let get = |c: &rusqlite::Connection, p: &str| -> String {
+        c.query_row(&format!("PRAGMA {p}"), [], |r| {
+            r.get::<_, rusqlite::types::Value>(0)
+        })
+        .map(|v| match v {
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            rusqlite::types::Value::Text(t) => t,
+            other => format!("{other:?}"),
+        })
+        .unwrap()
+    };
+    assert_eq!(get(conn, "journal_mode"), "wal");
+    assert_eq!(get(conn, "synchronous"), "2", "FULL");
+    assert_eq!(get(conn, "secure_delete"), "1");
+    assert_eq!(get(conn, "temp_store"), "2", "MEMORY");
+    assert_eq!(get(conn, "cipher_memory_security"), "1");
+    assert_eq!(get(conn, "foreign_keys"), "1");
+    assert!(
+        !get(conn, "cipher_version").is_empty(),
+        "SQLCipher, not SQLite"
+    );
+    drop(dev);
+    let ho = sealbox_headoffice::db::open(&sb.ho.join("headoffice.db")).unwrap();
+    assert_eq!(get(&ho, "journal_mode"), "wal");
+    assert_eq!(get(&ho, "synchronous"), "2", "FULL");
+    assert_eq!(get(&ho, "secure_delete"), "1");
+}
+
+/// Runs `c` and SIGKILLs it after `delay` unless it finished; returns whether the kill landed.
+fn kill_after(mut c: Command, delay: std::time::Duration) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    status.signal() == Some(9)
+}
+
+/// The `i`th kill delay for a command that takes `full` uncut: 16 steps from 0 to 1.2 × `full`,
+/// then longer ones, in case the machine got slower since `full` was measured.
+fn spread(full: std::time::Duration, i: u32) -> std::time::Duration {
+    if i < 16 {
+        full.mul_f64(1.2 * i as f64 / 16.0)
+    } else {
+        full.mul_f64(1.5 + (i - 16) as f64 * 0.5)
+    }
+}
+
+fn timed(mut c: Command) -> std::time::Duration {
+    let t = std::time::Instant::now();
+    assert!(c.output().unwrap().status.success());
+    t.elapsed()
+}
+
+/// A PIN change killed at any moment leaves the old PIN or the new one, never neither, and an
+/// audit chain that verifies. Kills are spread over the command's whole run and both sides of
+/// its commit are seen.
+#[test]
+fn a_pin_change_killed_at_any_moment_leaves_one_pin() {
+    let sb = Sandbox::enrolled();
+    let pins = [PIN, "802517"];
+    let change = |from: &str, to: &str| {
+        let mut c = sb.dev_cmd(&["pin", "set"]);
+        c.env("SEALBOX_PIN", from).env("SEALBOX_NEW_PIN", to);
+        c
+    };
+    let works = |pin: &str| {
+        sb.dev_cmd(&["list"])
+            .env("SEALBOX_PIN", pin)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    // Back and forth once, uncut: how long a change takes.
+    let full = timed(change(pins[0], pins[1])) + timed(change(pins[1], pins[0]));
+    let full = full / 2;
+    let mut current = 0;
+    let (mut kept_old, mut took_new, mut kills) = (0, 0, 0);
+    for i in 0..40 {
+        if i >= 16 && kept_old > 0 && took_new > 0 {
+            break;
+        }
+        let next = 1 - current;
+        let delay = spread(full, i);
+        kills += kill_after(change(pins[current], pins[next]), delay) as u32;
+        // The new PIN first: a miss is followed by a success, so no lockout builds up.
+        if works(pins[next]) {
+            took_new += 1;
+            current = next;
+        } else {
+            assert!(works(pins[current]), "round {i}: neither PIN works");
+            kept_old += 1;
+        }
+        assert!(sb.dev_ok(&["audit", "verify"]).contains("ok"), "round {i}");
+    }
+    eprintln!("{kills} kills landed; old PIN kept {kept_old}×, new PIN taken {took_new}×");
+    assert!(
+        kills > 0 && kept_old > 0 && took_new > 0,
+        "both sides of the commit were hit"
+    );
+}
+
+/// A recovery killed at any moment leaves either the key restored, or the escrow key file
+/// intact so the recovery can run again; never the file shredded and the key still missing.
+#[test]
+fn a_recovery_killed_at_any_moment_can_be_finished() {
+    let sb = Sandbox::enrolled();
+    sb.add_many(0, 3);
+    let key_file = sb.tmp.path().join("escrow-key.json");
+    sb.ho_ok(&[
+        "escrow",
+        "open",
+        s(&sb.dev.join("escrow.age")),
+        "--out",
+        s(&key_file),
+    ]);
+    let pristine = std::fs::read(&key_file).unwrap();
+    let service = sb.keychain_service();
+    let lose = || OsKeychain.delete(&service, KEY_ACCOUNT).unwrap();
+    let recover = || sb.dev_cmd(&["recover", "--escrow-key", s(&key_file)]);
+    lose();
+    let full = timed(recover());
+    let (mut restored, mut not_yet, mut kills) = (0, 0, 0);
+    for i in 0..40 {
+        if i >= 16 && restored > 0 && not_yet > 0 {
+            break;
+        }
+        std::fs::write(&key_file, &pristine).unwrap();
+        lose();
+        let delay = spread(full, i);
+        kills += kill_after(recover(), delay) as u32;
+        let has_key = OsKeychain.get(&service, KEY_ACCOUNT).unwrap().is_some();
+        if has_key {
+            restored += 1;
+        } else {
+            not_yet += 1;
+            assert_eq!(
+                std::fs::read(&key_file).ok(),
+                Some(pristine.clone()),
+                "round {i}: the key is missing and the escrow key file is no longer whole"
+            );
+            sb.dev_ok(&["recover", "--escrow-key", s(&key_file)]);
+        }
+        assert_eq!(sb.pending(), 3, "round {i}");
+        assert!(sb.dev_ok(&["audit", "verify"]).contains("ok"), "round {i}");
+    }
+    eprintln!("{kills} kills landed; restored {restored}×, not yet {not_yet}×");
+    assert!(
+        kills > 0 && restored > 0 && not_yet > 0,
+        "both sides were hit"
     );
 }

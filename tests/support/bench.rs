@@ -18,7 +18,13 @@ impl BenchSite {
         let tmp = tempfile::tempdir_in(base).unwrap();
         let ho_dir = tmp.path().join("ho");
         let pass = Passphrase::new("bench passphrase 1");
-        admin::init(&ho_dir, &pass).unwrap();
+        admin::init(
+            &ho_dir,
+            &pass,
+            &sealbox_headoffice::recovery::KitOptions::beside(&ho_dir),
+            None,
+        )
+        .unwrap();
         let example = crate::workspace().join("examples/trade-show.json");
         admin::event_create(&ho_dir, &std::fs::read_to_string(example).unwrap()).unwrap();
         BenchSite { tmp, ho_dir, pass }

@@ -128,9 +128,10 @@ enum PinCmd {
     },
 }
 
-/// A message of the command line itself, in both languages.
+/// A message of the command line itself, in both languages, with its stable code.
 #[derive(Debug)]
 struct Msg {
+    code: &'static str,
     zh: String,
     en: String,
 }
@@ -151,8 +152,9 @@ fn say(zh: impl std::fmt::Display, en: impl std::fmt::Display) {
     }
 }
 
-fn msg(zh: impl Into<String>, en: impl Into<String>) -> anyhow::Error {
+fn msg(code: &'static str, zh: impl Into<String>, en: impl Into<String>) -> anyhow::Error {
     Msg {
+        code,
         zh: zh.into(),
         en: en.into(),
     }
@@ -165,6 +167,7 @@ fn read_text(path: &Path) -> Result<Zeroizing<String>> {
         .map(Zeroizing::new)
         .map_err(|e| {
             msg(
+                "unreadable_file",
                 format!("无法读取 {}：{}", path.display(), io_kind_zh(&e)),
                 format!("reading {}: {e}", path.display()),
             )
@@ -176,6 +179,7 @@ fn prompt(text: &str, var: &str) -> Result<Zeroizing<String>> {
         .map(Zeroizing::new)
         .map_err(|_| {
             msg(
+                "no_terminal",
                 format!("没有终端可以输入 PIN：请设置环境变量 {var}，或在终端中运行"),
                 format!("no terminal to type the PIN: set {var} or run in a terminal"),
             )
@@ -197,6 +201,7 @@ fn new_pin(var: &str) -> Result<Pin> {
     let b = prompt("Again: ", var)?;
     if *a != *b {
         return Err(msg(
+            "pin_mismatch",
             "两次输入的 PIN 不一致，未做任何更改",
             "the two PINs differ; nothing was changed",
         ));
@@ -275,6 +280,7 @@ fn run(cli: Cli) -> Result<()> {
                 } else {
                     let f = std::fs::File::open(&path).map_err(|e| {
                         msg(
+                            "unreadable_file",
                             format!("无法打开 {}：{}", path.display(), io_kind_zh(&e)),
                             format!("opening {}: {e}", path.display()),
                         )
@@ -312,7 +318,12 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
             if let (Some(en), Some(zh)) = (s.problem, s.problem_zh) {
-                return Err(msg(zh, en));
+                return Err(Msg {
+                    code: "status",
+                    zh,
+                    en,
+                }
+                .into());
             }
         }
         Command::List { json, limit } => {
@@ -350,6 +361,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 Some(seq) => {
                     return Err(msg(
+                        "audit_broken",
                         format!("审计链在第 {seq} 行断开：有记录被修改、删除或调换了顺序"),
                         format!(
                         "audit chain broken at row {seq}: a row was edited, removed or reordered"
@@ -558,7 +570,7 @@ fn describe(e: &anyhow::Error, lang: Lang) -> (&'static str, String) {
             Lang::Zh => m.zh.clone(),
             Lang::En => m.en.clone(),
         };
-        return ("error", text);
+        return (m.code, text);
     }
     (
         "error",

@@ -10,7 +10,7 @@ use crate::files;
 use crate::now_ms;
 use crate::store::entries;
 use sealbox_protocol::batch::{BatchManifest, BatchPayload, SignedBatch, BATCH_FORMAT};
-use sealbox_protocol::sync::{verifying_key_from_b64, Receipt};
+use sealbox_protocol::sync::Receipt;
 use serde::Serialize;
 use serde_json::json;
 use std::path::Path;
@@ -98,9 +98,7 @@ impl Device {
     pub fn import_receipt(&mut self, receipt_json: &str) -> Result<ReceiptReport> {
         let receipt: Receipt = serde_json::from_str(receipt_json)
             .map_err(|_| DeviceError::BadReceipt(sealbox_protocol::sync::ReceiptError::Format))?;
-        let vk = verifying_key_from_b64(&self.trust()?.ho_verifying_key).ok_or_else(|| {
-            DeviceError::Enrolment("head office's verifying key is damaged".into())
-        })?;
+        let vk = self.receipt_key(&receipt)?;
         receipt.verify(&vk).map_err(DeviceError::BadReceipt)?;
         if receipt.device != self.device_name() {
             return Err(DeviceError::BadReceipt(

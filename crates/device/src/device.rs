@@ -702,11 +702,8 @@ impl Device {
     /// time), so a lost `device.json` never strands a database.
     pub fn recover(dir: &Path, escrow_key_json: &str, keys: &dyn KeyStore) -> Result<Recovery> {
         let dd = DataDir::new(dir);
-        let record: EscrowRecord = serde_json::from_str(escrow_key_json).map_err(|_| {
-            DeviceError::Enrolment(
-                "not an escrow key file from `sealbox-headoffice escrow open`".into(),
-            )
-        })?;
+        let record: EscrowRecord =
+            serde_json::from_str(escrow_key_json).map_err(|_| DeviceError::NotAnEscrowKey)?;
         if record.format != ESCROW_FORMAT || key_id(&record.key) != record.key_id {
             return Err(DeviceError::EscrowMismatch);
         }
@@ -772,6 +769,52 @@ impl Device {
             ca_cert_pem: setting_string(&self.conn, keys::CA_CERT)?,
             ho_verifying_key: setting_string(&self.conn, keys::HO_VERIFYING_KEY)?,
         })
+    }
+
+    /// The key a receipt from head office must be signed with: the one this device trusts,
+    /// moved on by the rotation statements the receipt carries that start from it (each signed
+    /// by the key it retires). A rotation followed is kept and audited at once, so the retired
+    /// key is never trusted again, even if the receipt itself is then refused. Every receipt
+    /// (sync or batch file) gets its key here and nowhere else.
+    pub(crate) fn receipt_key(
+        &self,
+        receipt: &sealbox_protocol::sync::Receipt,
+    ) -> Result<ed25519_dalek::VerifyingKey> {
+        use sealbox_protocol::sync::verifying_key_from_b64;
+        let damaged = || DeviceError::Enrolment("head office's verifying key is damaged".into());
+        let trusted_b64 = setting_string(&self.conn, keys::HO_VERIFYING_KEY)?;
+        let trusted = verifying_key_from_b64(&trusted_b64).ok_or_else(damaged)?;
+        if receipt.rotations.is_empty() {
+            return Ok(trusted);
+        }
+        let newest = match sealbox_protocol::rotation::follow(&trusted, &receipt.rotations) {
+            Ok(k) => k,
+            Err(e) => {
+                // Keep the trusted key: a receipt from any other key is then refused.
+                tracing::warn!(reason = %e, "head office's key rotation not followed");
+                audit::append(
+                    &self.conn,
+                    now_ms(),
+                    "key.rotation_refused",
+                    &json!({"reason": e.to_string()}),
+                )?;
+                return Ok(trusted);
+            }
+        };
+        if newest != trusted {
+            let newest_b64 = entry::b64_encode(newest.as_bytes());
+            let tx = self.conn.unchecked_transaction()?;
+            store::set_setting(&tx, keys::HO_VERIFYING_KEY, newest_b64.as_bytes())?;
+            audit::append(
+                &tx,
+                now_ms(),
+                "key.rotated",
+                &json!({"from": trusted_b64, "to": newest_b64}),
+            )?;
+            tx.commit()?;
+            tracing::info!("head office's receipt key rotated");
+        }
+        Ok(newest)
     }
 
     /// The device's API token, from the encrypted database.

@@ -35,6 +35,12 @@ pub enum DeviceError {
     Enrolment(String),
     #[error("the escrow key does not belong to this device; nothing was changed")]
     EscrowMismatch,
+    #[error(
+        "this is not an escrow key file from `sealbox-headoffice escrow open`; nothing was changed"
+    )]
+    NotAnEscrowKey,
+    #[error("{} is damaged; nothing was changed. Restore it from a backup of this data directory", .0.display())]
+    DeviceJsonDamaged(PathBuf),
     #[error("no manager PIN is set: run `sealbox pin set`")]
     PinNotSet,
     #[error("wrong PIN")]
@@ -99,6 +105,8 @@ impl DeviceError {
             Invalid(_) | InvalidLine { .. } => "invalid_entry",
             Enrolment(_) => "bad_enrolment",
             EscrowMismatch => "escrow_mismatch",
+            NotAnEscrowKey => "not_an_escrow_key",
+            DeviceJsonDamaged(_) => "device_json_damaged",
             PinNotSet => "pin_not_set",
             PinWrong => "pin_wrong",
             PinLocked(_) => "pin_locked",
@@ -142,6 +150,8 @@ impl DeviceError {
             InvalidLine { line, error } => format!("第 {line} 行：{}；未写入任何内容", error.message(Lang::Zh)),
             Enrolment(d) => format!("注册文件或本设备的注册信息无效或已损坏（{d}）"),
             EscrowMismatch => "托管密钥不属于本设备，未做任何更改".into(),
+            NotAnEscrowKey => "这不是 `sealbox-headoffice escrow open` 生成的托管密钥文件，未做任何更改".into(),
+            DeviceJsonDamaged(p) => format!("{} 已损坏，未做任何更改。请从本数据目录的备份中恢复", p.display()),
             PinNotSet => "尚未设置管理员 PIN：请运行 `sealbox pin set`".into(),
             PinWrong => "PIN 不正确".into(),
             PinLocked(s) => format!("PIN 错误次数过多：请 {s} 秒后再试"),
@@ -220,6 +230,8 @@ mod tests {
             InvalidLine { .. } => "InvalidLine",
             Enrolment(_) => "Enrolment",
             EscrowMismatch => "EscrowMismatch",
+            NotAnEscrowKey => "NotAnEscrowKey",
+            DeviceJsonDamaged(_) => "DeviceJsonDamaged",
             PinNotSet => "PinNotSet",
             PinWrong => "PinWrong",
             PinLocked(_) => "PinLocked",
@@ -271,6 +283,8 @@ mod tests {
             },
             Enrolment("the enrolment file is damaged".into()),
             EscrowMismatch,
+            NotAnEscrowKey,
+            DeviceJsonDamaged(p()),
             PinNotSet,
             PinWrong,
             PinLocked(30),
@@ -352,6 +366,8 @@ mod tests {
             "InvalidLine",
             "Enrolment",
             "EscrowMismatch",
+            "NotAnEscrowKey",
+            "DeviceJsonDamaged",
             "PinNotSet",
             "PinWrong",
             "PinLocked",

@@ -63,7 +63,7 @@ impl DataDir {
         match fs::read_to_string(&path) {
             Ok(s) => serde_json::from_str(&s)
                 .map(Some)
-                .map_err(|_| DeviceError::Enrolment(format!("{} is damaged", path.display()))),
+                .map_err(|_| DeviceError::DeviceJsonDamaged(path.clone())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(DeviceError::io("reading device.json")(e)),
         }

@@ -17,15 +17,21 @@ use serde::Serialize;
 use std::path::Path;
 use zeroize::Zeroizing;
 
-/// Creates head office's keys and database in `dir`.
-pub fn init(dir: &Path, pass: &Passphrase) -> Result<()> {
+/// Creates head office's keys and database in `dir`, and the recovery kit `kit` describes;
+/// backups go to `backup_recipient` when given (or later: `backup-key`).
+pub fn init(
+    dir: &Path,
+    pass: &Passphrase,
+    kit: &crate::recovery::KitOptions,
+    backup_recipient: Option<&str>,
+) -> Result<crate::recovery::Kit> {
     let ho = HoDir::new(dir);
     if ho.is_initialised() {
         return Err(HoError::AlreadyInitialised(dir.to_path_buf()));
     }
     let existed = dir.exists();
     let before = files_in(dir);
-    let made = (|| -> Result<()> {
+    let made = (|| -> Result<crate::recovery::Kit> {
         std::fs::create_dir_all(dir).map_err(HoError::io("creating the data directory"))?;
         #[cfg(unix)]
         {
@@ -34,23 +40,26 @@ pub fn init(dir: &Path, pass: &Passphrase) -> Result<()> {
                 .map_err(HoError::io("setting permissions"))?;
         }
         drop(db::open(&ho.db())?);
-        keys::create(&ho, pass)
+        keys::create(&ho, pass, kit, backup_recipient)
     })();
-    if let Err(e) = made {
-        // A refused init (a short passphrase, a full disk) leaves nothing behind: no database,
-        // no half of the keys, no directory that was not there before.
-        for f in files_in(dir) {
-            if !before.contains(&f) {
-                let _ = std::fs::remove_file(&f);
+    let kit = match made {
+        Ok(kit) => kit,
+        Err(e) => {
+            // A refused init (a short passphrase, a full disk) leaves nothing behind: no database,
+            // no half of the keys, no directory that was not there before.
+            for f in files_in(dir) {
+                if !before.contains(&f) {
+                    let _ = std::fs::remove_file(&f);
+                }
             }
+            if !existed {
+                let _ = std::fs::remove_dir(dir);
+            }
+            return Err(e);
         }
-        if !existed {
-            let _ = std::fs::remove_dir(dir);
-        }
-        return Err(e);
-    }
+    };
     tracing::info!("head office initialised");
-    Ok(())
+    Ok(kit)
 }
 
 fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -204,7 +213,7 @@ pub fn enroll(
     let token = keys::random32()?;
     let seed = keys::random32()?;
     let verifying = SigningKey::from_bytes(seed.expose()).verifying_key();
-    let ho_verifying = ho.load_signing_key()?.verifying_key();
+    let ho_verifying = ho.load_verifying_key()?;
     let file = EnrolmentFile {
         format: ENROLMENT_FORMAT.into(),
         server_url,
@@ -503,6 +512,7 @@ pub fn import_with(
     if revoked && !opts.accept_revoked {
         return Err(HoError::RevokedDevice(device));
     }
+    let ho = ho.unlock_with(&identity)?;
     let key = ho.load_signing_key()?;
     let out = match existing {
         // Only head office's own receipt for this batch may stay: it then holds the batch, and
@@ -572,7 +582,8 @@ pub fn import_with(
     if stored.quarantined > 0 {
         tracing::warn!(%device, batch = %req.batch_id, quarantined = stored.quarantined, "entries kept in the quarantine");
     }
-    let json = serde_json::to_vec_pretty(&receipt).map_err(|e| HoError::Crypto(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&ho.with_rotations(receipt))
+        .map_err(|e| HoError::Crypto(e.to_string()))?;
     let receipt_kept = match out {
         ReceiptOut::Same(bytes) if bytes == json => true,
         ReceiptOut::Same(_) => {

@@ -36,6 +36,13 @@ busy_timeout_ms = 5000
 # tombstones and an audit row) when it starts and then every this many seconds (86400: daily).
 # 0 turns the schedule off; `serve` then purges only when it starts.
 purge_every_s = 86400
+
+# Scheduled backups while `serve` runs: one at start, then every `backup_every_minutes`, into
+# `backup_dir` (relative to the data directory, or absolute; better on another disk), keeping
+# the newest `backup_keep`. Encrypted to backup-recipient.txt. Off while backup_dir is unset.
+# backup_dir = "/var/backups/sealbox"
+backup_every_minutes = 60.0
+backup_keep = 48
 "#;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -54,10 +61,24 @@ pub struct Config {
     pub busy_timeout_ms: u64,
     #[serde(default = "default_purge_every_s")]
     pub purge_every_s: u64,
+    #[serde(default)]
+    pub backup_dir: Option<String>,
+    #[serde(default = "default_backup_every_minutes")]
+    pub backup_every_minutes: f64,
+    #[serde(default = "default_backup_keep")]
+    pub backup_keep: usize,
 }
 
 fn default_purge_every_s() -> u64 {
     86_400
+}
+
+fn default_backup_every_minutes() -> f64 {
+    60.0
+}
+
+fn default_backup_keep() -> usize {
+    48
 }
 
 impl Default for Config {
@@ -74,6 +95,9 @@ impl Default for Config {
             device_burst: 40.0,
             busy_timeout_ms: 5000,
             purge_every_s: default_purge_every_s(),
+            backup_dir: None,
+            backup_every_minutes: default_backup_every_minutes(),
+            backup_keep: default_backup_keep(),
         })
     }
 }
@@ -118,6 +142,20 @@ impl Config {
         }
         if let Some(v) = num("SEALBOX_HO_PURGE_EVERY_S") {
             c.purge_every_s = v as u64;
+        }
+        if let Ok(v) = std::env::var("SEALBOX_HO_BACKUP_DIR") {
+            c.backup_dir = Some(v);
+        }
+        if let Some(v) = num("SEALBOX_HO_BACKUP_EVERY_MINUTES") {
+            c.backup_every_minutes = v;
+        }
+        if let Some(v) = num("SEALBOX_HO_BACKUP_KEEP") {
+            c.backup_keep = v as usize;
+        }
+        if c.backup_every_minutes.is_nan() || c.backup_every_minutes <= 0.0 || c.backup_keep == 0 {
+            return Err(HoError::Config(
+                "backup_every_minutes must be positive and backup_keep at least 1".into(),
+            ));
         }
         if c.device_rate_per_s <= 0.0 || c.device_burst < 1.0 || c.max_entries_per_batch == 0 {
             return Err(HoError::Config(

@@ -349,6 +349,10 @@ fn ingest_one(
         if dev == device && d == digest {
             let r: Receipt =
                 serde_json::from_str(&receipt).map_err(|_| IngestError::BatchConflict)?;
+            // Signed again with the current key (Ed25519 is deterministic: the same receipt
+            // while the key is the same), so a resend after a key rotation is answered with a
+            // receipt the device can verify.
+            let r = Receipt::sign(r.batch_id, &r.device, r.ids, r.issued_at_ms, key);
             return Ok(Stored {
                 receipt: r,
                 fresh: false,

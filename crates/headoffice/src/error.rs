@@ -57,6 +57,14 @@ pub enum HoError {
     UnknownDevice(String),
     #[error("the batch is from device {0:?}, which is revoked; nothing was stored. If the device was found again and its entries are genuine, import them deliberately with `import --accept-revoked` (audited)")]
     RevokedDevice(String),
+    #[error("head office's keys are locked: give the passphrase")]
+    Locked,
+    #[error("init's final check failed ({0}); head office was not initialised")]
+    Canary(String),
+    #[error(transparent)]
+    Recovery(#[from] crate::recovery::RecoveryError),
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
     #[error("crypto: {0}")]
     Crypto(String),
     #[error("storage error: {0}")]
@@ -94,6 +102,10 @@ impl HoError {
             BadBatch(_) => "bad_batch",
             UnknownDevice(_) => "unknown_device",
             RevokedDevice(_) => "revoked_device",
+            Locked => "locked",
+            Canary(_) => "canary_failed",
+            Recovery(e) => e.code(),
+            Backup(e) => e.code(),
             Crypto(_) => "crypto",
             Storage(_) => "storage",
             Io { .. } => "io",
@@ -128,6 +140,10 @@ impl HoError {
             BadBatch(d) => format!("批次文件被截断、改动，或不是发给本总部的（{d}）；未存储任何内容"),
             UnknownDevice(d) => format!("批次来自设备 {d:?}，该设备未在本总部注册；未存储任何内容"),
             RevokedDevice(d) => format!("批次来自已被吊销的设备 {d:?}，未存储任何内容。如果设备已找回且登记确实可信，可用 `import --accept-revoked` 有意接收（会记入审计日志）"),
+            Locked => "总部的密钥已锁定：请提供口令".into(),
+            Canary(d) => format!("初始化的最后检查失败（{d}）；总部未初始化"),
+            Recovery(e) => e.message(lang),
+            Backup(e) => e.message(lang),
             Crypto(d) => format!("加密出错（{d}）"),
             Storage(e) => format!("数据库读写出错（{e}）"),
             Io { context, source } => format!("文件读写出错（{context}）：{}", io_kind_zh(source)),
@@ -188,6 +204,10 @@ mod tests {
             BadBatch(_) => "BadBatch",
             UnknownDevice(_) => "UnknownDevice",
             RevokedDevice(_) => "RevokedDevice",
+            Locked => "Locked",
+            Canary(_) => "Canary",
+            Recovery(e) => e.code(),
+            Backup(e) => e.code(),
             Crypto(_) => "Crypto",
             Storage(_) => "Storage",
             Io { .. } => "Io",
@@ -238,6 +258,20 @@ mod tests {
             BadBatch("it does not decrypt".into()),
             UnknownDevice("booth-1".into()),
             RevokedDevice("booth-1".into()),
+            Locked,
+            Canary("the sealed canary did not open".into()),
+            Recovery(crate::recovery::RecoveryError::Damaged(2)),
+            Recovery(crate::recovery::RecoveryError::OtherHeadOffice(1)),
+            Recovery(crate::recovery::RecoveryError::TooFew { need: 2, got: 1 }),
+            Recovery(crate::recovery::RecoveryError::Mismatch),
+            Recovery(crate::recovery::RecoveryError::KitExists("/ho/kit".into())),
+            Recovery(crate::recovery::RecoveryError::BadKit),
+            Backup(crate::backup::BackupError::NoRecipient),
+            Backup(crate::backup::BackupError::BadRecipient("x".into())),
+            Backup(crate::backup::BackupError::BadIdentity),
+            Backup(crate::backup::BackupError::Damaged("header".into())),
+            Backup(crate::backup::BackupError::Mismatch("counts".into())),
+            Backup(crate::backup::BackupError::NotEmpty("/new".into())),
             Crypto("rng".into()),
             Storage(rusqlite::Error::QueryReturnedNoRows),
             Io {

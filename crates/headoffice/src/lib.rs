@@ -5,8 +5,10 @@
 //!
 //! Layout:
 //! - [`keys`]: head office's keys in its data directory: the age identity (encrypted at rest
-//!   under the admin's passphrase), the Ed25519 receipt-signing key, the TLS CA and server
-//!   certificate.
+//!   under the admin's passphrase), the Ed25519 receipt-signing key (rotatable) and the TLS CA
+//!   and server keys, both sealed to the identity and unlocked once when `serve` starts.
+//! - [`recovery`]: the recovery kit: the identity split into k-of-n shares, and rebuilding it.
+//! - [`backup`]: encrypted, verified backups of the data directory, and their restore.
 //! - [`audit`]: head office's own hash-chained audit log.
 //! - [`db`]: head office's SQLite store: events, devices (token hashes and verifying keys
 //!   only), entries as received (sealed).
@@ -18,11 +20,13 @@
 
 pub mod admin;
 pub mod audit;
+pub mod backup;
 pub mod config;
 pub mod crm;
 pub mod db;
 pub mod error;
 pub mod keys;
+pub mod recovery;
 pub mod server;
 
 pub use error::HoError;

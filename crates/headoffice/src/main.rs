@@ -4,7 +4,8 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use sealbox_headoffice::error::{io_kind_zh, HoError};
-use sealbox_headoffice::{admin, config, crm, Passphrase};
+use sealbox_headoffice::keys::HoDir;
+use sealbox_headoffice::{admin, backup, config, crm, recovery, Passphrase};
 use sealbox_protocol::Lang;
 use std::path::{Path, PathBuf};
 
@@ -25,8 +26,46 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create head office's keys (age identity, signing key, TLS CA and certificate).
-    Init,
+    /// Create head office's keys (age identity, signing key, TLS CA and certificate) and the
+    /// recovery kit: the identity split into shares for different people.
+    Init {
+        /// Shares made.
+        #[arg(long, default_value_t = 3)]
+        shares: u8,
+        /// Shares needed to rebuild the identity.
+        #[arg(long, default_value_t = 2)]
+        threshold: u8,
+        /// Where the share files go (new or empty; default: DATA_DIR-recovery-kit beside it).
+        #[arg(long)]
+        kit_dir: Option<PathBuf>,
+        /// The age recipient backups are encrypted to (or later: `backup-key`).
+        #[arg(long)]
+        backup_recipient: Option<String>,
+    },
+    /// Head office's age identity.
+    #[command(subcommand)]
+    Identity(IdentityCmd),
+    /// The passphrase that protects head office's keys.
+    #[command(subcommand)]
+    Passphrase(PassphraseCmd),
+    /// Head office's receipt-signing key.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// The key backups are encrypted to.
+    #[command(subcommand)]
+    BackupKey(BackupKeyCmd),
+    /// Write an encrypted, consistent backup of the data directory (works while serve runs).
+    Backup {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into --data-dir, which must be new or empty; checks everything first.
+    Restore {
+        file: PathBuf,
+        /// The backup identity file (`backup-key new` wrote it; kept offline).
+        #[arg(long)]
+        backup_key: PathBuf,
+    },
     /// Events.
     #[command(subcommand)]
     Event(EventCmd),
@@ -101,6 +140,39 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum IdentityCmd {
+    /// Rebuild identity.age from recovery shares (files or lines) under a new passphrase
+    /// (SEALBOX_HO_NEW_PASSPHRASE or a prompt).
+    Recover {
+        #[arg(long = "share", required = true)]
+        shares: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PassphraseCmd {
+    /// Re-wrap the identity under a new passphrase (SEALBOX_HO_NEW_PASSPHRASE or a prompt).
+    Change,
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Replace the receipt-signing key; devices follow a statement signed by the old one.
+    Rotate,
+}
+
+#[derive(Subcommand)]
+enum BackupKeyCmd {
+    /// Make a new backup key: writes its identity to FILE (keep it offline) and uses it.
+    New {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Encrypt backups to this age recipient (age1…).
+    Set { recipient: String },
+}
+
+#[derive(Subcommand)]
 enum EventCmd {
     /// Validate and store an event config (JSON).
     Create { file: PathBuf },
@@ -160,9 +232,24 @@ fn msg(zh: impl Into<String>, en: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// The systemd credential `serve` may be given (`LoadCredentialEncrypted=sealbox-ho-passphrase`).
+const CREDENTIAL: &str = "sealbox-ho-passphrase";
+
 fn passphrase(confirm: bool) -> Result<Passphrase> {
     if let Ok(p) = std::env::var("SEALBOX_HO_PASSPHRASE") {
         return Ok(Passphrase::new(p));
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let path = Path::new(&dir).join(CREDENTIAL);
+        if path.exists() {
+            let p = zeroize::Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
+                msg(
+                    format!("无法读取凭据 {}（{}）", path.display(), io_kind_zh(&e)),
+                    format!("reading the credential {}: {e}", path.display()),
+                )
+            })?);
+            return Ok(Passphrase::new(p.trim_end_matches(['\r', '\n'])));
+        }
     }
     let no_terminal = |_| {
         msg(
@@ -186,6 +273,28 @@ fn passphrase(confirm: bool) -> Result<Passphrase> {
     Ok(Passphrase::new(p.as_str()))
 }
 
+/// A new passphrase: SEALBOX_HO_NEW_PASSPHRASE or a prompt, typed twice.
+fn new_passphrase() -> Result<Passphrase> {
+    if let Ok(p) = std::env::var("SEALBOX_HO_NEW_PASSPHRASE") {
+        return Ok(Passphrase::new(p));
+    }
+    let no_terminal = |_| {
+        msg(
+            "没有终端可以输入新口令：请设置环境变量 SEALBOX_HO_NEW_PASSPHRASE，或在终端中运行",
+            "no new passphrase: set SEALBOX_HO_NEW_PASSPHRASE or run in a terminal",
+        )
+    };
+    let p = zeroize::Zeroizing::new(
+        rpassword::prompt_password("New head office passphrase: ").map_err(no_terminal)?,
+    );
+    let again =
+        zeroize::Zeroizing::new(rpassword::prompt_password("Again: ").map_err(no_terminal)?);
+    if *again != *p {
+        return Err(msg("两次输入的口令不同", "the passphrases differ"));
+    }
+    Ok(Passphrase::new(p.as_str()))
+}
+
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| {
         msg(
@@ -198,11 +307,145 @@ fn read(path: &Path) -> Result<String> {
 fn run(cli: Cli) -> Result<()> {
     let dir = &cli.data_dir;
     match cli.command {
-        Command::Init => {
-            admin::init(dir, &passphrase(true)?)?;
+        Command::Init {
+            shares,
+            threshold,
+            kit_dir,
+            backup_recipient,
+        } => {
+            let mut opts = recovery::KitOptions::beside(dir);
+            opts.shares = shares;
+            opts.threshold = threshold;
+            if let Some(d) = kit_dir {
+                opts.dir = d;
+            }
+            let kit = admin::init(dir, &passphrase(true)?, &opts, backup_recipient.as_deref())?;
             say(
-                format!("总部已在 {} 中初始化", dir.display()),
-                format!("head office initialised in {}", dir.display()),
+                format!("总部 {} 已在 {} 中初始化", kit.ho_id, dir.display()),
+                format!("head office {} initialised in {}", kit.ho_id, dir.display()),
+            );
+            say(
+                format!(
+                    "恢复套件：{} 份分片在 {} 中；其中任意 {} 份即可重建总部的密钥。",
+                    kit.lines.len(),
+                    kit.dir.display(),
+                    kit.threshold
+                ),
+                format!(
+                    "recovery kit: {} shares in {}; any {} of them rebuild head office's key.",
+                    kit.lines.len(),
+                    kit.dir.display(),
+                    kit.threshold
+                ),
+            );
+            say(
+                format!("请把每份分片交给不同的人离线保管（或把它的一行抄在纸上），然后删除 {}。", kit.dir.display()),
+                format!("Give each share to a different person, who keeps it offline (or copies its line onto paper); then delete {}.", kit.dir.display()),
+            );
+            for (i, line) in kit.lines.iter().enumerate() {
+                say(
+                    format!("  第 {} 份：{}", i + 1, line.as_str()),
+                    format!("  share {}: {}", i + 1, line.as_str()),
+                );
+            }
+            if backup_recipient.is_none() {
+                say(
+                    "备份：请用 `sealbox-headoffice backup-key new --out FILE` 选定备份密钥（离线保管 FILE）",
+                    "backups: choose a backup key with `sealbox-headoffice backup-key new --out FILE` (keep FILE offline)",
+                );
+            }
+        }
+        Command::Identity(IdentityCmd::Recover { shares }) => {
+            let lines = shares
+                .iter()
+                .map(|s| recovery::read_share(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            recovery::recover(dir, &lines, &new_passphrase()?)?;
+            say(
+                format!("已用 {} 份分片在新口令下重建 identity.age", lines.len()),
+                format!(
+                    "identity.age rebuilt from {} shares under the new passphrase",
+                    lines.len()
+                ),
+            );
+        }
+        Command::Passphrase(PassphraseCmd::Change) => {
+            let old = passphrase(false)?;
+            HoDir::new(dir).change_passphrase(&old, &new_passphrase()?)?;
+            say(
+                "口令已更改；恢复分片仍然有效",
+                "passphrase changed; the recovery shares stay valid",
+            );
+        }
+        Command::Keys(KeysCmd::Rotate) => {
+            let (_, new) = HoDir::new(dir).rotate_receipt_key(&passphrase(false)?)?;
+            let short = &sealbox_protocol::entry::b64_encode(new.as_bytes())[..12];
+            say(
+                format!("回执密钥已轮换（新密钥 {short}）；请重启 serve：设备会在下一张回执中得知新密钥"),
+                format!("receipt key rotated (new key {short}); restart serve: devices learn the new key with their next receipt"),
+            );
+        }
+        Command::BackupKey(BackupKeyCmd::New { out }) => {
+            let r = backup::new_key(dir, &out)?;
+            say(
+                format!(
+                    "备份今后加密给 {r}；{} 是机密文件：请离线保管，与服务器和备份分开存放",
+                    out.display()
+                ),
+                format!(
+                    "backups are now encrypted to {r}; {} is SECRET: keep it offline, apart from the server and from the backups",
+                    out.display()
+                ),
+            );
+        }
+        Command::BackupKey(BackupKeyCmd::Set { recipient }) => {
+            backup::set_recipient(dir, &recipient)?;
+            say(
+                format!("备份今后加密给 {}", recipient.trim()),
+                format!("backups are now encrypted to {}", recipient.trim()),
+            );
+        }
+        Command::Backup { out } => {
+            let r = backup::backup(dir, &out)?;
+            let entries = r.manifest.counts.get("entries").copied().unwrap_or(0);
+            say(
+                format!(
+                    "备份已写入 {}（{} 字节，{} 个文件，{} 条登记，审计链 {} 行）",
+                    out.display(),
+                    r.bytes,
+                    r.manifest.files.len(),
+                    entries,
+                    r.manifest.audit_rows
+                ),
+                format!(
+                    "backup written to {} ({} bytes, {} files, {} entries, audit chain of {} rows)",
+                    out.display(),
+                    r.bytes,
+                    r.manifest.files.len(),
+                    entries,
+                    r.manifest.audit_rows
+                ),
+            );
+        }
+        Command::Restore { file, backup_key } => {
+            let identity = backup::read_identity(&backup_key)?;
+            let r = backup::restore(&file, dir, &identity)?;
+            let entries = r.manifest.counts.get("entries").copied().unwrap_or(0);
+            say(
+                format!(
+                    "已恢复到 {}：{} 个文件，{} 条登记，审计链 {} 行已核验；备份之后收到的登记不在其中",
+                    dir.display(),
+                    r.manifest.files.len(),
+                    entries,
+                    r.manifest.audit_rows
+                ),
+                format!(
+                    "restored into {}: {} files, {} entries, audit chain of {} rows verified; entries received after the backup was taken are not in it",
+                    dir.display(),
+                    r.manifest.files.len(),
+                    entries,
+                    r.manifest.audit_rows
+                ),
             );
         }
         Command::Event(EventCmd::Create { file }) => {
@@ -385,9 +628,15 @@ fn run(cli: Cli) -> Result<()> {
                 ),
             );
             if r.quarantined > 0 {
-                println!(
-                    "{} of them are kept in the quarantine (not taken as entries, never exported; see `status`)",
-                    r.quarantined
+                say(
+                    format!(
+                        "其中 {} 条放入隔离区（不作为登记接收，永不导出；见 `status`）",
+                        r.quarantined
+                    ),
+                    format!(
+                        "{} of them are kept in the quarantine (not taken as entries, never exported; see `status`)",
+                        r.quarantined
+                    ),
                 );
             }
         }
@@ -497,10 +746,11 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn serve(dir: &Path, listen: Option<String>) -> Result<()> {
-    use sealbox_headoffice::keys::HoDir;
     use sealbox_headoffice::server;
-    let ho = HoDir::new(dir);
     let cfg = config::Config::load(dir)?;
+    // Unlocked once: the identity opens the receipt and TLS keys and is dropped again.
+    let ho = HoDir::new(dir).unlock(&passphrase(false)?)?;
+    let _backups = sealbox_headoffice::backup::schedule(dir, &cfg)?;
     let state = std::sync::Arc::new(server::ServerState::open(&ho, &cfg)?);
     let tls = server::load_tls(&ho, &cfg)?;
     let addr = listen.unwrap_or(cfg.listen.clone());

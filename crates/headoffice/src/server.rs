@@ -92,6 +92,8 @@ pub struct ServerState {
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
     /// Bounds the request bodies being read at once ([`MAX_BODIES_IN_FLIGHT`]).
     bodies: tokio::sync::Semaphore,
+    /// Head office's unlocked keys: receipts go out with its key rotation statements.
+    keys: HoDir,
 }
 
 impl ServerState {
@@ -112,6 +114,7 @@ impl ServerState {
             limits: Limits::from_config(config),
             buckets: Mutex::new(HashMap::new()),
             bodies: tokio::sync::Semaphore::new(MAX_BODIES_IN_FLIGHT),
+            keys: dir.clone(),
         })
     }
 
@@ -372,7 +375,7 @@ async fn sync(
     match outcome {
         Ok(Ok(stored)) => {
             tracing::info!(device = %device.name, %batch, entries = n, duplicate = !stored.fresh, "batch stored");
-            Json(stored.receipt).into_response()
+            Json(state.keys.with_rotations(stored.receipt)).into_response()
         }
         Ok(Err(IngestError::Conflict(ids))) => {
             tracing::warn!(device = %device.name, conflicts = ids.len(), "entries already held with other content: refused");
@@ -449,17 +452,23 @@ pub fn tls_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig>
     Ok(config)
 }
 
-/// Loads the TLS config from the configured (or default) certificate and key files.
+/// Loads the TLS config from the configured (or default) certificate and key files. The
+/// default key is `init`'s, encrypted at rest: `dir` must be unlocked. A configured `tls_key`
+/// is read as it is (a key the admin manages).
 pub fn load_tls(dir: &HoDir, config: &Config) -> Result<rustls::ServerConfig> {
-    let path = |p: &Option<String>, default: std::path::PathBuf| {
-        p.as_ref().map(|s| dir.root().join(s)).unwrap_or(default)
-    };
-    let cert = path(&config.tls_cert, dir.server_cert());
-    let key = path(&config.tls_key, dir.server_key());
+    let cert = config
+        .tls_cert
+        .as_ref()
+        .map(|s| dir.root().join(s))
+        .unwrap_or(dir.server_cert());
     let read = |p: &std::path::Path| {
         std::fs::read_to_string(p).map_err(HoError::io(format!("reading {}", p.display())))
     };
-    tls_config(&read(&cert)?, &zeroize::Zeroizing::new(read(&key)?))
+    let key = match &config.tls_key {
+        Some(k) => zeroize::Zeroizing::new(read(&dir.root().join(k))?),
+        None => dir.load_server_key_pem()?,
+    };
+    tls_config(&read(&cert)?, &key)
 }
 
 /// How many connections the kernel queues before head office accepts them. The default that

@@ -3,6 +3,7 @@
 //! batch file.
 
 use crate::entry::{b64_decode, b64_encode, EntryEnvelope};
+use crate::rotation::KeyRotation;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -35,6 +36,10 @@ pub struct Receipt {
     pub issued_at_ms: i64,
     /// Ed25519 by head office over [`Receipt::signed_bytes`], base64.
     pub signature: String,
+    /// Head office's key rotations, oldest first: not signed by the receipt, each statement is
+    /// signed by the key it retires (see [`crate::rotation`]). Absent until a key is rotated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotations: Vec<KeyRotation>,
 }
 
 /// Why a receipt is not accepted. Nothing is erased on any of these.
@@ -119,6 +124,7 @@ impl Receipt {
             ids,
             issued_at_ms,
             signature: String::new(),
+            rotations: Vec::new(),
         };
         r.signature = b64_encode(&key.sign(&r.signed_bytes()).to_bytes());
         r
