@@ -264,6 +264,7 @@ fn run(cli: Cli) -> Result<()> {
                         .read_to_string(&mut text)
                         .map_err(|e| {
                             msg(
+                                "unreadable_file",
                                 format!("无法从标准输入读取登记：{}", io_kind_zh(&e)),
                                 format!("reading the entry from stdin: {e}"),
                             )
