@@ -204,8 +204,9 @@ fn a_running_add_shows_no_value_in_the_process_list() {
     let sb = Sandbox::enrolled();
     let name = unique_canary("proc");
     // The scan finds a value that is in some process's arguments.
+    // (`; true` keeps sh itself alive, holding the value in its argv, while sleep runs.)
     let mut control = Command::new("sh")
-        .args(["-c", "sleep 30", &name])
+        .args(["-c", "sleep 30; true", &name])
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -215,7 +216,11 @@ fn a_running_add_shows_no_value_in_the_process_list() {
     }
     control.kill().unwrap();
     control.wait().unwrap();
-    assert!(processes_showing(&name).is_empty());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_showing(&name).is_empty() {
+        assert!(Instant::now() < deadline, "the control process is gone");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let mut child = sb
         .dev_cmd(&["add", "--json", "-"])

@@ -710,7 +710,7 @@ impl Device {
         let known = match dd.read_device_json() {
             Ok(m) => m,
             // Damaged: rebuilt below, once the key has proved it opens this database.
-            Err(DeviceError::Enrolment(_)) => None,
+            Err(DeviceError::DeviceJsonDamaged(_)) => None,
             Err(e) => return Err(e),
         };
         if let Some(meta) = &known {
