@@ -112,9 +112,43 @@ pub fn software_rendering(window: &tauri::WebviewWindow) {
     }
 }
 
+/// The window keeps nothing of a visitor on disk. Its web context is ephemeral
+/// (`"incognito": true` in tauri.conf.json: cookies, local storage, IndexedDB and caches live in
+/// memory only and go with the process); on top of that, local storage, the HTML5 database and
+/// the back/forward page cache are off and WebKit keeps no disk cache (document-viewer cache
+/// model). WebKitGTK saves no form data and restores no session by itself, and Tauri asks it for
+/// neither.
+pub fn private_webview(window: &tauri::WebviewWindow) {
+    let result = window.with_webview(move |webview| {
+        #[cfg(target_os = "linux")]
+        {
+            use webkit2gtk::{CacheModel, SettingsExt, WebContextExt, WebViewExt};
+            let view = webview.inner();
+            tracing::info!(ephemeral = view.is_ephemeral(), "webview storage");
+            if let Some(settings) = view.settings() {
+                settings.set_enable_html5_local_storage(false);
+                settings.set_enable_html5_database(false);
+                settings.set_enable_page_cache(false);
+            }
+            if let Some(context) = view.context() {
+                context.set_cache_model(CacheModel::DocumentViewer);
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = webview;
+    });
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not configure the webview's storage");
+    }
+}
+
 /// Runs the kiosk app.
 pub fn run() {
+    // First of all, before WebKit starts its processes (they inherit the limit).
+    let hardened = sealbox_device::process::forbid_core_dumps();
     let started = Instant::now();
+    // Under WebDriver (tauri-driver sets this), see the window's creation below.
+    let automation = std::env::var("TAURI_WEBVIEW_AUTOMATION").as_deref() == Ok("true");
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SEALBOX_LOG")
@@ -122,6 +156,9 @@ pub fn run() {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = hardened {
+        tracing::warn!(error = %e, "core dumps could not be turned off");
+    }
     let context = tauri::generate_context!();
     // The data directory needs the app's paths, which exist only once the app is built: build
     // with a placeholder, then swap in the real kiosk in setup.
@@ -129,12 +166,27 @@ pub fn run() {
         tauri::Builder::default(),
         Shared::new(PathBuf::new(), started),
     )
-    .setup(|app| {
+    .setup(move |app| {
         let dir = data_dir(app.handle());
         let shared = app.state::<Shared>();
         *shared.kiosk() = Kiosk::new(dir, std::sync::Arc::new(OsKeychain));
-        if let Some(window) = app.get_webview_window("main") {
+        // The window is made here rather than from the config at start ("create": false), so
+        // that under WebDriver it can leave the ephemeral context: wry 0.57 marks a webview as
+        // controlled by automation only in its shared, persistent context, and WebKit refuses
+        // to drive any other. The storage settings above hold in both.
+        if let Some(mut config) = app
+            .config()
+            .app
+            .windows
+            .iter()
+            .find(|w| w.label == "main")
+            .cloned()
+        {
+            config.incognito = config.incognito && !automation;
+            let window =
+                tauri::WebviewWindowBuilder::from_config(app.handle(), &config)?.build()?;
             software_rendering(&window);
+            private_webview(&window);
         }
         Ok(())
     })

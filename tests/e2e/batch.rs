@@ -194,16 +194,11 @@ fn a_receipt_for_another_device_and_a_revoked_device_are_refused() {
     // A second device at the same head office.
     let other = sb.enrol_second(EVENT);
     ok(
-        sb.dev_cmd_in(
+        sb.add_in(
             &other,
-            &[
-                "add",
-                "--json",
-                r#"{"name":"Li","phone":"13812345678","consent":true}"#,
-            ],
-        )
-        .output()
-        .unwrap(),
+            r#"{"name":"Li","phone":"13812345678","consent":true}"#,
+            &[],
+        ),
         &["add"],
     );
     let b2 = sb.tmp.path().join("b2");

@@ -15,7 +15,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_entry() {
     let mut rng = Rng::from_time();
     // How long one `add` takes here, to spread the kills over its whole life.
     let t = Instant::now();
-    sb.dev_ok(&["add", "--json", &crate::store::canary_entry(0)]);
+    sb.add(&crate::store::canary_entry(0));
     let span_us = (t.elapsed().as_micros() as u64).max(2_000) * 3 / 2;
 
     let mut acknowledged: HashSet<String> = HashSet::new();
@@ -30,14 +30,26 @@ fn sigkill_at_random_moments_loses_no_acknowledged_entry() {
     )
     .unwrap();
     for trial in 0..TRIALS {
-        let mut cmd = if trial % 4 == 3 {
-            sb.dev_cmd(&["add", "--ndjson", nd.to_str().unwrap()])
+        let (mut cmd, input) = if trial % 4 == 3 {
+            (sb.dev_cmd(&["add", "--ndjson", nd.to_str().unwrap()]), None)
         } else {
-            sb.dev_cmd(&["add", "--json", &crate::store::canary_entry(trial)])
+            (
+                sb.dev_cmd(&["add", "--json", "-"]),
+                Some(crate::store::canary_entry(trial)),
+            )
         };
-        cmd.stdout(std::process::Stdio::piped())
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());
         let mut child = cmd.spawn().unwrap();
+        {
+            // The entry goes in at once and stdin closes; the kill lands wherever add is.
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            if let Some(entry) = input {
+                let _ = stdin.write_all(entry.as_bytes());
+            }
+        }
         std::thread::sleep(Duration::from_micros(rng.below(span_us)));
         let _ = child.kill(); // SIGKILL
         let out = child.wait_with_output().unwrap();

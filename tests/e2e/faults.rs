@@ -14,7 +14,7 @@ fn db_digest(sb: &Sandbox) -> String {
 fn key_lost_then_recovered_from_escrow() {
     let sb = Sandbox::enrolled();
     for i in 0..3 {
-        sb.dev_ok(&["add", "--json", &crate::store::canary_entry(i)]);
+        sb.add(&crate::store::canary_entry(i));
     }
     let before = db_digest(&sb);
     OsKeychain
@@ -30,7 +30,7 @@ fn key_lost_then_recovered_from_escrow() {
     let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(st["database"], "key_lost");
     assert_eq!(st["keychain"], "missing");
-    let err = sb.dev_fail(&["add", "--json", &crate::store::canary_entry(9)], &[]);
+    let err = sb.add_fail(&crate::store::canary_entry(9), &[]);
     assert!(
         err.contains("key lost") && err.contains("escrow open"),
         "{err}"
@@ -113,14 +113,14 @@ fn escrow_of_another_device_is_refused() {
 #[test]
 fn wrong_key_is_its_own_error_and_changes_nothing() {
     let sb = Sandbox::enrolled();
-    sb.dev_ok(&["add", "--json", &crate::store::canary_entry(1)]);
+    sb.add(&crate::store::canary_entry(1));
     let before = db_digest(&sb);
     let service = sb.keychain_service();
     let right = OsKeychain.get(&service, KEY_ACCOUNT).unwrap().unwrap();
     OsKeychain
         .set(&service, KEY_ACCOUNT, &Secret32::from_bytes([0x42; 32]))
         .unwrap();
-    let err = sb.dev_fail(&["add", "--json", &crate::store::canary_entry(2)], &[]);
+    let err = sb.add_fail(&crate::store::canary_entry(2), &[]);
     assert!(err.contains("wrong key"), "{err}");
     assert!(
         !err.contains("hmac"),
@@ -135,7 +135,7 @@ fn wrong_key_is_its_own_error_and_changes_nothing() {
 #[test]
 fn corrupt_database_is_reported_and_left_untouched() {
     let sb = Sandbox::enrolled();
-    sb.dev_ok(&["add", "--json", &crate::store::canary_entry(1)]);
+    sb.add(&crate::store::canary_entry(1));
     let db = sb.dev.join("sealbox.db");
     let mut bytes = std::fs::read(&db).unwrap();
     for b in &mut bytes[100..300] {
@@ -143,7 +143,7 @@ fn corrupt_database_is_reported_and_left_untouched() {
     }
     std::fs::write(&db, &bytes).unwrap();
     let before = db_digest(&sb);
-    let err = sb.dev_fail(&["add", "--json", &crate::store::canary_entry(2)], &[]);
+    let err = sb.add_fail(&crate::store::canary_entry(2), &[]);
     assert!(err.contains("corrupt"), "{err}");
     assert_eq!(sb.status()["database"], "database_corrupt");
     assert_eq!(before, db_digest(&sb));
@@ -157,16 +157,16 @@ fn corrupt_database_is_reported_and_left_untouched() {
 #[test]
 fn no_secret_service_is_a_clear_error_and_writes_nothing() {
     let sb = Sandbox::enrolled();
-    sb.dev_ok(&["add", "--json", &crate::store::canary_entry(1)]);
+    sb.add(&crate::store::canary_entry(1));
     let before = db_digest(&sb);
     let no_bus = [(
         "DBUS_SESSION_BUS_ADDRESS",
         "unix:path=/nonexistent/sealbox-test-bus",
     )];
-    let mut c = sb.dev_cmd(&["add", "--json", &crate::store::canary_entry(2)]);
+    let mut c = sb.dev_cmd(&["add", "--json", "-"]);
     c.env("DBUS_SESSION_BUS_ADDRESS", no_bus[0].1)
         .env_remove("DISPLAY");
-    let err = fail(c.output().unwrap(), &["add"]);
+    let err = fail(with_stdin(c, &crate::store::canary_entry(2)), &["add"]);
     assert!(err.contains("keychain is unavailable"), "{err}");
     assert_eq!(before, db_digest(&sb));
     // Enrolling without a keychain writes nothing at all.

@@ -7,11 +7,7 @@ const SECRET_VALUE: &str = "Qzbadvalue";
 #[test]
 fn bad_entries_are_refused_with_one_line_and_nothing_written() {
     let sb = Sandbox::enrolled();
-    sb.dev_ok(&[
-        "add",
-        "--json",
-        r#"{"name":"Li","phone":"13812345678","consent":true}"#,
-    ]);
+    sb.add(r#"{"name":"Li","phone":"13812345678","consent":true}"#);
     let before = file_digest(&sb.dev.join("sealbox.db"));
     let long = "x".repeat(51);
     let cases: Vec<(String, &str)> = vec![
@@ -54,7 +50,7 @@ fn bad_entries_are_refused_with_one_line_and_nothing_written() {
         (format!(r#"["{SECRET_VALUE}"]"#), "JSON object"),
     ];
     for (input, expected) in &cases {
-        let err = sb.dev_fail(&["add", "--json", input], &[]);
+        let err = sb.add_fail(input, &[]);
         assert!(err.contains(expected), "{input} → {err}");
         assert!(
             !err.contains(SECRET_VALUE),
@@ -82,7 +78,7 @@ fn bad_entries_are_refused_with_one_line_and_nothing_written() {
             && err.contains("未写入任何内容"),
         "{err}"
     );
-    let err = sb.dev_fail(&["add", "--json", "{}"], &[("SEALBOX_LANG", "zh-CN")]);
+    let err = sb.add_fail("{}", &[("SEALBOX_LANG", "zh-CN")]);
     assert!(
         err.contains("此项必填") || err.contains("需要勾选同意"),
         "{err}"
@@ -114,7 +110,7 @@ fn usage_errors_exit_2_and_unenrolled_is_clear() {
     let sb = Sandbox::headoffice();
     let out = sb.dev_cmd(&["add"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let err = sb.dev_fail(&["add", "--json", "{}"], &[]);
+    let err = sb.add_fail("{}", &[]);
     assert!(err.contains("not enrolled"), "{err}");
     assert!(!sb.dev.exists());
     // Head office refuses a config with a located reason.

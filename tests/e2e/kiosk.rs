@@ -61,7 +61,13 @@ fn start_driver(sb: &Sandbox) -> Driver {
     let port = free_port();
     let native = free_port();
     let log = std::fs::File::create(&log).unwrap();
-    let child = Command::new(tauri_driver())
+    // Started as if the user allowed core files, in a directory of the sandbox where a core
+    // would land: the kiosk must lower the limit itself.
+    let cwd = sb.tmp.path().join("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let mut cmd = Command::new(tauri_driver());
+    cmd.current_dir(&cwd);
+    let child = crate::traces::with_cores_allowed(cmd)
         .args([
             "--port",
             &port.to_string(),
@@ -681,4 +687,153 @@ async fn the_window_shows_sync_state_and_syncs_now() {
         files_containing(&exports, "Qzsync").is_empty(),
         "the batch file is encrypted"
     );
+}
+
+/// The processes whose parent is `pid`: (pid, name).
+fn children_of(pid: u32) -> Vec<(u32, String)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            let name = head.split_once('(')?.1.to_string();
+            (ppid == pid).then_some((p, name))
+        })
+        .collect()
+}
+
+/// The kiosk process of this sandbox (found by its data dir in its environment).
+fn kiosk_pid(sb: &Sandbox) -> u32 {
+    let marker = format!("SEALBOX_DATA_DIR={}", sb.dev.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| {
+            let exe = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            let env = std::fs::read(format!("/proc/{p}/environ")).unwrap_or_default();
+            exe.split(|b| *b == 0)
+                .next()
+                .is_some_and(|a| a.ends_with(b"sealbox-kiosk"))
+                && env.split(|b| *b == 0).any(|v| v == marker.as_bytes())
+        })
+        .expect("the kiosk process")
+}
+
+/// A visitor's session in the real window, then crashes: the values a visitor submitted and the
+/// one still typed in the form reach neither WebKit's storage and cache directories nor a core
+/// file. The scan is shown to work (a planted canary is found; WebKit's own directory is among
+/// those scanned), the kiosk and WebKit's processes run with a core limit of 0 though started
+/// with cores allowed, and a plain process started the same way does leave a core.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_visitors_session_leaves_nothing_in_webkit_storage_or_core_files() {
+    let sb = Sandbox::enrolled();
+    let xdg = xdg(&sb);
+    let name = format!("Qzwebkit{}", std::process::id());
+    // The scan finds what is there.
+    let planted = xdg.join("cache/planted.txt");
+    std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
+    std::fs::write(&planted, format!("{name}planted")).unwrap();
+    assert_eq!(files_containing(&xdg, &name), vec![planted.clone()]);
+    std::fs::remove_file(&planted).unwrap();
+    let cores = crate::traces::a_core_file_would_catch(
+        &sb.tmp.path().join("control"),
+        &format!("{name}control"),
+    );
+
+    let (driver, c) = session(&sb).await;
+    wait_for(
+        &c,
+        "the form",
+        "document.querySelector('input[name=\"name\"]')",
+    )
+    .await;
+    submit_visitor(&c, &format!("{name}submitted"), "13911112222").await;
+    wait_for(
+        &c,
+        "the form again",
+        "!document.getElementById('screen-form').hidden",
+    )
+    .await;
+    // The next visitor is typing: the value is only in the web process.
+    fill(&c, "name", &format!("{name}typed")).await;
+    // Whatever a script might try to keep: local storage is off, IndexedDB and cookies stay in
+    // the web context, never on disk.
+    let probe = c
+        .execute_async(
+            "const [v, done] = arguments; const r = {};
+             try { localStorage.setItem('probe', v); r.local = 'stored'; } catch (e) { r.local = String(e); }
+             try { sessionStorage.setItem('probe', v); r.session = 'stored'; } catch (e) { r.session = String(e); }
+             document.cookie = 'probe=' + v + '; max-age=86400';
+             try {
+               const open = indexedDB.open('probe', 1);
+               open.onupgradeneeded = () => open.result.createObjectStore('s');
+               open.onsuccess = () => { const tx = open.result.transaction('s', 'readwrite');
+                 tx.objectStore('s').put(v, 'k'); tx.oncomplete = () => { r.indexeddb = 'stored'; done(r); };
+                 tx.onerror = () => { r.indexeddb = 'error'; done(r); }; };
+               open.onerror = () => { r.indexeddb = 'refused'; done(r); };
+             } catch (e) { r.indexeddb = String(e); done(r); }",
+            vec![serde_json::json!(format!("{name}probe"))],
+        )
+        .await
+        .unwrap();
+    eprintln!("storage probe: {probe}");
+    assert_ne!(probe["local"], "stored", "local storage is off");
+    // Time for WebKit to write whatever it writes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let kiosk = kiosk_pid(&sb);
+    let children = children_of(kiosk);
+    assert!(
+        children
+            .iter()
+            .any(|(_, n)| n.starts_with("WebKitWebProces")),
+        "{children:?}"
+    );
+    let mut limits = vec![(
+        kiosk,
+        "sealbox-kiosk".to_string(),
+        crate::traces::core_limits(kiosk),
+    )];
+    for (pid, n) in &children {
+        limits.push((*pid, n.clone(), crate::traces::core_limits(*pid)));
+    }
+    let cwds: Vec<PathBuf> = std::iter::once(kiosk)
+        .chain(children.iter().map(|(p, _)| *p))
+        .filter_map(|p| std::fs::read_link(format!("/proc/{p}/cwd")).ok())
+        .collect();
+    // The web process dies holding the typed value; then the app itself.
+    for (pid, n) in &children {
+        if n.starts_with("WebKitWebProces") {
+            crate::traces::abort_and_wait(*pid);
+        }
+    }
+    crate::traces::abort_and_wait(kiosk);
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.close()).await;
+    drop(driver);
+
+    if cores {
+        for dir in &cwds {
+            let found = crate::traces::core_files(dir);
+            assert!(found.is_empty(), "core files: {found:?}");
+        }
+    }
+    for (pid, n, l) in &limits {
+        assert_eq!(
+            (l.0.as_str(), l.1.as_str()),
+            ("0", "0"),
+            "core limit of {n} ({pid})"
+        );
+    }
+    assert!(
+        xdg.join("data/com.sealbox.kiosk").is_dir(),
+        "WebKit's data directory is among those scanned"
+    );
+    for dir in [&xdg, &sb.dev, &sb.tmpdir, &sb.tmp.path().to_path_buf()] {
+        let hits = files_containing(dir, &name);
+        assert!(hits.is_empty(), "{name} found in {hits:?}");
+    }
 }

@@ -4,12 +4,17 @@
 mod batch;
 mod crash;
 mod crm;
+mod enrolment;
 mod faults;
 mod input;
 mod kiosk;
 mod lifecycle;
 mod manual;
 mod model;
+mod pin;
 mod recovery;
 mod store;
+mod summaries;
 mod sync;
+mod traces;
+mod wal;

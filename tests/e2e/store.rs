@@ -36,10 +36,7 @@ fn no_plaintext_on_disk_in_logs_or_temp() {
     let held = Device::open(&sb.dev, &OsKeychain).unwrap();
     let mut outputs = String::new();
     for i in 0..5 {
-        let out = sb
-            .dev_cmd(&["add", "--json", &canary_entry(i)])
-            .output()
-            .unwrap();
+        let out = sb.add_in(&sb.dev, &canary_entry(i), &[]);
         assert!(out.status.success());
         outputs.push_str(&String::from_utf8_lossy(&out.stdout));
         outputs.push_str(&String::from_utf8_lossy(&out.stderr));
@@ -95,7 +92,7 @@ fn no_plaintext_on_disk_in_logs_or_temp() {
 #[test]
 fn device_cannot_open_sealed_values_head_office_can() {
     let sb = Sandbox::enrolled();
-    let id = sb.dev_ok(&["add", "--json", &canary_entry(1)]);
+    let id = sb.add(&canary_entry(1));
     let dev = Device::open(&sb.dev, &OsKeychain).unwrap();
     let envs = dev.pending_envelopes(10).unwrap();
     assert_eq!(envs.len(), 1);
@@ -138,13 +135,8 @@ fn two_devices_on_one_machine_have_their_own_keys() {
         .unwrap()
         .keychain_service();
     assert_ne!(a, b);
-    sb.dev_ok(&["add", "--json", &canary_entry(1)]);
-    ok(
-        sb.dev_cmd_in(&second, &["add", "--json", &canary_entry(2)])
-            .output()
-            .unwrap(),
-        &["add"],
-    );
+    sb.add(&canary_entry(1));
+    ok(sb.add_in(&second, &canary_entry(2), &[]), &["add"]);
     assert_eq!(sb.pending(), 1);
 }
 
@@ -192,7 +184,7 @@ fn enrolment_is_shredded_and_not_repeated() {
 #[test]
 fn manager_pin_gates_the_list_and_wrong_pins_are_rate_limited_and_audited() {
     let sb = Sandbox::enrolled();
-    sb.dev_ok(&["add", "--json", &canary_entry(1)]);
+    sb.add(&canary_entry(1));
     let err = sb.dev_fail(&["list"], &[("SEALBOX_PIN", "999999")]);
     assert!(err.contains("wrong PIN"), "{err}");
     sb.dev_fail(&["list"], &[("SEALBOX_PIN", "999998")]);

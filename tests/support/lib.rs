@@ -249,12 +249,36 @@ impl Sandbox {
         c
     }
 
+    /// `sealbox add --json -` in `dir` with `entry` on stdin: a visitor's values are never
+    /// arguments.
+    pub fn add_in(&self, dir: &Path, entry: &str, env: &[(&str, &str)]) -> Output {
+        let mut c = self.dev_cmd_in(dir, &["add", "--json", "-"]);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        with_stdin(c, entry)
+    }
+
+    /// Adds one entry (through stdin); returns its id line.
+    pub fn add(&self, entry: &str) -> String {
+        ok(self.add_in(&self.dev, entry, &[]), &["add", "--json", "-"])
+    }
+
+    /// Adds one entry that must be refused; returns stderr.
+    pub fn add_fail(&self, entry: &str, env: &[(&str, &str)]) -> String {
+        fail(self.add_in(&self.dev, entry, env), &["add", "--json", "-"])
+    }
+
     pub fn ho_ok(&self, args: &[&str]) -> String {
         ok(self.ho_cmd(args).output().unwrap(), args)
     }
 
     pub fn dev_ok(&self, args: &[&str]) -> String {
         ok(self.dev_cmd(args).output().unwrap(), args)
+    }
+
+    pub fn dev_ok_in(&self, dir: &Path, args: &[&str]) -> String {
+        ok(self.dev_cmd_in(dir, args).output().unwrap(), args)
     }
 
     pub fn dev_ok_env(&self, args: &[&str], env: &[(&str, &str)]) -> String {
@@ -337,6 +361,25 @@ pub fn workspace() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
+}
+
+/// Runs `cmd` with `input` on its stdin; collects its output.
+pub fn with_stdin(mut cmd: Command, input: &str) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start a command");
+    // A command that exits early (refused) closes its stdin: ignore the broken pipe.
+    let _ = child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes());
+    child.wait_with_output().expect("wait for a command")
 }
 
 pub fn ok(out: Output, args: &[&str]) -> String {

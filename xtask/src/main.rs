@@ -425,8 +425,21 @@ fn demo_steps() -> Result<()> {
         r#"{"name":"Alice Example","phone":"+44 20 7946 0958","email":"alice@example.com","consent":true}"#,
         r#"{"name":"李华","phone":"139-1234-5678","interest":"software","consent":true}"#,
     ];
-    for s in samples {
-        sh(dev(&["add", "--json", s]).stdout(Stdio::null()))?;
+    // Through stdin, never as arguments: values in argv land in the shell's history and the
+    // process list.
+    let mut add = dev(&["add", "--ndjson", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting sealbox add")?;
+    {
+        use std::io::Write;
+        let mut stdin = add.stdin.take().context("sealbox add's stdin")?;
+        stdin.write_all(samples.join("\n").as_bytes())?;
+    }
+    let st = add.wait()?;
+    if !st.success() {
+        bail!("sealbox add --ndjson - failed ({st})");
     }
     println!("== sealbox status");
     sh(&mut dev(&["status"]))?;

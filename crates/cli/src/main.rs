@@ -8,7 +8,8 @@ use sealbox_device::error::io_kind_zh;
 use sealbox_device::pin::Pin;
 use sealbox_device::protocol::Lang;
 use sealbox_device::{files, Device, DeviceError, OsKeychain};
-use std::io::BufReader;
+use std::ffi::OsString;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -40,13 +41,19 @@ enum Command {
         #[arg(long)]
         shred: bool,
     },
-    /// Record registrations.
+    /// Record registrations, read from a file or stdin: never from an argument, which would
+    /// stay in the shell's history and show in the process list.
     Add {
-        /// One registration as a JSON object, with "consent": true.
-        #[arg(long, conflicts_with = "ndjson", required_unless_present = "ndjson")]
-        json: Option<String>,
+        /// One registration (a JSON object with "consent": true) from a file, or `-` for stdin.
+        #[arg(
+            long,
+            value_name = "FILE|-",
+            conflicts_with = "ndjson",
+            required_unless_present = "ndjson"
+        )]
+        json: Option<PathBuf>,
         /// Many registrations, one JSON object a line, from a file or `-` for stdin.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE|-")]
         ndjson: Option<PathBuf>,
     },
     /// Counts and health; no personal data.
@@ -113,6 +120,12 @@ enum ReceiptCmd {
 enum PinCmd {
     /// Set the manager PIN (changing it needs the current one: SEALBOX_PIN, then SEALBOX_NEW_PIN).
     Set,
+    /// Set a new PIN when the current one is forgotten, with the summary key head office opened
+    /// from this device's summary-escrow.age (new PIN: SEALBOX_NEW_PIN or a prompt).
+    Reset {
+        #[arg(long)]
+        escrow_key: PathBuf,
+    },
 }
 
 /// A message of the command line itself, in both languages, with its stable code.
@@ -243,9 +256,24 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Add { json, ndjson } => {
             let mut dev = open(dir)?;
-            if let Some(j) = json {
-                let j = Zeroizing::new(j);
-                let id = dev.add_json(&j)?;
+            if let Some(path) = json {
+                let text = if path.as_os_str() == "-" {
+                    let mut text = Zeroizing::new(String::new());
+                    std::io::stdin()
+                        .lock()
+                        .read_to_string(&mut text)
+                        .map_err(|e| {
+                            msg(
+                                "unreadable_file",
+                                format!("无法从标准输入读取登记：{}", io_kind_zh(&e)),
+                                format!("reading the entry from stdin: {e}"),
+                            )
+                        })?;
+                    text
+                } else {
+                    read_text(&path)?
+                };
+                let id = dev.add_json(&text)?;
                 println!("{id}");
             } else if let Some(path) = ndjson {
                 let ids = if path.as_os_str() == "-" {
@@ -345,12 +373,19 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Recover { escrow_key } => {
             let text = read_text(&escrow_key)?;
-            Device::recover(dir, &text, &OsKeychain)?;
+            let r = Device::recover(dir, &text, &OsKeychain)?;
             files::shred(&escrow_key)?;
-            say(
-                "数据库密钥已恢复到钥匙串；托管密钥文件已粉碎",
-                "database key restored to the keychain; the escrow key file was shredded",
-            );
+            if r.device_json_rebuilt {
+                say(
+                    "数据库密钥已恢复到钥匙串，并根据托管记录和数据库重建了 device.json；托管密钥文件已粉碎",
+                    "database key restored to the keychain and device.json rebuilt from the escrow record and the database; the escrow key file was shredded",
+                );
+            } else {
+                say(
+                    "数据库密钥已恢复到钥匙串；托管密钥文件已粉碎",
+                    "database key restored to the keychain; the escrow key file was shredded",
+                );
+            }
         }
         Command::Export { out } => {
             let mut dev = open(dir)?;
@@ -440,6 +475,17 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Pin(PinCmd::Reset { escrow_key }) => {
+            let text = read_text(&escrow_key)?;
+            let mut dev = open(dir)?;
+            let new = new_pin("SEALBOX_NEW_PIN")?;
+            dev.reset_pin(&text, &new)?;
+            files::shred(&escrow_key)?;
+            say(
+                "已用总部的摘要密钥重设管理员 PIN；密钥文件已粉碎",
+                "manager PIN reset with head office's summary key; the key file was shredded",
+            );
+        }
         Command::Pin(PinCmd::Set) => {
             let mut dev = open(dir)?;
             if dev.pin_is_set()? {
@@ -494,6 +540,27 @@ fn wants_json(c: &Command) -> bool {
     }
 }
 
+/// Whether a command-line argument looks like a registration (a JSON object or array, or a
+/// `"key":` pair), alone or as `--option=VALUE`. No Sealbox argument ever has that shape.
+fn looks_like_entry(arg: &OsString) -> bool {
+    let arg = arg.to_string_lossy();
+    let value = match arg.split_once('=') {
+        Some((option, value)) if option.starts_with("--") => value,
+        _ => &arg,
+    };
+    value.trim_start().starts_with(['{', '[']) || (value.contains('"') && value.contains(':'))
+}
+
+/// The refusal of an entry given as an argument: one line, without the argument (it holds a
+/// visitor's values), saying how to pass it instead.
+fn entry_argument_refusal(zh: bool) -> &'static str {
+    if zh {
+        "登记内容不能作为命令行参数（会留在 shell 历史记录中，并在进程列表中对本机所有用户可见），未保存任何内容。请从文件或标准输入读取：sealbox add --json entry.json，或 sealbox add --json - < entry.json，多条用 sealbox add --ndjson 文件|-"
+    } else {
+        "a registration is never a command-line argument (it would stay in the shell's history and show in the process list to every local user); nothing was stored. Read it from a file or stdin: `sealbox add --json entry.json`, `sealbox add --json - < entry.json`, or for many `sealbox add --ndjson FILE|-`"
+    }
+}
+
 /// The error's stable code and its message in `lang`.
 fn describe(e: &anyhow::Error, lang: Lang) -> (&'static str, String) {
     if let Some(d) = e.downcast_ref::<DeviceError>() {
@@ -516,8 +583,23 @@ fn describe(e: &anyhow::Error, lang: Lang) -> (&'static str, String) {
 }
 
 fn main() {
+    // First of all: no core file may hold what this process reads.
+    let hardened = sealbox_device::process::forbid_core_dumps();
+    // Before clap, whose own errors would repeat an unexpected argument.
+    if std::env::args_os().skip(1).any(|a| looks_like_entry(&a)) {
+        let lang = Lang::from_env();
+        eprintln!(
+            "{}{}",
+            lang.error_prefix(),
+            entry_argument_refusal(lang == Lang::Zh)
+        );
+        std::process::exit(2);
+    }
     let cli = Cli::parse();
     init_logging(&cli.data_dir);
+    if let Err(e) = hardened {
+        tracing::warn!(error = %e, "core dumps could not be turned off");
+    }
     let json = wants_json(&cli.command);
     if let Err(e) = run(cli) {
         let lang = Lang::from_env();
@@ -531,5 +613,37 @@ fn main() {
         }
         eprintln!("{}{line}", lang.error_prefix());
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_recognised_in_arguments_paths_are_not() {
+        for entry in [
+            r#"{"name":"张三","consent":true}"#,
+            r#"  {"name":"x"}"#,
+            r#"["x"]"#,
+            r#"--json={"name":"x"}"#,
+            r#""name":"x""#,
+        ] {
+            assert!(looks_like_entry(&OsString::from(entry)), "{entry}");
+        }
+        for arg in [
+            "add",
+            "--json",
+            "-",
+            "entry.json",
+            "/media/usb/paper forms.ndjson",
+            "--data-dir=/var/lib/sealbox",
+            "--ndjson=-",
+            "C:\\sealbox\\entry.json",
+        ] {
+            assert!(!looks_like_entry(&OsString::from(arg)), "{arg}");
+        }
+        assert!(!entry_argument_refusal(false).contains('\n'));
+        assert!(entry_argument_refusal(true).contains("未保存任何内容"));
     }
 }

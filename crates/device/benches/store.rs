@@ -142,6 +142,9 @@ fn main() {
     Device::enroll(&dev_dir, &enrolment(), &OsKeychain)
         .expect("enrol (is a Secret Service running? use cargo xtask bench)");
     let mut dev = Device::open(&dev_dir, &OsKeychain).unwrap();
+    // A device in use has a PIN, and so a summary key that each summary is sealed to.
+    dev.set_pin(None, &sealbox_device::pin::Pin::new("246810"))
+        .unwrap();
 
     // Warm up, and learn the sealed size for the baselines.
     for i in 0..20 {

@@ -108,3 +108,22 @@ pub fn recent(conn: &Connection, limit: u32) -> Result<Vec<AuditRow>> {
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
+
+/// The oldest row recording `action`, if any.
+pub fn first(conn: &Connection, action: &str) -> Result<Option<AuditRow>> {
+    Ok(conn
+        .query_row(
+            "SELECT seq, at_ms, action, detail FROM audit WHERE action = ?1 ORDER BY seq LIMIT 1",
+            [action],
+            |r| {
+                let detail: String = r.get(3)?;
+                Ok(AuditRow {
+                    seq: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    action: r.get(2)?,
+                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                })
+            },
+        )
+        .optional()?)
+}

@@ -5,12 +5,14 @@ use crate::error::{DeviceError, Result};
 use crate::files::{self, DataDir, DeviceJson, DEVICE_FORMAT, KEY_ACCOUNT};
 use crate::keychain::{KeyStore, KeychainError};
 use crate::now_ms;
-use crate::pin::{self, Attempts, Pin};
+use crate::pin::{self, Attempts, Moment, Pin};
 use crate::seal::Sealer;
 use crate::store::{self, entries, Keying};
+use crate::summary::{PinWrap, SummaryKey, SummaryLock};
 use rusqlite::Connection;
 use sealbox_protocol::entry::{self, EntryEnvelope, PayloadPlaintext};
 use sealbox_protocol::escrow::{key_id, EscrowRecord, ESCROW_FORMAT};
+use sealbox_protocol::escrow::{SummaryEscrowRecord, SUMMARY_ESCROW_FORMAT};
 use sealbox_protocol::{EnrolmentFile, EventConfig, Secret32};
 use serde::Serialize;
 use serde_json::json;
@@ -27,6 +29,10 @@ pub struct Device {
     config: EventConfig,
     consent_sha256: String,
     sealer: Sealer,
+    /// What submit seals display summaries to; `None` until a PIN is first set.
+    summary_lock: Option<SummaryLock>,
+    /// The summary key while the manager has given the PIN (`unlock_summaries`).
+    summary_key: Option<SummaryKey>,
 }
 
 /// What `enroll` did.
@@ -92,12 +98,16 @@ mod keys {
     pub const SIGNING_KEY: &str = "device_signing_key";
     pub const PIN_HASH: &str = "pin_hash";
     pub const PIN_ATTEMPTS: &str = "pin_attempts";
+    pub const SUMMARY_RECIPIENT: &str = "summary_recipient";
+    pub const SUMMARY_PIN_WRAP: &str = "summary_pin_wrap";
 }
 
 impl Device {
     /// Enrols a new device in `dir` from an enrolment file's text: a new random database key in
     /// the keychain, the encrypted database holding the device's secrets, the escrow file, and
-    /// last `device.json`. On failure everything it made is removed again.
+    /// last `device.json`. On failure everything it made is removed again; if the process is
+    /// killed half-way, the marker it wrote first (`DIR/enrolling`, the store id) lets the next
+    /// `enroll` remove the keychain entry and files it left.
     pub fn enroll(dir: &Path, enrolment_json: &str, keys: &dyn KeyStore) -> Result<EnrolReport> {
         let f = EnrolmentFile::from_json(enrolment_json)
             .map_err(|e| DeviceError::Enrolment(e.to_string()))?;
@@ -106,6 +116,7 @@ impl Device {
         if let Some(m) = dd.read_device_json()? {
             return Err(DeviceError::AlreadyEnrolled(m.device_name));
         }
+        clear_interrupted_enrolment(&dd, keys)?;
         if dd.db().exists() || dd.escrow().exists() {
             return Err(DeviceError::OrphanDatabase(dd.db()));
         }
@@ -121,10 +132,25 @@ impl Device {
             db_salt: None,
         };
         let service = meta.keychain_service();
-        keys.set(&service, KEY_ACCOUNT, &key)
-            .map_err(keychain_err)?;
+        let made_dir = !dd.root().exists();
+        dd.create()?;
+        let undo_dir = || {
+            let _ = std::fs::remove_file(dd.enrolment_marker());
+            if made_dir {
+                let _ = std::fs::remove_dir(dd.root());
+            }
+        };
+        // The marker goes first: a keychain entry is never made without a note of its name.
+        if let Err(e) = files::write_atomic(&dd.enrolment_marker(), meta.store_id.as_bytes()) {
+            undo_dir();
+            return Err(e);
+        }
+        if let Err(e) = keys.set(&service, KEY_ACCOUNT, &key) {
+            undo_dir();
+            return Err(keychain_err(e));
+        }
+        pause_point("enrol.after_keychain");
         let made = (|| -> Result<()> {
-            dd.create()?;
             let mut conn = store::open(&dd.db(), Keying::Raw(&key), true)?;
             files::restrict(&dd.db(), 0o600)?;
             store::migrate(&mut conn)?;
@@ -163,6 +189,7 @@ impl Device {
             written.db_salt = files::db_salt(&dd.db());
             let meta_json = serde_json::to_vec_pretty(&written)
                 .map_err(|e| DeviceError::Seal(e.to_string()))?;
+            pause_point("enrol.before_device_json");
             files::write_atomic(&dd.device_json(), &meta_json)?;
             Ok(())
         })();
@@ -175,8 +202,10 @@ impl Device {
                 let _ = std::fs::remove_file(dd.root().join(format!("sealbox.db{suffix}")));
             }
             let _ = keys.delete(&service, KEY_ACCOUNT);
+            undo_dir();
             return Err(e);
         }
+        remove_marker(&dd);
         tracing::info!(device = %meta.device_name, event = %meta.event_id, "device enrolled");
         Ok(EnrolReport {
             device: meta.device_name,
@@ -198,6 +227,10 @@ impl Device {
         if !dd.db().exists() {
             return Err(DeviceError::DatabaseMissing(dd.db()));
         }
+        // An enrolment killed after device.json but before removing its marker is complete:
+        // drop the marker before anything can be stored, so no later `enroll` takes this
+        // directory for an interrupted one.
+        remove_marker(&dd);
         let key = match keys.get(&meta.keychain_service(), KEY_ACCOUNT) {
             Ok(Some(k)) => k,
             Ok(None) => return Err(DeviceError::KeyLost(dd.escrow())),
@@ -212,6 +245,12 @@ impl Device {
             .ok_or(DeviceError::Corrupt)?;
         let recipient = setting_string(&conn, keys::HO_RECIPIENT)?;
         let sealer = Sealer::new(&recipient)?;
+        let summary_lock = match store::get_setting(&conn, keys::SUMMARY_RECIPIENT)? {
+            Some(v) => Some(SummaryLock::parse(
+                std::str::from_utf8(&v).map_err(|_| DeviceError::Corrupt)?,
+            )?),
+            None => None,
+        };
         Ok(Device {
             consent_sha256: config.consent.sha256(),
             dir: dd,
@@ -219,6 +258,8 @@ impl Device {
             conn,
             config,
             sealer,
+            summary_lock,
+            summary_key: None,
         })
     }
 
@@ -369,6 +410,12 @@ impl Device {
             serde_json::to_string(&entry::summary(&self.config, valid))
                 .map_err(|e| DeviceError::Seal(e.to_string()))?,
         );
+        // To the summary key; before a PIN ever existed there is none, and the summary goes to
+        // head office only (the device never shows it).
+        let summary_sealed = match &self.summary_lock {
+            Some(lock) => lock.seal(summary.as_bytes())?,
+            None => self.sealer.seal(summary.as_bytes())?,
+        };
         Ok(EntryRow {
             envelope: EntryEnvelope {
                 id,
@@ -379,7 +426,7 @@ impl Device {
                 sealed,
             },
             id,
-            summary,
+            summary_sealed,
         })
     }
 
@@ -417,14 +464,22 @@ impl Device {
     }
 
     /// Sets the manager PIN. Changing an existing PIN needs the current one.
+    /// The summary key is re-wrapped under the new PIN (made on the first PIN).
     pub fn set_pin(&mut self, current: Option<&Pin>, new: &Pin) -> Result<()> {
         pin::check_strength(new)?;
         let had = self.pin_is_set()?;
-        if had {
-            self.verify_pin(current.ok_or(DeviceError::PinWrong)?, "pin.change")?;
-        }
+        let key = if had {
+            let current = current.ok_or(DeviceError::PinWrong)?;
+            self.verify_pin(current, "pin.change")?;
+            self.summary_key_for(current)?
+        } else {
+            self.summary_key_for(new)?
+        };
+        let wrap =
+            serde_json::to_vec(&key.wrap(new)?).map_err(|e| DeviceError::Seal(e.to_string()))?;
         let phc = pin::hash(new)?;
         let tx = self.conn.transaction()?;
+        store::set_setting(&tx, keys::SUMMARY_PIN_WRAP, &wrap)?;
         store::set_setting(&tx, keys::PIN_HASH, phc.as_bytes())?;
         audit::append(
             &tx,
@@ -438,36 +493,51 @@ impl Device {
 
     /// Checks the manager PIN for `purpose` (`list`, `unlock`, …), rate-limited and audited.
     pub fn verify_pin(&mut self, candidate: &Pin, purpose: &str) -> Result<()> {
-        self.verify_pin_at(candidate, purpose, now_ms())
+        self.verify_pin_at(candidate, purpose, &Moment::now())
     }
 
-    pub(crate) fn verify_pin_at(&mut self, candidate: &Pin, purpose: &str, now: i64) -> Result<()> {
-        let phc = store::get_setting(&self.conn, keys::PIN_HASH)?.ok_or(DeviceError::PinNotSet)?;
+    /// The whole attempt is one IMMEDIATE transaction: the counter is read, the PIN checked and
+    /// the counter written under the database's write lock, so parallel processes (`sealbox list`
+    /// run many times at once) take their turns and each wrong PIN counts.
+    pub(crate) fn verify_pin_at(
+        &mut self,
+        candidate: &Pin,
+        purpose: &str,
+        moment: &Moment,
+    ) -> Result<()> {
+        let now = moment.wall_ms;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let phc = store::get_setting(&tx, keys::PIN_HASH)?.ok_or(DeviceError::PinNotSet)?;
         let phc = String::from_utf8(phc).map_err(|_| DeviceError::Corrupt)?;
-        let attempts: Attempts = store::get_setting(&self.conn, keys::PIN_ATTEMPTS)?
+        let mut attempts: Attempts = store::get_setting(&tx, keys::PIN_ATTEMPTS)?
             .and_then(|v| serde_json::from_slice(&v).ok())
             .unwrap_or_default();
-        let wait = attempts.wait_ms(now);
+        if let Some(moved) = attempts.reanchored(moment) {
+            attempts = moved;
+            let state =
+                serde_json::to_vec(&attempts).map_err(|e| DeviceError::Seal(e.to_string()))?;
+            store::set_setting(&tx, keys::PIN_ATTEMPTS, &state)?;
+        }
+        let wait = attempts.wait_ms(moment);
         if wait > 0 {
             let secs = (wait as u64).div_ceil(1000);
             audit::append(
-                &self.conn,
+                &tx,
                 now,
                 "pin.refused",
                 &json!({"for": purpose, "wait_s": secs}),
             )?;
+            tx.commit()?;
             return Err(DeviceError::PinLocked(secs));
         }
         let ok = pin::matches(candidate, &phc);
         let next = if ok {
             Attempts::default()
         } else {
-            Attempts {
-                failures: attempts.failures + 1,
-                last_failure_ms: now,
-            }
+            attempts.failed(moment)
         };
-        let tx = self.conn.transaction()?;
         let state = serde_json::to_vec(&next).map_err(|e| DeviceError::Seal(e.to_string()))?;
         store::set_setting(&tx, keys::PIN_ATTEMPTS, &state)?;
         if ok {
@@ -491,14 +561,123 @@ impl Device {
 
     /// The masked list, newest first, behind the manager PIN.
     pub fn list(&mut self, candidate: &Pin, limit: usize) -> Result<Vec<ListedEntry>> {
-        self.verify_pin(candidate, "list")?;
-        self.list_unlocked(limit)
+        self.unlock_summaries(candidate, "list")?;
+        let listed = self.list_unlocked(limit);
+        self.lock_summaries();
+        listed
     }
 
-    /// The masked list for a caller that has already checked the PIN (the unlocked manager
-    /// screen).
+    /// The masked list for a caller that has unlocked the summaries (the manager screens);
+    /// without the key, each summary is empty.
     pub fn list_unlocked(&self, limit: usize) -> Result<Vec<ListedEntry>> {
-        entries::list(&self.conn, limit)
+        let key = self.summary_key.as_ref();
+        entries::list(&self.conn, limit, &|sealed| {
+            key.and_then(|k| k.open(sealed))
+        })
+    }
+
+    /// Checks the PIN (rate-limited, audited as `purpose`) and keeps the summary key in memory
+    /// until [`Device::lock_summaries`].
+    pub fn unlock_summaries(&mut self, pin: &Pin, purpose: &str) -> Result<()> {
+        self.verify_pin(pin, purpose)?;
+        let key = self.summary_key_for(pin)?;
+        self.summary_key = Some(key);
+        Ok(())
+    }
+
+    /// Forgets the summary key.
+    pub fn lock_summaries(&mut self) {
+        self.summary_key = None;
+    }
+
+    /// The summary key under `pin` (already checked): unwrapped, or on the first PIN made
+    /// (with its escrow sealed to head office). Summaries stored plain by an older version
+    /// are sealed to it now, and the WAL truncated so their text does not linger.
+    fn summary_key_for(&mut self, pin: &Pin) -> Result<SummaryKey> {
+        let key = match store::get_setting(&self.conn, keys::SUMMARY_PIN_WRAP)? {
+            Some(v) => {
+                let wrap: PinWrap = serde_json::from_slice(&v).map_err(|_| DeviceError::Corrupt)?;
+                wrap.unwrap(pin)?
+            }
+            None => self.new_summary_key(pin)?,
+        };
+        let plain = entries::plain_summaries(&self.conn)?;
+        if !plain.is_empty() {
+            let lock = key.lock();
+            let tx = self.conn.transaction()?;
+            for (id, summary) in &plain {
+                entries::set_sealed_summary(&tx, *id, &lock.seal(summary.as_bytes())?)?;
+            }
+            audit::append(
+                &tx,
+                now_ms(),
+                "summaries.sealed",
+                &json!({"count": plain.len()}),
+            )?;
+            tx.commit()?;
+            store::truncate_wal(&self.conn)?;
+        }
+        Ok(key)
+    }
+
+    fn new_summary_key(&mut self, pin: &Pin) -> Result<SummaryKey> {
+        let key = SummaryKey::generate();
+        let record = SummaryEscrowRecord {
+            format: SUMMARY_ESCROW_FORMAT.into(),
+            store_id: self.meta.store_id.clone(),
+            device_name: self.meta.device_name.clone(),
+            event_id: self.meta.event_id.clone(),
+            summary_key: key.secret_text().to_string(),
+        };
+        let plain = Zeroizing::new(
+            serde_json::to_vec(&record).map_err(|e| DeviceError::Seal(e.to_string()))?,
+        );
+        drop(record);
+        files::write_atomic(&self.dir.summary_escrow(), &self.sealer.seal(&plain)?)?;
+        let wrap =
+            serde_json::to_vec(&key.wrap(pin)?).map_err(|e| DeviceError::Seal(e.to_string()))?;
+        let lock = key.lock();
+        let tx = self.conn.transaction()?;
+        store::set_setting(&tx, keys::SUMMARY_RECIPIENT, lock.to_string().as_bytes())?;
+        store::set_setting(&tx, keys::SUMMARY_PIN_WRAP, &wrap)?;
+        audit::append(&tx, now_ms(), "summary_key.created", &json!({}))?;
+        tx.commit()?;
+        self.summary_lock = Some(lock);
+        Ok(key)
+    }
+
+    /// Sets a new manager PIN when the old one is forgotten, from the summary key head office
+    /// opened (`sealbox-headoffice escrow open summary-escrow.age`): the key must be this
+    /// device's. The wait and failure count are cleared.
+    pub fn reset_pin(&mut self, summary_escrow_json: &str, new: &Pin) -> Result<()> {
+        pin::check_strength(new)?;
+        let record: SummaryEscrowRecord =
+            serde_json::from_str(summary_escrow_json).map_err(|_| DeviceError::EscrowMismatch)?;
+        let key = SummaryKey::from_secret_text(&record.summary_key)?;
+        let ours = self.summary_lock.as_ref().map(SummaryLock::to_string);
+        if record.format != SUMMARY_ESCROW_FORMAT
+            || record.store_id != self.meta.store_id
+            || ours != Some(key.lock().to_string())
+        {
+            return Err(DeviceError::EscrowMismatch);
+        }
+        let wrap =
+            serde_json::to_vec(&key.wrap(new)?).map_err(|e| DeviceError::Seal(e.to_string()))?;
+        let phc = pin::hash(new)?;
+        let tx = self.conn.transaction()?;
+        store::set_setting(&tx, keys::SUMMARY_PIN_WRAP, &wrap)?;
+        store::set_setting(&tx, keys::PIN_HASH, phc.as_bytes())?;
+        let cleared = serde_json::to_vec(&Attempts::default())
+            .map_err(|e| DeviceError::Seal(e.to_string()))?;
+        store::set_setting(&tx, keys::PIN_ATTEMPTS, &cleared)?;
+        audit::append(
+            &tx,
+            now_ms(),
+            "pin.reset",
+            &json!({"through": "summary escrow"}),
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Checks the audit chain.
@@ -518,29 +697,69 @@ impl Device {
 
     /// Puts the database key back into the keychain from an escrow key file that head office
     /// opened (`sealbox-headoffice escrow open`). The key must belong to this device and open its
-    /// database; otherwise nothing changes.
-    pub fn recover(dir: &Path, escrow_key_json: &str, keys: &dyn KeyStore) -> Result<()> {
+    /// database; otherwise nothing changes. A missing or damaged `device.json` is rebuilt from
+    /// the escrow record and the database it opens (store id, key id, device, event, enrolment
+    /// time), so a lost `device.json` never strands a database.
+    pub fn recover(dir: &Path, escrow_key_json: &str, keys: &dyn KeyStore) -> Result<Recovery> {
         let dd = DataDir::new(dir);
-        let meta = dd.read_device_json()?.ok_or(DeviceError::NotEnrolled)?;
         let record: EscrowRecord =
             serde_json::from_str(escrow_key_json).map_err(|_| DeviceError::NotAnEscrowKey)?;
-        if record.format != ESCROW_FORMAT
-            || record.store_id != meta.store_id
-            || key_id(&record.key) != meta.key_id
-        {
+        if record.format != ESCROW_FORMAT || key_id(&record.key) != record.key_id {
             return Err(DeviceError::EscrowMismatch);
         }
-        let conn = open_existing(&dd, &meta, &record.key)?;
+        let known = match dd.read_device_json() {
+            Ok(m) => m,
+            // Damaged: rebuilt below, once the key has proved it opens this database.
+            Err(DeviceError::DeviceJsonDamaged(_)) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(meta) = &known {
+            if record.store_id != meta.store_id || record.key_id != meta.key_id {
+                return Err(DeviceError::EscrowMismatch);
+            }
+        }
+        if !dd.db().exists() {
+            return Err(DeviceError::DatabaseMissing(dd.db()));
+        }
+        let rebuilt = known.is_none();
+        // Without device.json, what the record says, until the database confirms it.
+        let provisional = DeviceJson {
+            format: DEVICE_FORMAT.into(),
+            store_id: record.store_id.clone(),
+            device_name: record.device_name.clone(),
+            event_id: record.event_id.clone(),
+            key_id: record.key_id.clone(),
+            enrolled_at_ms: 0,
+            db_salt: None,
+        };
+        let conn = match open_existing(&dd, known.as_ref().unwrap_or(&provisional), &record.key) {
+            // Without device.json's key id, a key that does not open the database is the sign
+            // of another device's escrow.
+            Err(DeviceError::Corrupt) if rebuilt => return Err(DeviceError::EscrowMismatch),
+            other => other?,
+        };
+        let meta = match known {
+            Some(m) => m,
+            None => rebuild_device_json(&conn, &record, files::db_salt(&dd.db()))?,
+        };
         keys.set(&meta.keychain_service(), KEY_ACCOUNT, &record.key)
             .map_err(keychain_err)?;
+        if rebuilt {
+            let meta_json =
+                serde_json::to_vec_pretty(&meta).map_err(|e| DeviceError::Seal(e.to_string()))?;
+            files::write_atomic(&dd.device_json(), &meta_json)?;
+        }
         audit::append(
             &conn,
             now_ms(),
             "key.recovered",
-            &json!({"store": meta.store_id}),
+            &json!({"store": meta.store_id, "device_json_rebuilt": rebuilt}),
         )?;
-        tracing::info!(device = %meta.device_name, "database key recovered from escrow");
-        Ok(())
+        tracing::info!(device = %meta.device_name, rebuilt, "database key recovered from escrow");
+        Ok(Recovery {
+            device: meta.device_name,
+            device_json_rebuilt: rebuilt,
+        })
     }
 
     /// Head office's recipient, verifying key, CA and URL, as the enrolment file gave them.
@@ -619,6 +838,93 @@ impl Device {
     }
 }
 
+/// What `recover` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovery {
+    pub device: String,
+    /// `device.json` was missing or damaged and was rebuilt from the escrow and the database.
+    pub device_json_rebuilt: bool,
+}
+
+/// device.json again, from the escrow record and the database its key opened: the record names
+/// the store, key, device and event; the database must agree on the device and the event (and
+/// on the store, in its enrolment audit row), and gives the enrolment time.
+fn rebuild_device_json(
+    conn: &Connection,
+    record: &EscrowRecord,
+    db_salt: Option<String>,
+) -> Result<DeviceJson> {
+    let device_name = setting_string(conn, keys::DEVICE_NAME)?;
+    let config: EventConfig = store::get_setting(conn, keys::EVENT)?
+        .and_then(|v| serde_json::from_slice(&v).ok())
+        .ok_or(DeviceError::Corrupt)?;
+    let enrolled = audit::first(conn, "device.enrolled")?;
+    let store_matches = enrolled
+        .as_ref()
+        .is_none_or(|row| row.detail["store"] == record.store_id.as_str());
+    if device_name != record.device_name || config.id != record.event_id || !store_matches {
+        return Err(DeviceError::EscrowMismatch);
+    }
+    Ok(DeviceJson {
+        format: DEVICE_FORMAT.into(),
+        store_id: record.store_id.clone(),
+        device_name,
+        event_id: config.id,
+        key_id: record.key_id.clone(),
+        enrolled_at_ms: enrolled.map(|r| r.at_ms).unwrap_or_else(now_ms),
+        db_salt,
+    })
+}
+
+/// Removes what an enrolment killed half-way left in `dd` (its keychain entry, a database and
+/// escrow that never had a device.json), as named by its marker. A marker exists only until
+/// the first successful open, so nothing here can hold a registration.
+fn clear_interrupted_enrolment(dd: &DataDir, keys: &dyn KeyStore) -> Result<()> {
+    let marker = dd.enrolment_marker();
+    let store_id = match std::fs::read_to_string(&marker) {
+        Ok(s) => s.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(DeviceError::io("reading the enrolment marker")(e)),
+    };
+    if !store_id.is_empty() && store_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        keys.delete(&files::keychain_service(&store_id), KEY_ACCOUNT)
+            .map_err(keychain_err)?;
+    }
+    for p in [
+        dd.escrow(),
+        dd.db(),
+        dd.root().join("sealbox.db-wal"),
+        dd.root().join("sealbox.db-shm"),
+    ] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(DeviceError::io(format!("removing {}", p.display()))(e)),
+        }
+    }
+    remove_marker(dd);
+    tracing::warn!(store = %store_id, "removed the keychain entry and files of an interrupted enrolment");
+    Ok(())
+}
+
+fn remove_marker(dd: &DataDir) {
+    if std::fs::remove_file(dd.enrolment_marker()).is_ok() {
+        files::sync_dir(dd.root());
+    }
+}
+
+/// Debug builds only: stops for five minutes at the step `name` while `SEALBOX_TEST_PAUSE_AT`
+/// names it, so an end-to-end test can kill the process exactly there.
+fn pause_point(name: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("SEALBOX_TEST_PAUSE_AT").as_deref() == Ok(name) {
+        eprintln!("sealbox: paused at {name}");
+        std::thread::sleep(std::time::Duration::from_secs(300));
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}
+
 /// Whether an entry captured at `oldest_ms` has waited more than `days` at `now_ms`.
 pub fn waited_too_long(oldest_ms: Option<i64>, now_ms: i64, days: u32) -> bool {
     oldest_ms.is_some_and(|t| now_ms - t > days as i64 * 86_400_000)
@@ -635,7 +941,7 @@ pub struct Trust {
 struct EntryRow {
     id: Uuid,
     envelope: EntryEnvelope,
-    summary: Zeroizing<String>,
+    summary_sealed: Vec<u8>,
 }
 
 impl EntryRow {
@@ -644,7 +950,7 @@ impl EntryRow {
             conn,
             &entries::NewEntry {
                 envelope: &self.envelope,
-                summary: &self.summary,
+                summary_sealed: &self.summary_sealed,
             },
         )
     }
@@ -743,6 +1049,47 @@ pub(crate) mod tests {
         );
     }
 
+    /// A device from before sealed summaries (schema 4: plain summaries, a PIN hash, no summary
+    /// key): after the upgrade its summaries are listed with the PIN and sealed at that first
+    /// PIN entry; then nothing plain is left, and new entries are sealed too.
+    #[test]
+    fn plain_summaries_of_an_older_device_are_sealed_at_the_first_pin() {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = MemoryKeyStore::default();
+        Device::enroll(tmp.path(), &enrolment(), &keys).unwrap();
+        let mut dev = Device::open(tmp.path(), &keys).unwrap();
+        dev.set_pin(None, &Pin::new("246810")).unwrap();
+        // Back to what schema 4 kept: a plain summary, and no summary key.
+        dev.connection()
+            .execute_batch(
+                "DELETE FROM settings WHERE k IN ('summary_recipient', 'summary_pin_wrap');
+                 INSERT INTO entries (id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, summary)
+                 VALUES ('01920000-0000-7000-8000-000000000001', 'e', 1, 'v', 'h', x'00', '{\"name\":\"张*\"}');",
+            )
+            .unwrap();
+        drop(dev);
+        let mut dev = Device::open(tmp.path(), &keys).unwrap();
+        let listed = dev.list(&Pin::new("246810"), 10).unwrap();
+        assert_eq!(listed[0].summary["name"], "张*");
+        let plain: i64 = dev
+            .connection()
+            .query_row(
+                "SELECT count(*) FROM entries WHERE summary <> ''",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(plain, 0);
+        let id = dev
+            .add(&json!({"name": "李四", "phone": "13912345678", "consent": true}))
+            .unwrap();
+        let listed = dev.list(&Pin::new("246810"), 10).unwrap();
+        let new = listed.iter().find(|e| e.id == id).unwrap();
+        assert_eq!(new.summary["name"], "李*");
+        assert!(dev.list_unlocked(10).unwrap()[0].summary.is_empty());
+        assert!(dev.audit_verify().unwrap().ok());
+    }
+
     #[test]
     fn pin_waits_then_lets_the_right_pin_in() {
         let tmp = tempfile::tempdir().unwrap();
@@ -755,22 +1102,26 @@ pub(crate) mod tests {
         );
         dev.set_pin(None, &Pin::new("246810")).unwrap();
         let t0 = 1_000_000;
+        let at = |ms: i64| Moment {
+            wall_ms: ms,
+            boot: None,
+        };
         for i in 0..3 {
             let e = dev
-                .verify_pin_at(&Pin::new("999999"), "test", t0 + i)
+                .verify_pin_at(&Pin::new("999999"), "test", &at(t0 + i))
                 .unwrap_err();
             assert_eq!(e.code(), "pin_wrong");
         }
         let e = dev
-            .verify_pin_at(&Pin::new("246810"), "test", t0 + 10)
+            .verify_pin_at(&Pin::new("246810"), "test", &at(t0 + 10))
             .unwrap_err();
         assert!(matches!(e, DeviceError::PinLocked(30)), "{e}");
-        dev.verify_pin_at(&Pin::new("246810"), "test", t0 + 2 + 30_000)
+        dev.verify_pin_at(&Pin::new("246810"), "test", &at(t0 + 2 + 30_000))
             .unwrap();
         // Success resets the count.
-        dev.verify_pin_at(&Pin::new("999999"), "test", t0 + 40_000)
+        dev.verify_pin_at(&Pin::new("999999"), "test", &at(t0 + 40_000))
             .unwrap_err();
-        dev.verify_pin_at(&Pin::new("246810"), "test", t0 + 40_001)
+        dev.verify_pin_at(&Pin::new("246810"), "test", &at(t0 + 40_001))
             .unwrap();
         assert!(dev.audit_verify().unwrap().ok());
     }

@@ -13,7 +13,7 @@ pub enum DeviceError {
     NotEnrolled,
     #[error("this data directory is already enrolled as device {0:?}; nothing was changed")]
     AlreadyEnrolled(String),
-    #[error("{} exists but device.json does not: an enrolment was interrupted or the directory is damaged; nothing was changed. If you have not used this directory, move it away and enrol again", .0.display())]
+    #[error("{} exists but device.json does not: an enrolment was interrupted or device.json was lost; nothing was changed. After an interrupted enrolment, `sealbox enroll FILE` again cleans up; if the device held registrations, ask head office to open its escrow.age and run `sealbox recover --escrow-key KEYFILE`, which rebuilds device.json", .0.display())]
     OrphanDatabase(PathBuf),
     #[error("the database key is missing from the keychain (key lost); the database is intact and nothing was changed. Ask head office to run `sealbox-headoffice escrow open {}`, then run `sealbox recover --escrow-key KEYFILE`", .0.display())]
     KeyLost(PathBuf),
@@ -39,7 +39,7 @@ pub enum DeviceError {
         "this is not an escrow key file from `sealbox-headoffice escrow open`; nothing was changed"
     )]
     NotAnEscrowKey,
-    #[error("{} is damaged; nothing was changed. Restore it from a backup of this data directory", .0.display())]
+    #[error("{} is damaged; nothing was changed. Restore it from a backup of this data directory, or rebuild it with `sealbox recover --escrow-key KEYFILE` and the escrow key head office opens", .0.display())]
     DeviceJsonDamaged(PathBuf),
     #[error("no manager PIN is set: run `sealbox pin set`")]
     PinNotSet,
@@ -140,7 +140,7 @@ impl DeviceError {
         match self {
             NotEnrolled => "本数据目录尚未注册：请用总部提供的注册文件运行 `sealbox enroll 文件`".into(),
             AlreadyEnrolled(d) => format!("本数据目录已注册为设备 {d:?}，未做任何更改"),
-            OrphanDatabase(p) => format!("{} 存在，但 device.json 不存在：注册曾中断或目录已损坏，未做任何更改。如果此目录从未使用过，请将其移走后重新注册", p.display()),
+            OrphanDatabase(p) => format!("{} 存在，但 device.json 不存在：注册曾中断或 device.json 丢失，未做任何更改。注册中断时，再次运行 `sealbox enroll 文件` 即可清理；若设备上有登记数据，请总部打开其 escrow.age，再运行 `sealbox recover --escrow-key 密钥文件`，它会重建 device.json", p.display()),
             KeyLost(p) => format!("钥匙串中找不到数据库密钥（密钥丢失）；数据库完好，未做任何更改。请总部用托管文件运行 `sealbox-headoffice escrow open {}` 打开托管密钥，然后运行 `sealbox recover --escrow-key 密钥文件`", p.display()),
             WrongKey => "钥匙串中的密钥不属于这个数据库，或数据库文件是从另一台设备复制来的（密钥不符），未做任何更改。请放回正确的文件，或用 `sealbox recover --escrow-key 密钥文件` 恢复正确的密钥".into(),
             Corrupt => "数据库文件已损坏或不是 Sealbox 数据库（已损坏），文件保持原样".into(),
@@ -151,7 +151,7 @@ impl DeviceError {
             Enrolment(d) => format!("注册文件或本设备的注册信息无效或已损坏（{d}）"),
             EscrowMismatch => "托管密钥不属于本设备，未做任何更改".into(),
             NotAnEscrowKey => "这不是 `sealbox-headoffice escrow open` 生成的托管密钥文件，未做任何更改".into(),
-            DeviceJsonDamaged(p) => format!("{} 已损坏，未做任何更改。请从本数据目录的备份中恢复", p.display()),
+            DeviceJsonDamaged(p) => format!("{} 已损坏，未做任何更改。请从本数据目录的备份中恢复，或用总部打开的托管密钥运行 `sealbox recover --escrow-key 密钥文件` 重建它", p.display()),
             PinNotSet => "尚未设置管理员 PIN：请运行 `sealbox pin set`".into(),
             PinWrong => "PIN 不正确".into(),
             PinLocked(s) => format!("PIN 错误次数过多：请 {s} 秒后再试"),

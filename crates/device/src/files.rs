@@ -4,6 +4,9 @@
 //! DIR/device.json   public facts: store id, device, event, key id (never the key)
 //! DIR/sealbox.db    the SQLCipher database (+ -wal, -shm)
 //! DIR/escrow.age    the database key sealed to head office
+//! DIR/summary-escrow.age  the summary key sealed to head office (for a forgotten PIN)
+//! DIR/enrolling     only while `enroll` runs: the store id whose keychain entry it is making,
+//!                   so the next `enroll` removes what a killed one left
 //! DIR/logs/         the CLI's log: ids and counts only
 //! ```
 
@@ -37,8 +40,16 @@ impl DataDir {
     pub fn escrow(&self) -> PathBuf {
         self.root.join("escrow.age")
     }
+    /// The summary key sealed to head office (made with the first PIN).
+    pub fn summary_escrow(&self) -> PathBuf {
+        self.root.join("summary-escrow.age")
+    }
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
+    }
+    /// The marker of an enrolment in progress (holds the store id, nothing secret).
+    pub fn enrolment_marker(&self) -> PathBuf {
+        self.root.join("enrolling")
     }
 
     /// Creates the directory, readable by its owner only.
@@ -79,8 +90,13 @@ pub struct DeviceJson {
 
 impl DeviceJson {
     pub fn keychain_service(&self) -> String {
-        format!("sealbox.device.{}", self.store_id)
+        keychain_service(&self.store_id)
     }
+}
+
+/// The keychain service name of the store `store_id`.
+pub fn keychain_service(store_id: &str) -> String {
+    format!("sealbox.device.{store_id}")
 }
 
 /// The first 16 bytes of a database file, hex: SQLCipher's salt, stored in the clear.

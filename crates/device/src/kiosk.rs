@@ -262,14 +262,18 @@ impl Kiosk {
     }
 
     /// Unlocks the manager screens (rate-limited and audited in the device).
+    /// The summary key stays in memory while the screens are unlocked.
     pub fn unlock(&mut self, pin: &Pin) -> Result<(), UiError> {
-        self.device()?.verify_pin(pin, "unlock")?;
+        self.device()?.unlock_summaries(pin, "unlock")?;
         self.unlocked_at = Some(Instant::now());
         Ok(())
     }
 
     pub fn lock(&mut self) {
         self.unlocked_at = None;
+        if let Some(dev) = self.device.as_mut() {
+            dev.lock_summaries();
+        }
     }
 
     pub fn is_unlocked(&self) -> bool {
@@ -279,7 +283,7 @@ impl Kiosk {
     /// Checks the session and counts this call as activity.
     fn manager(&mut self) -> Result<&mut Device, UiError> {
         if !self.is_unlocked() {
-            self.unlocked_at = None;
+            self.lock();
             return Err(locked());
         }
         self.unlocked_at = Some(Instant::now());

@@ -19,6 +19,9 @@
 //! - [`audit`]: the append-only, hash-chained audit log.
 //! - [`pin`]: the manager PIN (Argon2id) and its rate limit.
 //! - [`files`]: data-dir layout, atomic writes and shredding.
+//! - [`process`]: no core dumps for the kiosk and the CLI.
+//! - [`summary`]: display summaries sealed to a key that only the manager PIN (or head
+//!   office's escrow) opens.
 //! - [`error`]: [`DeviceError`] with stable codes.
 
 pub mod audit;
@@ -29,12 +32,14 @@ pub mod files;
 pub mod keychain;
 pub mod kiosk;
 pub mod pin;
+pub mod process;
 pub mod seal;
 pub mod store;
+pub mod summary;
 pub mod sync;
 pub mod sync_loop;
 
-pub use device::{Device, EnrolReport, ListedEntry, Status};
+pub use device::{Device, EnrolReport, ListedEntry, Recovery, Status};
 pub use error::DeviceError;
 pub use keychain::{KeyStore, OsKeychain};
 pub use sealbox_protocol as protocol;

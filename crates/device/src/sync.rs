@@ -449,6 +449,9 @@ impl Device {
             &json!({"batch": receipt.batch_id, "receipt": rid, "erased": erased}),
         )?;
         tx.commit()?;
+        if !crate::store::truncate_wal(&self.conn)? {
+            tracing::warn!("the WAL could not be truncated after an erase: a reader held it");
+        }
         Ok(erased)
     }
 }

@@ -9,7 +9,9 @@ use ed25519_dalek::SigningKey;
 use rusqlite::OptionalExtension;
 use sealbox_protocol::enrolment::ENROLMENT_FORMAT;
 use sealbox_protocol::entry::b64_encode;
-use sealbox_protocol::escrow::{key_id, EscrowRecord, ESCROW_FORMAT};
+use sealbox_protocol::escrow::{
+    key_id, EscrowRecord, SummaryEscrowRecord, ESCROW_FORMAT, SUMMARY_ESCROW_FORMAT,
+};
 use sealbox_protocol::{EnrolmentFile, EventConfig};
 use serde::Serialize;
 use std::path::Path;
@@ -253,27 +255,49 @@ pub fn enroll(
     Ok(())
 }
 
-/// Opens a device's escrow file with head office's identity and writes the (secret) escrow key
-/// file the device's `recover` takes.
+/// What an opened escrow file held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenedEscrow {
+    /// A device's database key (`escrow.age`), for `sealbox recover`.
+    DatabaseKey { device_name: String },
+    /// A device's summary key (`summary-escrow.age`), for `sealbox pin reset`.
+    SummaryKey { device_name: String },
+}
+
+/// Opens a device's escrow file (`escrow.age` or `summary-escrow.age`) with head office's
+/// identity and writes the (secret) key file the device's `recover` or `pin reset` takes.
 pub fn escrow_open(
     dir: &Path,
     pass: &Passphrase,
     escrow: &Path,
     out: &Path,
-) -> Result<EscrowRecord> {
+) -> Result<OpenedEscrow> {
     let ho = HoDir::new(dir);
     ho.require_initialised()?;
     let identity = ho.load_identity(pass)?;
     let sealed =
         std::fs::read(escrow).map_err(HoError::io(format!("reading {}", escrow.display())))?;
     let plain = Zeroizing::new(age::decrypt(&identity, &sealed).map_err(|_| HoError::BadEscrow)?);
-    let record: EscrowRecord = serde_json::from_slice(&plain).map_err(|_| HoError::BadEscrow)?;
-    if record.format != ESCROW_FORMAT || key_id(&record.key) != record.key_id {
-        return Err(HoError::BadEscrow);
-    }
+    let opened = if let Ok(record) = serde_json::from_slice::<SummaryEscrowRecord>(&plain) {
+        if record.format != SUMMARY_ESCROW_FORMAT {
+            return Err(HoError::BadEscrow);
+        }
+        OpenedEscrow::SummaryKey {
+            device_name: record.device_name.clone(),
+        }
+    } else {
+        let record: EscrowRecord =
+            serde_json::from_slice(&plain).map_err(|_| HoError::BadEscrow)?;
+        if record.format != ESCROW_FORMAT || key_id(&record.key) != record.key_id {
+            return Err(HoError::BadEscrow);
+        }
+        OpenedEscrow::DatabaseKey {
+            device_name: record.device_name.clone(),
+        }
+    };
     keys::write_new_private(out, &plain)?;
-    tracing::info!(device = %record.device_name, "escrow opened");
-    Ok(record)
+    tracing::info!(?opened, "escrow opened");
+    Ok(opened)
 }
 
 /// Counts for `status`: no personal data.

@@ -192,7 +192,8 @@ enum DeviceCmd {
 
 #[derive(Subcommand)]
 enum EscrowCmd {
-    /// Open a device's escrow.age and write the key file its `sealbox recover` takes.
+    /// Open a device's escrow.age (or summary-escrow.age) and write the key file its `sealbox
+    /// recover` (or `sealbox pin reset`) takes.
     Open {
         file: PathBuf,
         #[arg(long)]
@@ -475,21 +476,32 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Escrow(EscrowCmd::Open { file, out }) => {
-            let r = admin::escrow_open(dir, &passphrase(false)?, &file, &out)?;
-            say(
-                format!(
-                    "已写入 {}：这是机密文件（设备 {} 的数据库密钥）。请带到设备上运行 `sealbox recover --escrow-key {}`",
-                    out.display(),
-                    r.device_name,
-                    out.display()
+            match admin::escrow_open(dir, &passphrase(false)?, &file, &out)? {
+                admin::OpenedEscrow::DatabaseKey { device_name } => say(
+                    format!(
+                        "已写入 {}：这是机密文件（设备 {device_name} 的数据库密钥）。请带到设备上运行 `sealbox recover --escrow-key {}`",
+                        out.display(),
+                        out.display()
+                    ),
+                    format!(
+                        "wrote {}: it is SECRET (device {device_name}'s database key). Carry it to the device and run `sealbox recover --escrow-key {}`",
+                        out.display(),
+                        out.display()
+                    ),
                 ),
-                format!(
-                    "wrote {}: it is SECRET (device {}'s database key). Carry it to the device and run `sealbox recover --escrow-key {}`",
-                    out.display(),
-                    r.device_name,
-                    out.display()
+                admin::OpenedEscrow::SummaryKey { device_name } => say(
+                    format!(
+                        "已写入 {}：这是机密文件（设备 {device_name} 的摘要密钥）。请带到设备上运行 `sealbox pin reset --escrow-key {}`",
+                        out.display(),
+                        out.display()
+                    ),
+                    format!(
+                        "wrote {}: it is SECRET (device {device_name}'s summary key). Carry it to the device and run `sealbox pin reset --escrow-key {}`",
+                        out.display(),
+                        out.display()
+                    ),
                 ),
-            );
+            }
         }
         Command::Status { json } => {
             let s = admin::status(dir)?;

@@ -28,3 +28,34 @@ pub fn key_id(key: &Secret32) -> String {
     zeroize::Zeroize::zeroize(&mut data);
     id
 }
+
+pub const SUMMARY_ESCROW_FORMAT: &str = "sealbox-summary-escrow/1";
+
+/// What `summary-escrow.age` holds once head office opens it: the key that opens the device's
+/// display summaries, for `sealbox pin reset` when the manager PIN is forgotten. Secret.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SummaryEscrowRecord {
+    pub format: String,
+    pub store_id: String,
+    pub device_name: String,
+    pub event_id: String,
+    /// The age X25519 secret (`AGE-SECRET-KEY-1…`).
+    pub summary_key: String,
+}
+
+impl std::fmt::Debug for SummaryEscrowRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SummaryEscrowRecord")
+            .field("store_id", &self.store_id)
+            .field("device_name", &self.device_name)
+            .field("summary_key", &"[redacted]")
+            .finish()
+    }
+}
+
+impl Drop for SummaryEscrowRecord {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.summary_key);
+    }
+}

@@ -51,17 +51,17 @@ impl std::fmt::Display for EntryState {
     }
 }
 
-/// A row to insert: the envelope and its display summary (JSON).
+/// A row to insert: the envelope and its display summary (JSON), sealed to the summary key.
 pub struct NewEntry<'a> {
     pub envelope: &'a EntryEnvelope,
-    pub summary: &'a str,
+    pub summary_sealed: &'a [u8],
 }
 
 pub fn insert(conn: &Connection, e: &NewEntry<'_>) -> Result<()> {
     let env = e.envelope;
     conn.prepare_cached(
-        "INSERT INTO entries (id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, summary)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO entries (id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, summary, summary_sealed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7)",
     )?
     .execute(params![
         env.id.to_string(),
@@ -70,8 +70,32 @@ pub fn insert(conn: &Connection, e: &NewEntry<'_>) -> Result<()> {
         env.consent_version,
         env.consent_sha256,
         env.sealed,
-        e.summary,
+        e.summary_sealed,
     ])?;
+    Ok(())
+}
+
+/// Entries stored before summaries were sealed (schema 4 and older), with their plain summary.
+pub fn plain_summaries(conn: &Connection) -> Result<Vec<(Uuid, Zeroizing<String>)>> {
+    let mut stmt = conn.prepare_cached("SELECT id, summary FROM entries WHERE summary <> ''")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            Zeroizing::new(r.get::<_, String>(1)?),
+        ))
+    })?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (id, summary) = r?;
+        out.push((parse_id(&id)?, summary));
+    }
+    Ok(out)
+}
+
+/// Replaces an entry's plain summary with its sealed form (`secure_delete` zeroes the old text).
+pub fn set_sealed_summary(conn: &Connection, id: Uuid, sealed: &[u8]) -> Result<()> {
+    conn.prepare_cached("UPDATE entries SET summary = '', summary_sealed = ?1 WHERE id = ?2")?
+        .execute(params![sealed, id.to_string()])?;
     Ok(())
 }
 
@@ -300,14 +324,26 @@ pub struct ListedEntry {
     pub summary: BTreeMap<String, String>,
 }
 
-/// The newest `limit` entries with their summaries.
-pub fn list(conn: &Connection, limit: usize) -> Result<Vec<ListedEntry>> {
+/// Opens a sealed summary: its JSON, or `None` without the key.
+pub type OpenSummary<'a> = &'a dyn Fn(&[u8]) -> Option<Zeroizing<Vec<u8>>>;
+
+/// The newest `limit` entries with their summaries, opened by `open` (an empty summary for one it
+/// cannot open).
+pub fn list(conn: &Connection, limit: usize, open: OpenSummary<'_>) -> Result<Vec<ListedEntry>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, captured_at_ms, summary, exported_batch IS NOT NULL, quarantine_code
+        "SELECT id, captured_at_ms, summary, exported_batch IS NOT NULL, quarantine_code, summary_sealed
          FROM entries ORDER BY id DESC LIMIT ?1",
     )?;
     let rows = stmt.query_map([limit.min(i64::MAX as usize) as i64], |r| {
-        let summary = Zeroizing::new(r.get::<_, String>(2)?);
+        let plain = Zeroizing::new(r.get::<_, String>(2)?);
+        let sealed: Option<Vec<u8>> = r.get(5)?;
+        let summary = match sealed {
+            Some(s) if plain.is_empty() => open(&s)
+                .and_then(|j| String::from_utf8(j.to_vec()).ok())
+                .map(Zeroizing::new)
+                .unwrap_or_default(),
+            _ => plain,
+        };
         let code: Option<String> = r.get(4)?;
         Ok((
             r.get::<_, String>(0)?,

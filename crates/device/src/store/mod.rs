@@ -16,7 +16,7 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE settings (
@@ -78,6 +78,10 @@ ALTER TABLE entries ADD COLUMN quarantine_code TEXT;
 ALTER TABLE entries ADD COLUMN quarantined_at_ms INTEGER;
 ";
 
+/// Version 5: the display summary sealed to the summary key (see [`crate::summary`]); `summary`
+/// then holds ''. Older rows keep their plain summary until the first PIN entry seals them.
+const SCHEMA_V5: &str = "ALTER TABLE entries ADD COLUMN summary_sealed BLOB;";
+
 /// How a database is keyed.
 pub enum Keying<'a> {
     /// A raw 256-bit key: no key derivation (what Sealbox uses).
@@ -130,9 +134,20 @@ pub fn open(path: &Path, keying: Keying<'_>, create: bool) -> Result<Connection>
         "PRAGMA synchronous = FULL;
          PRAGMA secure_delete = ON;
          PRAGMA temp_store = MEMORY;
-         PRAGMA foreign_keys = ON;",
+         PRAGMA foreign_keys = ON;
+         PRAGMA journal_size_limit = 1048576;",
     )?;
     Ok(conn)
+}
+
+/// Copies every WAL frame into the database and truncates `sealbox.db-wal` to nothing. Called
+/// after each erase: until then the old versions of the erased rows' pages stay in the WAL
+/// (`secure_delete` zeroes the database's pages, not the WAL's older frames). Returns false when
+/// another connection's read kept it from completing (within the busy timeout); the next erase
+/// or checkpoint takes the frames then. `journal_size_limit` keeps the WAL small in between.
+pub fn truncate_wal(conn: &Connection) -> Result<bool> {
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+    Ok(busy == 0)
 }
 
 /// Creates the schema in a new database, or checks an existing one's version.
@@ -156,6 +171,9 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
         }
         if version < 4 {
             tx.execute_batch(SCHEMA_V4)?;
+        }
+        if version < 5 {
+            tx.execute_batch(SCHEMA_V5)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
@@ -260,6 +278,51 @@ mod tests {
         assert!(!entries::quarantine(&conn, id, "entry_too_large", 9).unwrap());
         let c = entries::counts(&conn).unwrap();
         assert_eq!((c.pending, c.exported, c.refused), (0, 1, 1));
+        assert!(integrity_ok(&conn).unwrap());
+    }
+
+    /// A version 4 database (the current schema before sealed summaries) reaches version 5: its
+    /// entries keep their plain summaries, listed as such until the device seals them.
+    #[test]
+    fn version_4_migrates_to_5() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v4.db");
+        let key = Secret32::from_bytes([7u8; 32]);
+        {
+            let conn = open(&path, Keying::Raw(&key), true).unwrap();
+            for sql in [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO entries (id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, summary)
+                 VALUES ('01920000-0000-7000-8000-000000000001', 'e', 1, 'v', 'h', x'00', '{\"name\":\"张*\"}');
+                 PRAGMA user_version = 4;",
+            )
+            .unwrap();
+        }
+        let mut conn = open(&path, Keying::Raw(&key), false).unwrap();
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 5);
+        let plain = entries::plain_summaries(&conn).unwrap();
+        assert_eq!(plain.len(), 1);
+        assert_eq!(plain[0].1.as_str(), "{\"name\":\"张*\"}");
+        let id = plain[0].0;
+        entries::set_sealed_summary(&conn, id, b"sealed").unwrap();
+        assert!(entries::plain_summaries(&conn).unwrap().is_empty());
+        let listed = entries::list(&conn, 10, &|_| None).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(
+            listed[0].summary.is_empty(),
+            "a sealed summary needs the key"
+        );
+        let listed = entries::list(&conn, 10, &|s| {
+            (s == b"sealed").then(|| zeroize::Zeroizing::new(b"{\"name\":\"x\"}".to_vec()))
+        })
+        .unwrap();
+        assert_eq!(listed[0].summary["name"], "x");
         assert!(integrity_ok(&conn).unwrap());
     }
 
