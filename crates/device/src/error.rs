@@ -39,7 +39,7 @@ pub enum DeviceError {
         "this is not an escrow key file from `sealbox-headoffice escrow open`; nothing was changed"
     )]
     NotAnEscrowKey,
-    #[error("{} is damaged; nothing was changed. Restore it from a backup of this data directory, or have head office open escrow.age and run `sealbox recover --escrow-key KEYFILE`, which rebuilds it", .0.display())]
+    #[error("{} is damaged; nothing was changed. Restore it from a backup of this data directory, or rebuild it with `sealbox recover --escrow-key KEYFILE` and the escrow key head office opens", .0.display())]
     DeviceJsonDamaged(PathBuf),
     #[error("no manager PIN is set: run `sealbox pin set`")]
     PinNotSet,
@@ -151,7 +151,7 @@ impl DeviceError {
             Enrolment(d) => format!("注册文件或本设备的注册信息无效或已损坏（{d}）"),
             EscrowMismatch => "托管密钥不属于本设备，未做任何更改".into(),
             NotAnEscrowKey => "这不是 `sealbox-headoffice escrow open` 生成的托管密钥文件，未做任何更改".into(),
-            DeviceJsonDamaged(p) => format!("{} 已损坏，未做任何更改。请从本数据目录的备份中恢复，或请总部打开 escrow.age 后运行 `sealbox recover --escrow-key 密钥文件` 重建它", p.display()),
+            DeviceJsonDamaged(p) => format!("{} 已损坏，未做任何更改。请从本数据目录的备份中恢复，或用总部打开的托管密钥运行 `sealbox recover --escrow-key 密钥文件` 重建它", p.display()),
             PinNotSet => "尚未设置管理员 PIN：请运行 `sealbox pin set`".into(),
             PinWrong => "PIN 不正确".into(),
             PinLocked(s) => format!("PIN 错误次数过多：请 {s} 秒后再试"),
