@@ -52,6 +52,42 @@ fn driver_log(sb: &Sandbox) -> PathBuf {
     sb.tmp.path().join("driver.log")
 }
 
+/// A fontconfig setup that sees only DejaVu: the window then shows what a fresh machine without
+/// any CJK font shows (Debian installs none by default, and some unrelated packages quietly bring
+/// one). Checked with `fc-list :lang=zh`, so the glyph check cannot pass on a system font.
+fn no_cjk_fontconfig(sb: &Sandbox) -> PathBuf {
+    let conf = sb.tmp.path().join("fonts.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "<?xml version=\"1.0\"?>\n<!DOCTYPE fontconfig SYSTEM \"urn:fontconfig:fonts.dtd\">\n\
+             <fontconfig>\n  <dir>/usr/share/fonts/truetype/dejavu</dir>\n  \
+             <cachedir>{}</cachedir>\n</fontconfig>\n",
+            sb.tmp.path().join("fontconfig-cache").display()
+        ),
+    )
+    .unwrap();
+    let fc_list = |pattern: &str| {
+        let out = Command::new("fc-list")
+            .arg(pattern)
+            .env("FONTCONFIG_FILE", &conf)
+            .output()
+            .expect("fc-list (Debian's fontconfig)");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        fc_list("").contains("DejaVu"),
+        "DejaVu is the one font left"
+    );
+    let zh = fc_list(":lang=zh");
+    assert!(
+        zh.trim().is_empty(),
+        "a CJK font is visible to the window: {zh}"
+    );
+    conf
+}
+
 fn start_driver(sb: &Sandbox) -> Driver {
     let (xdg, log) = (xdg(sb), driver_log(sb));
     assert!(
@@ -75,6 +111,7 @@ fn start_driver(sb: &Sandbox) -> Driver {
         .env("XDG_CONFIG_HOME", xdg.join("config"))
         .env("TMPDIR", &sb.tmpdir)
         .env("NO_AT_BRIDGE", "1")
+        .env("FONTCONFIG_FILE", no_cjk_fontconfig(sb))
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .stdin(Stdio::null())
@@ -201,6 +238,87 @@ async fn enter_pin(c: &Client, pin: &str) {
     click(c, "#pin-ok").await;
 }
 
+/// Draws, in the page, every character of the text in the DOM and of every UI string (both
+/// languages, regular and bold) in the font the page uses, and compares it with a code point no
+/// font has: a character that draws nothing, or draws like that one, is a missing glyph (an empty
+/// box on screen). The check first proves it can see a missing glyph: "中" in the system's own
+/// `sans-serif`, on this machine without a CJK font, must count as missing.
+const GLYPH_CHECK: &str = r#"
+const done = arguments[arguments.length - 1];
+(async () => {
+  const family = getComputedStyle(document.documentElement).fontFamily;
+  const canvas = document.createElement('canvas');
+  canvas.width = 64; canvas.height = 64;
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  const draw = (font, ch) => {
+    ctx.font = font;
+    ctx.clearRect(0, 0, 64, 64);
+    ctx.fillStyle = '#000';
+    ctx.textBaseline = 'middle';
+    ctx.fillText(ch, 8, 32);
+    return { width: ctx.measureText(ch).width, pixels: ctx.getImageData(0, 0, 64, 64).data };
+  };
+  const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+  const texts = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    if (n.textContent.trim() && n.parentElement) {
+      const st = getComputedStyle(n.parentElement);
+      texts.push([n.textContent.trim(), `${st.fontWeight} 20px ${st.fontFamily}`]);
+    }
+  }
+  for (const lang of Object.keys(window.SEALBOX_TEXT)) {
+    for (const v of Object.values(window.SEALBOX_TEXT[lang])) {
+      const str = typeof v === 'function' ? v(12, 34) : v;
+      for (const weight of [400, 700]) texts.push([String(str), `${weight} 20px ${family}`]);
+    }
+  }
+  const fonts = [...new Set(texts.map(t => t[1]))];
+  for (const f of fonts) await document.fonts.load(f, texts.filter(t => t[1] === f).map(t => t[0]).join(''));
+  await document.fonts.ready;
+  const nothing = new Map();
+  const missingLike = (font, ch) => {
+    if (!nothing.has(font)) nothing.set(font, draw(font, '\u{10FFFD}').pixels);
+    const got = draw(font, ch);
+    return got.width === 0 || same(got.pixels, nothing.get(font));
+  };
+  if (!missingLike('400 20px sans-serif', '中')) {
+    return done({ error: 'the check cannot see a missing glyph: a system font draws 中' });
+  }
+  const seen = new Set();
+  const missing = [];
+  for (const [text, font] of texts) {
+    for (const ch of text) {
+      if (/\s/.test(ch) || seen.has(font + ch)) continue;
+      seen.add(font + ch);
+      if (missingLike(font, ch)) missing.push({ ch, text: text.slice(0, 40), font });
+    }
+  }
+  done({ checked: seen.size, strings: texts.length, missing: missing.slice(0, 20), missingCount: missing.length });
+})().catch(e => done({ error: String(e) }));
+"#;
+
+/// Fails when a character in the DOM or in the UI's strings has no glyph (draws as a box).
+async fn assert_glyphs(c: &Client, screen: &str) -> Result<(), String> {
+    let r = c
+        .execute_async(GLYPH_CHECK, vec![])
+        .await
+        .map_err(|e| e.to_string())?;
+    let checked = r["checked"].as_u64().unwrap_or(0);
+    if r.get("error").is_some() || r["missingCount"] != 0 || checked < 100 {
+        return Err(format!("glyphs missing on {screen}: {r}"));
+    }
+    Ok(())
+}
+
+/// Saves what the window shows into target/e2e-artifacts/ (the README's screenshots come from
+/// there), after letting WebKit paint.
+async fn screenshot(c: &Client, name: &str) -> Result<(), String> {
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let png = c.screenshot().await.map_err(|e| e.to_string())?;
+    std::fs::write(artifacts().join(name), png).map_err(|e| e.to_string())
+}
+
 fn artifacts() -> PathBuf {
     let d = workspace().join("target/e2e-artifacts");
     std::fs::create_dir_all(&d).unwrap();
@@ -281,10 +399,10 @@ async fn drive(c: &Client) -> Result<(), String> {
         .await,
         "tel"
     );
-    // Let WebKit paint before the screenshot.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let shot = c.screenshot().await.map_err(|e| e.to_string())?;
-    std::fs::write(artifacts().join("kiosk-form.png"), shot).unwrap();
+    // Every character on the form and in the UI's strings has a glyph, on a machine without a
+    // CJK font: the kiosk brings its own.
+    assert_glyphs(c, "the form").await?;
+    screenshot(c, "kiosk-form.png").await?;
 
     // Switch language.
     assert_eq!(
@@ -298,6 +416,8 @@ async fn drive(c: &Client) -> Result<(), String> {
         "document.getElementById('submit').textContent === 'Submit'",
     )
     .await;
+    assert_glyphs(c, "the English form").await?;
+    screenshot(c, "kiosk-form-en.png").await?;
 
     // An invalid entry: the inline error under the phone field, focus moved there.
     fill(c, "name", "Li").await;
@@ -334,6 +454,11 @@ async fn drive(c: &Client) -> Result<(), String> {
             "!document.getElementById('screen-thanks').hidden",
         )
         .await;
+        // The second visitor meets the event's default language (Chinese) again.
+        if i == 1 {
+            assert_glyphs(c, "the thank-you screen").await?;
+            screenshot(c, "kiosk-thanks.png").await?;
+        }
         // Nothing of the visitor is in the DOM any more.
         let html = js(c, "return document.documentElement.outerHTML;").await;
         assert!(
@@ -402,6 +527,8 @@ async fn drive(c: &Client) -> Result<(), String> {
         "document.querySelectorAll('#chart rect').length === 24",
     )
     .await;
+    assert_glyphs(c, "the manager's overview").await?;
+    screenshot(c, "kiosk-overview.png").await?;
     click(c, "#tab-entries").await;
     wait_for(
         c,
@@ -421,9 +548,7 @@ async fn drive(c: &Client) -> Result<(), String> {
         !list.contains(CANARY_PHONE) && !list.contains(CANARY_NAME) && !list.contains(CANARY_EMAIL),
         "{list}"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let shot = c.screenshot().await.map_err(|e| e.to_string())?;
-    std::fs::write(artifacts().join("kiosk-manager.png"), shot).unwrap();
+    screenshot(c, "kiosk-manager.png").await?;
     click(c, "#tab-audit").await;
     wait_for(
         c,
@@ -608,6 +733,8 @@ async fn the_window_shows_sync_state_and_syncs_now() {
         "return document.getElementById('send-last').textContent;",
     )
     .await;
+    assert_glyphs(&c, "the Send tab").await.unwrap();
+    screenshot(&c, "kiosk-send.png").await.unwrap();
     assert!(last.as_str().unwrap().contains("最近回执"), "{last}");
     click(&c, "#sync-now").await;
     wait_for(

@@ -7,12 +7,14 @@
 //!   records sample registrations through the CLI and prints `sealbox status`.
 //! - `bench [--quick]`: release-build benchmarks; prints JSON and rewrites `BENCHMARKS.md`.
 //! - `lint`: `cargo fmt --check` and `cargo clippy -- -D warnings`.
+//! - `font`: regenerates the kiosk's bundled CJK font subset in `ui/fonts/` (committed).
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 mod bench;
+mod font;
 
 /// Debian packages the build and the tests need.
 const BUILD_PACKAGES: &[&str] = &["pkg-config", "libssl-dev", "libdbus-1-dev"];
@@ -29,7 +31,14 @@ pub(crate) const TAURI_PACKAGES: &[&str] = &[
     "libxdo-dev",
 ];
 /// Debian packages to run and drive the real window without a screen.
-pub(crate) const WINDOW_TEST_PACKAGES: &[&str] = &["xvfb", "xauth", "webkit2gtk-driver"];
+pub(crate) const WINDOW_TEST_PACKAGES: &[&str] = &[
+    "xvfb",
+    "xauth",
+    "webkit2gtk-driver",
+    // The font tests show the window a machine without CJK fonts: DejaVu only, through fontconfig.
+    "fontconfig",
+    "fonts-dejavu-core",
+];
 const TAURI_DRIVER_VERSION: &str = "2.1.0";
 
 fn main() {
@@ -48,6 +57,7 @@ fn real_main() -> Result<()> {
         Some("run") => run_demo(),
         Some("bench") => bench::bench(args.iter().any(|a| a == "--quick")),
         Some("lint") => lint(),
+        Some("font") => font::font(),
         Some("__in-keyring-session") => in_keyring_session(&args[1..]),
         Some("__demo") => demo_steps(),
         Some("__bench-app") => bench::app_bench_in_session(
@@ -59,7 +69,7 @@ fn real_main() -> Result<()> {
             args.iter().any(|a| a == "--quick"),
         ),
         _ => {
-            eprintln!("usage: cargo xtask <run | test | bench [--quick] | lint>");
+            eprintln!("usage: cargo xtask <run | test | bench [--quick] | lint | font>");
             std::process::exit(2);
         }
     }
