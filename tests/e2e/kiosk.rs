@@ -809,3 +809,73 @@ async fn the_window_shows_sync_state_and_syncs_now() {
         "the batch file is encrypted"
     );
 }
+
+/// `cargo xtask run`'s lifecycle, as a person sees it: head office serving in the background, the
+/// samples recorded through the CLI, the kiosk window sending them by itself, head office's status
+/// showing them arrived and the device's showing them erased. This runs the demo's own code
+/// (`xtask __demo --check`, which closes the window once that happened) in a temp demo directory;
+/// a demo that stays offline fails here.
+#[test]
+fn the_demo_runs_the_whole_lifecycle() {
+    require_keychain();
+    assert!(
+        std::env::var_os("DISPLAY").is_some(),
+        "the demo test needs a display: run it with `cargo xtask test` (Xvfb)"
+    );
+    let xtask = bin_dir().join("xtask");
+    assert!(
+        xtask.exists(),
+        "target/debug/xtask is missing: run the tests with `cargo xtask test`"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(&xtask)
+        .args(["__demo", "--check"])
+        .env("SEALBOX_DEMO_DIR", tmp.path().join("demo"))
+        .env("XDG_DATA_HOME", tmp.path().join("xdg/data"))
+        .env("XDG_CACHE_HOME", tmp.path().join("xdg/cache"))
+        .env("XDG_CONFIG_HOME", tmp.path().join("xdg/config"))
+        .env("NO_AT_BRIDGE", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the demo failed:\n{stdout}\n--- stderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("head office serving https://127.0.0.1:"),
+        "{stdout}"
+    );
+    let delivered = stdout
+        .split("== delivered")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the entries were never delivered:\n{stdout}"));
+    // What the terminal printed after delivery: head office's status with the 3 entries, then
+    // the device's with none pending and 3 erased.
+    let (ho_part, dev_part) = delivered
+        .split_once("== sealbox status")
+        .expect("the device's status after head office's");
+    assert!(ho_part.contains("== sealbox-headoffice status"), "{stdout}");
+    assert!(
+        ho_part.contains('3'),
+        "head office holds the 3 samples: {ho_part}"
+    );
+    let status: serde_json::Value = {
+        let dev = Command::new(bin("sealbox"))
+            .args(["--data-dir"])
+            .arg(tmp.path().join("demo/device"))
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&dev.stdout).unwrap()
+    };
+    assert_eq!(
+        (&status["pending"], &status["erased"]),
+        (&serde_json::json!(0), &serde_json::json!(3)),
+        "{status}\n{dev_part}"
+    );
+    // The samples went in through stdin: no visitor's value in any argv the demo used.
+    assert!(!stdout.contains("13800138000") && !stderr.contains("13800138000"));
+}
