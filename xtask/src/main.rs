@@ -54,6 +54,7 @@ fn real_main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = workspace_root();
     std::env::set_current_dir(&root)?;
+    forget_cargo_run_env();
     match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("run") => demo::run(),
@@ -74,6 +75,30 @@ fn real_main() -> Result<()> {
             eprintln!("usage: cargo xtask <run | test | bench [--quick] | lint | font>");
             std::process::exit(2);
         }
+    }
+}
+
+/// `cargo xtask` is `cargo run`, which sets the variables of xtask's own package for it. Some build
+/// scripts track them (ring's notices `CARGO_MANIFEST_DIR`), so a cargo started from xtask with
+/// them would rebuild what a plain `cargo build` built, and back again. Dropped once, at start.
+fn forget_cargo_run_env() {
+    let own: Vec<std::ffi::OsString> = std::env::vars_os()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            let k = k.to_string_lossy();
+            k.starts_with("CARGO_PKG_")
+                || matches!(
+                    &*k,
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                )
+        })
+        .collect();
+    for k in own {
+        std::env::remove_var(k);
     }
 }
 
@@ -331,6 +356,7 @@ pub(crate) fn build_for_tests_and_demo() -> Result<()> {
         "--bins",
         "--tests",
         "--benches",
+        "--examples",
         "--locked",
     ]))
 }
