@@ -117,10 +117,18 @@ fn start_driver(sb: &Sandbox) -> Driver {
         .stdin(Stdio::null())
         .spawn()
         .expect("start tauri-driver");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "tauri-driver did not listen");
-        std::thread::sleep(Duration::from_millis(100));
+    // Ready means both listen: tauri-driver, and the native WebKitWebDriver it starts and proxies
+    // to. A session asked for before the native driver listens fails with hyper's
+    // IncompleteMessage (seen under load).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for p in [port, native] {
+        while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tauri-driver (or its WebKitWebDriver on {native}) did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     Driver { child, port }
 }
@@ -133,12 +141,27 @@ async fn session(sb: &Sandbox) -> (Driver, Client) {
         "tauri:options".into(),
         serde_json::json!({ "application": bin("sealbox-kiosk") }),
     );
-    let c = ClientBuilder::native()
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a WebDriver session on the kiosk");
-    (driver, c)
+    // Under load the proxy can still drop the first request (IncompleteMessage, no session made):
+    // ask again a few times before failing.
+    let mut attempt = 1;
+    loop {
+        match ClientBuilder::native()
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+        {
+            Ok(c) => return (driver, c),
+            Err(e) if attempt < 4 => {
+                eprintln!("WebDriver session, attempt {attempt}: {e}; asking again");
+                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => panic!(
+                "no WebDriver session on the kiosk after {attempt} attempts: {e}\n--- driver log:\n{}",
+                std::fs::read_to_string(driver_log(sb)).unwrap_or_default()
+            ),
+        }
+    }
 }
 
 async fn js(c: &Client, script: &str) -> serde_json::Value {
