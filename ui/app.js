@@ -336,6 +336,9 @@
   }
 
   function openManager() {
+    // A manager who unlocks while "thank you" is still showing stays in the manager screens: the
+    // thank-you timer would otherwise wipe them away (leaving the library unlocked) seconds later.
+    clearTimeout(thanksTimer);
     stopIdle();
     $("fields").replaceChildren();
     show("manager");

@@ -52,6 +52,42 @@ fn driver_log(sb: &Sandbox) -> PathBuf {
     sb.tmp.path().join("driver.log")
 }
 
+/// A fontconfig setup that sees only DejaVu: the window then shows what a fresh machine without
+/// any CJK font shows (Debian installs none by default, and some unrelated packages quietly bring
+/// one). Checked with `fc-list :lang=zh`, so the glyph check cannot pass on a system font.
+fn no_cjk_fontconfig(sb: &Sandbox) -> PathBuf {
+    let conf = sb.tmp.path().join("fonts.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "<?xml version=\"1.0\"?>\n<!DOCTYPE fontconfig SYSTEM \"urn:fontconfig:fonts.dtd\">\n\
+             <fontconfig>\n  <dir>/usr/share/fonts/truetype/dejavu</dir>\n  \
+             <cachedir>{}</cachedir>\n</fontconfig>\n",
+            sb.tmp.path().join("fontconfig-cache").display()
+        ),
+    )
+    .unwrap();
+    let fc_list = |pattern: &str| {
+        let out = Command::new("fc-list")
+            .arg(pattern)
+            .env("FONTCONFIG_FILE", &conf)
+            .output()
+            .expect("fc-list (Debian's fontconfig)");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        fc_list("").contains("DejaVu"),
+        "DejaVu is the one font left"
+    );
+    let zh = fc_list(":lang=zh");
+    assert!(
+        zh.trim().is_empty(),
+        "a CJK font is visible to the window: {zh}"
+    );
+    conf
+}
+
 fn start_driver(sb: &Sandbox) -> Driver {
     let (xdg, log) = (xdg(sb), driver_log(sb));
     assert!(
@@ -81,15 +117,24 @@ fn start_driver(sb: &Sandbox) -> Driver {
         .env("XDG_CONFIG_HOME", xdg.join("config"))
         .env("TMPDIR", &sb.tmpdir)
         .env("NO_AT_BRIDGE", "1")
+        .env("FONTCONFIG_FILE", no_cjk_fontconfig(sb))
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .stdin(Stdio::null())
         .spawn()
         .expect("start tauri-driver");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "tauri-driver did not listen");
-        std::thread::sleep(Duration::from_millis(100));
+    // Ready means both listen: tauri-driver, and the native WebKitWebDriver it starts and proxies
+    // to. A session asked for before the native driver listens fails with hyper's
+    // IncompleteMessage (seen under load).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for p in [port, native] {
+        while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tauri-driver (or its WebKitWebDriver on {native}) did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     Driver { child, port }
 }
@@ -102,12 +147,27 @@ async fn session(sb: &Sandbox) -> (Driver, Client) {
         "tauri:options".into(),
         serde_json::json!({ "application": bin("sealbox-kiosk") }),
     );
-    let c = ClientBuilder::native()
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a WebDriver session on the kiosk");
-    (driver, c)
+    // Under load the proxy can still drop the first request (IncompleteMessage, no session made):
+    // ask again a few times before failing.
+    let mut attempt = 1;
+    loop {
+        match ClientBuilder::native()
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+        {
+            Ok(c) => return (driver, c),
+            Err(e) if attempt < 4 => {
+                eprintln!("WebDriver session, attempt {attempt}: {e}; asking again");
+                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => panic!(
+                "no WebDriver session on the kiosk after {attempt} attempts: {e}\n--- driver log:\n{}",
+                std::fs::read_to_string(driver_log(sb)).unwrap_or_default()
+            ),
+        }
+    }
 }
 
 async fn js(c: &Client, script: &str) -> serde_json::Value {
@@ -207,6 +267,87 @@ async fn enter_pin(c: &Client, pin: &str) {
     click(c, "#pin-ok").await;
 }
 
+/// Draws, in the page, every character of the text in the DOM and of every UI string (both
+/// languages, regular and bold) in the font the page uses, and compares it with a code point no
+/// font has: a character that draws nothing, or draws like that one, is a missing glyph (an empty
+/// box on screen). The check first proves it can see a missing glyph: "中" in the system's own
+/// `sans-serif`, on this machine without a CJK font, must count as missing.
+const GLYPH_CHECK: &str = r#"
+const done = arguments[arguments.length - 1];
+(async () => {
+  const family = getComputedStyle(document.documentElement).fontFamily;
+  const canvas = document.createElement('canvas');
+  canvas.width = 64; canvas.height = 64;
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  const draw = (font, ch) => {
+    ctx.font = font;
+    ctx.clearRect(0, 0, 64, 64);
+    ctx.fillStyle = '#000';
+    ctx.textBaseline = 'middle';
+    ctx.fillText(ch, 8, 32);
+    return { width: ctx.measureText(ch).width, pixels: ctx.getImageData(0, 0, 64, 64).data };
+  };
+  const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+  const texts = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    if (n.textContent.trim() && n.parentElement) {
+      const st = getComputedStyle(n.parentElement);
+      texts.push([n.textContent.trim(), `${st.fontWeight} 20px ${st.fontFamily}`]);
+    }
+  }
+  for (const lang of Object.keys(window.SEALBOX_TEXT)) {
+    for (const v of Object.values(window.SEALBOX_TEXT[lang])) {
+      const str = typeof v === 'function' ? v(12, 34) : v;
+      for (const weight of [400, 700]) texts.push([String(str), `${weight} 20px ${family}`]);
+    }
+  }
+  const fonts = [...new Set(texts.map(t => t[1]))];
+  for (const f of fonts) await document.fonts.load(f, texts.filter(t => t[1] === f).map(t => t[0]).join(''));
+  await document.fonts.ready;
+  const nothing = new Map();
+  const missingLike = (font, ch) => {
+    if (!nothing.has(font)) nothing.set(font, draw(font, '\u{10FFFD}').pixels);
+    const got = draw(font, ch);
+    return got.width === 0 || same(got.pixels, nothing.get(font));
+  };
+  if (!missingLike('400 20px sans-serif', '中')) {
+    return done({ error: 'the check cannot see a missing glyph: a system font draws 中' });
+  }
+  const seen = new Set();
+  const missing = [];
+  for (const [text, font] of texts) {
+    for (const ch of text) {
+      if (/\s/.test(ch) || seen.has(font + ch)) continue;
+      seen.add(font + ch);
+      if (missingLike(font, ch)) missing.push({ ch, text: text.slice(0, 40), font });
+    }
+  }
+  done({ checked: seen.size, strings: texts.length, missing: missing.slice(0, 20), missingCount: missing.length });
+})().catch(e => done({ error: String(e) }));
+"#;
+
+/// Fails when a character in the DOM or in the UI's strings has no glyph (draws as a box).
+async fn assert_glyphs(c: &Client, screen: &str) -> Result<(), String> {
+    let r = c
+        .execute_async(GLYPH_CHECK, vec![])
+        .await
+        .map_err(|e| e.to_string())?;
+    let checked = r["checked"].as_u64().unwrap_or(0);
+    if r.get("error").is_some() || r["missingCount"] != 0 || checked < 100 {
+        return Err(format!("glyphs missing on {screen}: {r}"));
+    }
+    Ok(())
+}
+
+/// Saves what the window shows into target/e2e-artifacts/ (the README's screenshots come from
+/// there), after letting WebKit paint.
+async fn screenshot(c: &Client, name: &str) -> Result<(), String> {
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let png = c.screenshot().await.map_err(|e| e.to_string())?;
+    std::fs::write(artifacts().join(name), png).map_err(|e| e.to_string())
+}
+
 fn artifacts() -> PathBuf {
     let d = workspace().join("target/e2e-artifacts");
     std::fs::create_dir_all(&d).unwrap();
@@ -287,10 +428,10 @@ async fn drive(c: &Client) -> Result<(), String> {
         .await,
         "tel"
     );
-    // Let WebKit paint before the screenshot.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let shot = c.screenshot().await.map_err(|e| e.to_string())?;
-    std::fs::write(artifacts().join("kiosk-form.png"), shot).unwrap();
+    // Every character on the form and in the UI's strings has a glyph, on a machine without a
+    // CJK font: the kiosk brings its own.
+    assert_glyphs(c, "the form").await?;
+    screenshot(c, "kiosk-form.png").await?;
 
     // Switch language.
     assert_eq!(
@@ -304,6 +445,8 @@ async fn drive(c: &Client) -> Result<(), String> {
         "document.getElementById('submit').textContent === 'Submit'",
     )
     .await;
+    assert_glyphs(c, "the English form").await?;
+    screenshot(c, "kiosk-form-en.png").await?;
 
     // An invalid entry: the inline error under the phone field, focus moved there.
     fill(c, "name", "Li").await;
@@ -340,6 +483,11 @@ async fn drive(c: &Client) -> Result<(), String> {
             "!document.getElementById('screen-thanks').hidden",
         )
         .await;
+        // The second visitor meets the event's default language (Chinese) again.
+        if i == 1 {
+            assert_glyphs(c, "the thank-you screen").await?;
+            screenshot(c, "kiosk-thanks.png").await?;
+        }
         // Nothing of the visitor is in the DOM any more.
         let html = js(c, "return document.documentElement.outerHTML;").await;
         assert!(
@@ -408,6 +556,8 @@ async fn drive(c: &Client) -> Result<(), String> {
         "document.querySelectorAll('#chart rect').length === 24",
     )
     .await;
+    assert_glyphs(c, "the manager's overview").await?;
+    screenshot(c, "kiosk-overview.png").await?;
     click(c, "#tab-entries").await;
     wait_for(
         c,
@@ -427,9 +577,7 @@ async fn drive(c: &Client) -> Result<(), String> {
         !list.contains(CANARY_PHONE) && !list.contains(CANARY_NAME) && !list.contains(CANARY_EMAIL),
         "{list}"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let shot = c.screenshot().await.map_err(|e| e.to_string())?;
-    std::fs::write(artifacts().join("kiosk-manager.png"), shot).unwrap();
+    screenshot(c, "kiosk-manager.png").await?;
     click(c, "#tab-audit").await;
     wait_for(
         c,
@@ -614,6 +762,8 @@ async fn the_window_shows_sync_state_and_syncs_now() {
         "return document.getElementById('send-last').textContent;",
     )
     .await;
+    assert_glyphs(&c, "the Send tab").await.unwrap();
+    screenshot(&c, "kiosk-send.png").await.unwrap();
     assert!(last.as_str().unwrap().contains("最近回执"), "{last}");
     click(&c, "#sync-now").await;
     wait_for(
@@ -836,4 +986,74 @@ async fn a_visitors_session_leaves_nothing_in_webkit_storage_or_core_files() {
         let hits = files_containing(dir, &name);
         assert!(hits.is_empty(), "{name} found in {hits:?}");
     }
+}
+
+/// `cargo xtask run`'s lifecycle, as a person sees it: head office serving in the background, the
+/// samples recorded through the CLI, the kiosk window sending them by itself, head office's status
+/// showing them arrived and the device's showing them erased. This runs the demo's own code
+/// (`xtask __demo --check`, which closes the window once that happened) in a temp demo directory;
+/// a demo that stays offline fails here.
+#[test]
+fn the_demo_runs_the_whole_lifecycle() {
+    require_keychain();
+    assert!(
+        std::env::var_os("DISPLAY").is_some(),
+        "the demo test needs a display: run it with `cargo xtask test` (Xvfb)"
+    );
+    let xtask = bin_dir().join("xtask");
+    assert!(
+        xtask.exists(),
+        "target/debug/xtask is missing: run the tests with `cargo xtask test`"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(&xtask)
+        .args(["__demo", "--check"])
+        .env("SEALBOX_DEMO_DIR", tmp.path().join("demo"))
+        .env("XDG_DATA_HOME", tmp.path().join("xdg/data"))
+        .env("XDG_CACHE_HOME", tmp.path().join("xdg/cache"))
+        .env("XDG_CONFIG_HOME", tmp.path().join("xdg/config"))
+        .env("NO_AT_BRIDGE", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the demo failed:\n{stdout}\n--- stderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("head office serving https://127.0.0.1:"),
+        "{stdout}"
+    );
+    let delivered = stdout
+        .split("== delivered")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the entries were never delivered:\n{stdout}"));
+    // What the terminal printed after delivery: head office's status with the 3 entries, then
+    // the device's with none pending and 3 erased.
+    let (ho_part, dev_part) = delivered
+        .split_once("== sealbox status")
+        .expect("the device's status after head office's");
+    assert!(ho_part.contains("== sealbox-headoffice status"), "{stdout}");
+    assert!(
+        ho_part.contains('3'),
+        "head office holds the 3 samples: {ho_part}"
+    );
+    let status: serde_json::Value = {
+        let dev = Command::new(bin("sealbox"))
+            .args(["--data-dir"])
+            .arg(tmp.path().join("demo/device"))
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&dev.stdout).unwrap()
+    };
+    assert_eq!(
+        (&status["pending"], &status["erased"]),
+        (&serde_json::json!(0), &serde_json::json!(3)),
+        "{status}\n{dev_part}"
+    );
+    // The samples went in through stdin: no visitor's value in any argv the demo used.
+    assert!(!stdout.contains("13800138000") && !stderr.contains("13800138000"));
 }

@@ -3,16 +3,20 @@
 //! - `test`: installs missing system packages (apt), builds the workspace once, and runs every
 //!   test inside a private D-Bus session with an unlocked gnome-keyring, so the tests use the real
 //!   Secret Service.
-//! - `run`: builds, then sets up a demo head office and an enrolled device in `./.sealbox-demo/`,
-//!   records sample registrations through the CLI and prints `sealbox status`.
+//! - `run`: the same build as `test`, then the whole lifecycle in `./.sealbox-demo/`: head office
+//!   serving in the background, an enrolled device, sample registrations, the kiosk window
+//!   sending them, both sides' status (see `demo.rs`).
 //! - `bench [--quick]`: release-build benchmarks; prints JSON and rewrites `BENCHMARKS.md`.
 //! - `lint`: `cargo fmt --check` and `cargo clippy -- -D warnings`.
+//! - `font`: regenerates the kiosk's bundled CJK font subset in `ui/fonts/` (committed).
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 mod bench;
+mod demo;
+mod font;
 
 /// Debian packages the build and the tests need.
 const BUILD_PACKAGES: &[&str] = &["pkg-config", "libssl-dev", "libdbus-1-dev"];
@@ -32,7 +36,14 @@ pub(crate) const TAURI_PACKAGES: &[&str] = &[
 /// device clocks), gcc builds the chmod-refusing shim that stands in for a FAT USB stick.
 const FAULT_TEST_PACKAGES: &[&str] = &["faketime", "gcc"];
 /// Debian packages to run and drive the real window without a screen.
-pub(crate) const WINDOW_TEST_PACKAGES: &[&str] = &["xvfb", "xauth", "webkit2gtk-driver"];
+pub(crate) const WINDOW_TEST_PACKAGES: &[&str] = &[
+    "xvfb",
+    "xauth",
+    "webkit2gtk-driver",
+    // The font tests show the window a machine without CJK fonts: DejaVu only, through fontconfig.
+    "fontconfig",
+    "fonts-dejavu-core",
+];
 /// Debian packages to open the CRM files in a real spreadsheet program (LibreOffice Calc,
 /// headless) in the tests.
 const SPREADSHEET_TEST_PACKAGES: &[&str] = &["libreoffice-calc-nogui"];
@@ -49,13 +60,15 @@ fn real_main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = workspace_root();
     std::env::set_current_dir(&root)?;
+    forget_cargo_run_env();
     match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
-        Some("run") => run_demo(),
+        Some("run") => demo::run(),
         Some("bench") => bench::bench(args.iter().any(|a| a == "--quick")),
         Some("lint") => lint(),
+        Some("font") => font::font(),
         Some("__in-keyring-session") => in_keyring_session(&args[1..]),
-        Some("__demo") => demo_steps(),
+        Some("__demo") => demo::steps(args.iter().any(|a| a == "--check")),
         Some("__bench-app") => bench::app_bench_in_session(
             Path::new(
                 args.get(1)
@@ -65,9 +78,33 @@ fn real_main() -> Result<()> {
             args.iter().any(|a| a == "--quick"),
         ),
         _ => {
-            eprintln!("usage: cargo xtask <run | test | bench [--quick] | lint>");
+            eprintln!("usage: cargo xtask <run | test | bench [--quick] | lint | font>");
             std::process::exit(2);
         }
+    }
+}
+
+/// `cargo xtask` is `cargo run`, which sets the variables of xtask's own package for it. Some build
+/// scripts track them (ring's notices `CARGO_MANIFEST_DIR`), so a cargo started from xtask with
+/// them would rebuild what a plain `cargo build` built, and back again. Dropped once, at start.
+fn forget_cargo_run_env() {
+    let own: Vec<std::ffi::OsString> = std::env::vars_os()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            let k = k.to_string_lossy();
+            k.starts_with("CARGO_PKG_")
+                || matches!(
+                    &*k,
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                )
+        })
+        .collect();
+    for k in own {
+        std::env::remove_var(k);
     }
 }
 
@@ -297,17 +334,7 @@ fn test(extra: &[String]) -> Result<()> {
     ensure_packages(&all)?;
     ensure_tauri_driver()?;
     std::env::set_var("SEALBOX_XVFB", "1");
-    // One build of everything, in the one dev profile; the tests run the binaries it makes.
-    sh(cargo().args([
-        "build",
-        "--workspace",
-        "--exclude",
-        "xtask",
-        "--bins",
-        "--tests",
-        "--benches",
-        "--locked",
-    ]))?;
+    build_for_tests_and_demo()?;
     let keyring = Path::new("target/xtask/keyring-test");
     let mut cmd: Vec<String> = [
         "cargo",
@@ -324,6 +351,24 @@ fn test(extra: &[String]) -> Result<()> {
     with_keyring(keyring, true, &cmd)
 }
 
+/// One build of everything, in the one dev profile, for both `test` and `run`: the same package
+/// selection, targets and so the same feature unification, so whichever runs second rebuilds
+/// nothing. The tests and the demo run the binaries it makes.
+pub(crate) fn build_for_tests_and_demo() -> Result<()> {
+    ensure_packages(&[BUILD_PACKAGES, TAURI_PACKAGES].concat())?;
+    sh(cargo().args([
+        "build",
+        "--workspace",
+        "--exclude",
+        "xtask",
+        "--bins",
+        "--tests",
+        "--benches",
+        "--examples",
+        "--locked",
+    ]))
+}
+
 fn lint() -> Result<()> {
     ensure_packages(BUILD_PACKAGES)?;
     sh(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -336,135 +381,4 @@ fn lint() -> Result<()> {
         "-D",
         "warnings",
     ]))
-}
-
-const DEMO: &str = ".sealbox-demo";
-const DEMO_PASSPHRASE: &str = "sealbox-demo-passphrase";
-const DEMO_PIN: &str = "246810";
-
-fn run_demo() -> Result<()> {
-    ensure_packages(&[BUILD_PACKAGES, TAURI_PACKAGES].concat())?;
-    sh(cargo().args([
-        "build",
-        "--locked",
-        "-p",
-        "sealbox-cli",
-        "-p",
-        "sealbox-headoffice",
-        "-p",
-        "sealbox-kiosk",
-        "--bins",
-    ]))?;
-    if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none() {
-        eprintln!("xtask: no D-Bus session here: using a demo keyring in {DEMO}/keyring");
-        return with_keyring(
-            &Path::new(DEMO).join("keyring"),
-            false,
-            &["target/xtask/xtask-session".into(), "__demo".into()],
-        );
-    }
-    demo_steps()
-}
-
-/// Called back inside the keyring session by `run`.
-fn demo_steps() -> Result<()> {
-    let demo = Path::new(DEMO);
-    let ho_dir = demo.join("headoffice");
-    let dev_dir = demo.join("device");
-    let pass = std::env::var("SEALBOX_HO_PASSPHRASE").unwrap_or_else(|_| DEMO_PASSPHRASE.into());
-    let ho = |args: &[&str]| {
-        let mut c = Command::new("target/debug/sealbox-headoffice");
-        c.arg("--data-dir")
-            .arg(&ho_dir)
-            .args(args)
-            .env("SEALBOX_HO_PASSPHRASE", &pass);
-        c
-    };
-    let dev = |args: &[&str]| {
-        let mut c = Command::new("target/debug/sealbox");
-        c.arg("--data-dir")
-            .arg(&dev_dir)
-            .args(args)
-            .env("SEALBOX_PIN", DEMO_PIN);
-        c
-    };
-    std::fs::create_dir_all(demo)?;
-    if !ho_dir.join("identity.age").exists() {
-        println!(
-            "== head office in {} (demo passphrase: {pass})",
-            ho_dir.display()
-        );
-        sh(&mut ho(&["init"]))?;
-        sh(&mut ho(&["event", "create", "examples/trade-show.json"]))?;
-    }
-    if !dev_dir.join("device.json").exists() {
-        let enrol = demo.join("enrolment.json");
-        let _ = std::fs::remove_file(&enrol);
-        let _ = std::fs::remove_dir_all(&dev_dir);
-        let name = format!("demo-kiosk-{}", std::process::id());
-        sh(&mut ho(&[
-            "enroll",
-            "--device",
-            &name,
-            "--event",
-            "trade-show-2026",
-            "--out",
-            &enrol.display().to_string(),
-        ]))?;
-        sh(&mut dev(&[
-            "enroll",
-            &enrol.display().to_string(),
-            "--shred",
-        ]))?;
-        sh(&mut dev(&["pin", "set"]))?;
-        println!("== demo manager PIN: {DEMO_PIN}");
-    }
-    println!("== recording sample registrations through the CLI");
-    let samples = [
-        r#"{"name":"王小明","phone":"13800138000","company":"示例科技","interest":"sensors","consent":true}"#,
-        r#"{"name":"Alice Example","phone":"+44 20 7946 0958","email":"alice@example.com","consent":true}"#,
-        r#"{"name":"李华","phone":"139-1234-5678","interest":"software","consent":true}"#,
-    ];
-    // Through stdin, never as arguments: values in argv land in the shell's history and the
-    // process list.
-    let mut add = dev(&["add", "--ndjson", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting sealbox add")?;
-    {
-        use std::io::Write;
-        let mut stdin = add.stdin.take().context("sealbox add's stdin")?;
-        stdin.write_all(samples.join("\n").as_bytes())?;
-    }
-    let st = add.wait()?;
-    if !st.success() {
-        bail!("sealbox add --ndjson - failed ({st})");
-    }
-    println!("== sealbox status");
-    sh(&mut dev(&["status"]))?;
-    println!("== sealbox list (masked; manager PIN {DEMO_PIN})");
-    sh(&mut dev(&["list"]))?;
-    open_kiosk(&dev_dir)
-}
-
-/// Opens the kiosk window on the demo device, or says plainly why it cannot.
-fn open_kiosk(dev_dir: &Path) -> Result<()> {
-    let has_display =
-        std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
-    if !has_display {
-        println!(
-            "\nThere is no display here, so the kiosk window cannot open (GTK needs a screen).\n\
-             Everything above ran. To see the window on a virtual screen, run it under Xvfb:\n  \
-             apt-get install xvfb && xvfb-run -a cargo xtask run\n\
-             or run `cargo xtask run` on a desktop. (`cargo xtask test` drives the window under Xvfb by itself.)"
-        );
-        return Ok(());
-    }
-    println!(
-        "\n== opening the kiosk window, full screen. Manager PIN {DEMO_PIN}: the lock icon opens the manager screens; closing the app needs the PIN too (退出应用 / Quit app)."
-    );
-    sh(Command::new("target/debug/sealbox-kiosk")
-        .env("SEALBOX_DATA_DIR", dev_dir)
-        .env("NO_AT_BRIDGE", "1"))
 }
