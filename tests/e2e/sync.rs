@@ -142,27 +142,51 @@ fn server_killed_mid_batch_and_device_killed_between_receipt_and_erase() {
     sb.enrol_at(&server.url());
     sb.add_many(0, 400);
 
-    // Head office killed while a sync of many small batches is running, then back.
-    let child = sb
-        .dev_cmd(&["sync", "--page", "5", "--timeout", "3"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    server.kill();
-    let out = child.wait_with_output().unwrap();
-    server.restart();
-    eprintln!(
-        "sync during the server's death exited {:?}; head office held {} of 400",
-        out.status.code(),
-        ho_counts(&sb.ho).0
-    );
+    // Head office killed while a sync of many small batches is running, then back: killed as
+    // soon as it holds part of the entries, and again (with more entries) until the kill
+    // landed mid-sync: the sync failed, head office held some, the device still had some.
+    let mut total = 400u64;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let before = ho_counts(&sb.ho).0;
+        let child = sb
+            .dev_cmd(&["sync", "--page", "5", "--timeout", "3"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while ho_counts(&sb.ho).0 == before && t.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        server.kill();
+        let out = child.wait_with_output().unwrap();
+        server.restart();
+        let held = ho_counts(&sb.ho).0;
+        eprintln!(
+            "attempt {attempts}: sync during the server's death exited {:?}; head office held {held} of {total}",
+            out.status.code()
+        );
+        if !out.status.success() && held > before && sb.pending() > 0 {
+            break;
+        }
+        assert!(
+            attempts < 5,
+            "the kill never landed in the middle of a sync"
+        );
+        sb.add_many(total as usize, 400);
+        total += 400;
+    }
 
     // The device killed at random moments during syncs of small batches.
     let mut rng = Rng::from_time();
     let mut gap_seen = 0;
-    for _ in 0..40 {
+    let mut kills = 0;
+    // At least 40 kills, and on until one landed between head office's commit and the
+    // device's erase (at most 200).
+    while kills < 40 || (gap_seen == 0 && kills < 200) {
+        kills += 1;
         let mut child = sb
             .dev_cmd(&["sync", "--page", "3"])
             .stdout(std::process::Stdio::null())
@@ -178,15 +202,19 @@ fn server_killed_mid_batch_and_device_killed_between_receipt_and_erase() {
             gap_seen += 1;
         }
     }
-    eprintln!("device killed 40 times; {gap_seen} times head office held entries the device had not erased yet");
+    eprintln!("device killed {kills} times; {gap_seen} times head office held entries the device had not erased yet");
+    assert!(
+        gap_seen > 0,
+        "no kill landed between head office's commit and the device's erase"
+    );
     sb.dev_ok(&["sync"]);
     assert_eq!(sb.pending(), 0);
     assert_eq!(
         ho_counts(&sb.ho),
-        (400, 400),
+        (total, total),
         "every entry at head office exactly once"
     );
-    assert_eq!(tombstones(&sb), 400);
+    assert_eq!(tombstones(&sb), total);
     let dev = Device::open(&sb.dev, &OsKeychain).unwrap();
     assert!(dev.integrity_ok().unwrap());
     assert!(dev.audit_verify().unwrap().ok());
@@ -543,9 +571,24 @@ fn soak_10000_entries_while_30_percent_of_connections_drop() {
         proxy.connections.load(std::sync::atomic::Ordering::SeqCst),
         proxy.faulted.load(std::sync::atomic::Ordering::SeqCst)
     );
+    // Each kind of fault really happened: connections dropped before head office saw the
+    // request, and receipts lost after head office had committed and answered.
+    let (before, after) = (
+        proxy
+            .requests_dropped
+            .load(std::sync::atomic::Ordering::SeqCst),
+        proxy
+            .responses_dropped
+            .load(std::sync::atomic::Ordering::SeqCst),
+    );
+    eprintln!("soak: {before} requests dropped, {after} receipts lost after the commit");
+    assert!(before > 0, "no request was dropped");
+    assert!(after > 0, "no response was lost after head office answered");
+    // And among them receipts: head office stored a batch, its receipt was lost, and the
+    // device's resend of the same batch was answered as a duplicate.
     assert!(
-        proxy.faulted.load(std::sync::atomic::Ordering::SeqCst) > 0,
-        "the proxy really dropped connections"
+        server.log().contains("duplicate=true"),
+        "no receipt was lost after the commit"
     );
     assert_eq!(
         ho_counts(&sb.ho),

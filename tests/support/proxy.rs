@@ -43,6 +43,10 @@ pub struct FaultProxy {
     /// Connections seen, and how many got a fault.
     pub connections: Arc<AtomicU64>,
     pub faulted: Arc<AtomicU64>,
+    /// Connections dropped before the request reached head office.
+    pub requests_dropped: Arc<AtomicU64>,
+    /// Responses dropped after head office had answered (it committed: a lost receipt).
+    pub responses_dropped: Arc<AtomicU64>,
 }
 
 impl FaultProxy {
@@ -58,6 +62,8 @@ impl FaultProxy {
         let stop = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(AtomicU64::new(0));
         let faulted = Arc::new(AtomicU64::new(0));
+        let requests_dropped = Arc::new(AtomicU64::new(0));
+        let responses_dropped = Arc::new(AtomicU64::new(0));
         {
             let (mode, stop, connections, faulted) = (
                 mode.clone(),
@@ -65,6 +71,7 @@ impl FaultProxy {
                 connections.clone(),
                 faulted.clone(),
             );
+            let counts = (requests_dropped.clone(), responses_dropped.clone());
             std::thread::spawn(move || {
                 for client in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -93,7 +100,8 @@ impl FaultProxy {
                     if fault != Fault::Pass {
                         faulted.fetch_add(1, Ordering::SeqCst);
                     }
-                    std::thread::spawn(move || handle(client, upstream, fault));
+                    let counts = counts.clone();
+                    std::thread::spawn(move || handle(client, upstream, fault, counts));
                 }
             });
         }
@@ -103,6 +111,8 @@ impl FaultProxy {
             stop,
             connections,
             faulted,
+            requests_dropped,
+            responses_dropped,
         }
     }
 
@@ -135,8 +145,14 @@ impl Drop for FaultProxy {
     }
 }
 
-fn handle(client: TcpStream, upstream: SocketAddr, fault: Fault) {
+fn handle(
+    client: TcpStream,
+    upstream: SocketAddr,
+    fault: Fault,
+    (requests_dropped, responses_dropped): (Arc<AtomicU64>, Arc<AtomicU64>),
+) {
     if fault == Fault::DropBeforeRequest {
+        requests_dropped.fetch_add(1, Ordering::SeqCst);
         let _ = client.shutdown(Shutdown::Both);
         return;
     }
@@ -181,7 +197,11 @@ fn handle(client: TcpStream, upstream: SocketAddr, fault: Fault) {
         };
         if response_phase.load(Ordering::SeqCst) {
             match fault {
-                Fault::DropResponse => break,
+                Fault::DropResponse => {
+                    // Head office has answered: whatever it stored is committed.
+                    responses_dropped.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
                 Fault::DelayResponse(d) => std::thread::sleep(d),
                 Fault::TruncateResponse(limit) => {
                     let take = n.min(limit.saturating_sub(sent_in_response));
