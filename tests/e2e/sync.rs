@@ -502,14 +502,30 @@ fn head_office_answers_bad_requests_with_codes_not_panics() {
         "head office refused the body as too large"
     );
     // The bucket runs dry: 429 with Retry-After.
-    let mut limited = false;
+    let mut limited = None;
     for _ in 0..10 {
-        if post(Some(&token), b"{}".to_vec()) == (429, "rate_limited".into()) {
-            limited = true;
+        let r = http
+            .post(&url)
+            .body(b"{}".to_vec())
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .unwrap();
+        if r.status().as_u16() == 429 {
+            limited = Some(
+                r.headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok()),
+            );
             break;
         }
     }
-    assert!(limited, "per-device rate limit");
+    let retry_after = limited.expect("per-device rate limit");
+    assert!(
+        retry_after.is_some_and(|s| (1..=60).contains(&s)),
+        "429 says when to come back: {retry_after:?}"
+    );
     let r = http
         .get(format!("{}/v1/health", server.url()))
         .send()

@@ -104,6 +104,8 @@ impl HoServer {
     }
 }
 
+/// Starts `serve`; a fixed address that is still held by a process just killed is tried again
+/// for up to 5 seconds.
 fn spawn(
     dir: &Path,
     listen: &str,
@@ -111,6 +113,25 @@ fn spawn(
     log: &Path,
     faketime: Option<&str>,
 ) -> (Child, SocketAddr) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match try_spawn(dir, listen, env, log, faketime) {
+            Ok(started) => return started,
+            Err(_) if std::time::Instant::now() < deadline && !listen.ends_with(":0") => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(why) => panic!("serve did not start: {why}"),
+        }
+    }
+}
+
+fn try_spawn(
+    dir: &Path,
+    listen: &str,
+    env: &[(String, String)],
+    log: &Path,
+    faketime: Option<&str>,
+) -> Result<(Child, SocketAddr), String> {
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -139,19 +160,20 @@ fn spawn(
     let stdout = child.stdout.take().unwrap();
     let mut line = String::new();
     let mut reader = BufReader::new(stdout);
-    // Retry binding the same port for a moment after a kill.
     reader.read_line(&mut line).unwrap();
-    let addr = line
+    let Some(addr) = line
         .trim()
         .rsplit("https://")
         .next()
         .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "serve did not start: {line:?} {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            )
-        });
+    else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!(
+            "{line:?} {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        ));
+    };
     // Keep draining stdout so the server never blocks on it.
     std::thread::spawn(move || {
         let mut sink = String::new();
@@ -159,7 +181,7 @@ fn spawn(
             sink.clear();
         }
     });
-    (child, addr)
+    Ok((child, addr))
 }
 
 impl Drop for HoServer {
