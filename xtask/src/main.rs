@@ -8,6 +8,8 @@
 //!   sending them, both sides' status (see `demo.rs`).
 //! - `bench [--quick]`: release-build benchmarks; prints JSON and rewrites `BENCHMARKS.md`.
 //! - `lint`: `cargo fmt --check` and `cargo clippy -- -D warnings`.
+//! - `dist [--test]`: the kiosk's and head office's .deb packages, in release; `--test` installs,
+//!   upgrades and removes them in a fresh Debian root (`package_test.rs`).
 //! - `font`: regenerates the kiosk's bundled CJK font subset in `ui/fonts/` (committed).
 
 use anyhow::{bail, Context, Result};
@@ -16,10 +18,12 @@ use std::process::{Command, Stdio};
 
 mod bench;
 mod demo;
+mod dist;
 mod font;
+mod package_test;
 
 /// Debian packages the build and the tests need.
-const BUILD_PACKAGES: &[&str] = &["pkg-config", "libssl-dev", "libdbus-1-dev"];
+pub(crate) const BUILD_PACKAGES: &[&str] = &["pkg-config", "libssl-dev", "libdbus-1-dev"];
 /// Debian packages for a real Secret Service in a private session.
 const KEYRING_PACKAGES: &[&str] = &["dbus-daemon", "gnome-keyring"];
 /// Debian packages the Tauri app builds against.
@@ -67,6 +71,13 @@ fn real_main() -> Result<()> {
         Some("bench") => bench::bench(args.iter().any(|a| a == "--quick")),
         Some("lint") => lint(),
         Some("font") => font::font(),
+        Some("dist") if args.iter().any(|a| a == "--test") => package_test::dist_and_test(),
+        Some("dist") => dist::dist().map(drop),
+        Some("__package-test") => package_test::in_session(),
+        Some("__headoffice-deb") => {
+            let v = dist::version()?;
+            dist::headoffice_deb(&v, Path::new(dist::OUT)).map(|p| println!("{}", p.display()))
+        }
         Some("__in-keyring-session") => in_keyring_session(&args[1..]),
         Some("__demo") => demo::steps(args.iter().any(|a| a == "--check")),
         Some("__bench-app") => bench::app_bench_in_session(
@@ -78,7 +89,9 @@ fn real_main() -> Result<()> {
             args.iter().any(|a| a == "--quick"),
         ),
         _ => {
-            eprintln!("usage: cargo xtask <run | test | bench [--quick] | lint | font>");
+            eprintln!(
+                "usage: cargo xtask <run | test | bench [--quick] | lint | dist [--test] | font>"
+            );
             std::process::exit(2);
         }
     }
@@ -166,7 +179,7 @@ pub(crate) fn ensure_packages(pkgs: &[&str]) -> Result<()> {
     sh(&mut install)
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
@@ -249,12 +262,27 @@ fn in_keyring_session(args: &[String]) -> Result<()> {
     } else {
         None
     };
-    let status = run_counting_tests(prog, rest)?;
+    let (status, mut counts) = run_counting_tests(prog, rest)?;
+    let mut code = status.code().unwrap_or(1);
+    // A full `cargo xtask test` then tests the packages `dist` built, in the same session.
+    if std::env::var_os("SEALBOX_PACKAGE_TEST").is_some() {
+        match package_test::in_session() {
+            Ok(()) => counts.0 += 1,
+            Err(e) => {
+                eprintln!("xtask: the package test failed: {e:#}");
+                counts.1 += 1;
+                code = 1;
+            }
+        }
+    }
+    if counts.2 > 0 {
+        println!("tests: {} passed, {} failed", counts.0, counts.1);
+    }
     if let Some(mut x) = xvfb {
         let _ = x.kill();
         let _ = x.wait();
     }
-    std::process::exit(status.code().unwrap_or(1));
+    std::process::exit(code);
 }
 
 /// `tauri-driver` (WebDriver for Tauri apps), installed with cargo when missing.
@@ -278,9 +306,12 @@ fn ensure_tauri_driver() -> Result<()> {
     Ok(())
 }
 
-/// Runs a command, passing its output through; when it is a test run, ends with one plain line
-/// summing cargo's "test result" lines (`tests: N passed, N failed`).
-fn run_counting_tests(prog: &str, args: &[String]) -> Result<std::process::ExitStatus> {
+/// Runs a command, passing its output through; when it is a test run, returns the sums of cargo's
+/// "test result" lines (passed, failed, runs), for one plain closing line (`tests: N passed, N failed`).
+fn run_counting_tests(
+    prog: &str,
+    args: &[String],
+) -> Result<(std::process::ExitStatus, (u64, u64, u64))> {
     use std::io::{BufRead, Write};
     let mut child = Command::new(prog)
         .args(args)
@@ -315,10 +346,7 @@ fn run_counting_tests(prog: &str, args: &[String]) -> Result<std::process::ExitS
         }
     }
     let status = child.wait()?;
-    if runs > 0 {
-        println!("tests: {passed} passed, {failed} failed");
-    }
-    Ok(status)
+    Ok((status, (passed, failed, runs)))
 }
 
 fn test(extra: &[String]) -> Result<()> {
@@ -335,6 +363,12 @@ fn test(extra: &[String]) -> Result<()> {
     ensure_tauri_driver()?;
     std::env::set_var("SEALBOX_XVFB", "1");
     build_for_tests_and_demo()?;
+    // A full run (no filter) also builds the release packages and, after the tests, installs,
+    // upgrades and removes them in a fresh Debian root. SEALBOX_SKIP_PACKAGES=1 leaves that out.
+    if extra.is_empty() && std::env::var_os("SEALBOX_SKIP_PACKAGES").is_none() {
+        dist::dist()?;
+        std::env::set_var("SEALBOX_PACKAGE_TEST", "1");
+    }
     let keyring = Path::new("target/xtask/keyring-test");
     let mut cmd: Vec<String> = [
         "cargo",
