@@ -159,25 +159,15 @@ impl Sandbox {
 
     /// Adds `n` entries through `sealbox add --ndjson`, numbered from `from`.
     pub fn add_many(&self, from: usize, n: usize) {
-        let file = self.tmp.path().join(format!("entries-{from}.ndjson"));
-        let lines: Vec<String> = (from..from + n)
-            .map(|i| {
-                serde_json::json!({
-                    "name": format!("Qzsync Visitor {i}"),
-                    "phone": format!("139{:08}", i),
-                    "company": "Qzsync Widgets",
-                    "consent": true
-                })
-                .to_string()
-            })
-            .collect();
-        std::fs::write(&file, lines.join("\n")).unwrap();
-        self.dev_ok(&["add", "--ndjson", file.to_str().unwrap()]);
-        std::fs::remove_file(&file).unwrap();
+        self.add_many_with(from, n, |c| c);
     }
 
     /// [`Sandbox::add_many`] with the device's clock moved (`faketime -f SPEC`).
     pub fn add_many_faketime(&self, from: usize, n: usize, spec: &str) {
+        self.add_many_with(from, n, |c| faketime(c, spec));
+    }
+
+    fn add_many_with(&self, from: usize, n: usize, wrap: impl FnOnce(Command) -> Command) {
         let file = self.tmp.path().join(format!("entries-{from}.ndjson"));
         let lines: Vec<String> = (from..from + n)
             .map(|i| {
@@ -192,7 +182,7 @@ impl Sandbox {
             .collect();
         std::fs::write(&file, lines.join("\n")).unwrap();
         let args = ["add", "--ndjson", file.to_str().unwrap()];
-        ok(faketime(self.dev_cmd(&args), spec).output().unwrap(), &args);
+        ok(wrap(self.dev_cmd(&args)).output().unwrap(), &args);
         std::fs::remove_file(&file).unwrap();
     }
 

@@ -125,8 +125,16 @@ pub fn sendable_ids(conn: &Connection, limit: usize) -> Result<Vec<Uuid>> {
 
 /// How many of `ids` are still on the device and sendable (not quarantined).
 pub fn count_sendable(conn: &Connection, ids: &[Uuid]) -> Result<usize> {
-    let mut stmt = conn
-        .prepare_cached("SELECT count(*) FROM entries WHERE id = ?1 AND quarantine_code IS NULL")?;
+    count_each(
+        conn,
+        "SELECT count(*) FROM entries WHERE id = ?1 AND quarantine_code IS NULL",
+        ids,
+    )
+}
+
+/// Runs a `count(*)` query that takes one id, for each of `ids`, and sums.
+fn count_each(conn: &Connection, sql: &str, ids: &[Uuid]) -> Result<usize> {
+    let mut stmt = conn.prepare_cached(sql)?;
     let mut n = 0usize;
     for id in ids {
         n += stmt.query_row([id.to_string()], |r| r.get::<_, i64>(0))? as usize;
@@ -231,12 +239,7 @@ pub fn present(conn: &Connection, ids: &[Uuid]) -> Result<Vec<Uuid>> {
 
 /// How many of `ids` have a tombstone (were erased after a receipt).
 pub fn count_tombstoned(conn: &Connection, ids: &[Uuid]) -> Result<usize> {
-    let mut stmt = conn.prepare_cached("SELECT count(*) FROM tombstones WHERE id = ?1")?;
-    let mut n = 0usize;
-    for id in ids {
-        n += stmt.query_row([id.to_string()], |r| r.get::<_, i64>(0))? as usize;
-    }
-    Ok(n)
+    count_each(conn, "SELECT count(*) FROM tombstones WHERE id = ?1", ids)
 }
 
 /// Erases `ids` (secure_delete zeroes their pages) and leaves a tombstone for each, inside the
