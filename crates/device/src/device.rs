@@ -345,6 +345,7 @@ impl Device {
         let tx = self.conn.transaction()?;
         row.insert(&tx)?;
         tx.commit()?;
+        pause_point("add.after_commit");
         tracing::info!(entry = %row.id, "entry stored");
         Ok(row.id)
     }
