@@ -352,7 +352,9 @@ pub fn package_test(debs: &Debs) -> Result<()> {
     )?;
 
     // Head office, as its user: init, the event, then serve the way the unit does.
-    root.ho(&["init"])?;
+    // The recovery kit goes where the service's user may write; the admin hands the shares out
+    // and deletes it (beside the data directory, its default, is /var/lib: root's).
+    root.ho(&["init", "--kit-dir", &format!("{HO_DATA}/recovery-kit")])?;
     root.ho(&["event", "create", "/tmp/trade-show.json"])?;
     check(
         "head office's data is under /var/lib, its config under /etc",
