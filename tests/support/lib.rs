@@ -327,6 +327,17 @@ impl Drop for Sandbox {
     }
 }
 
+/// Debian's multi-threaded libfaketime (package `faketime`, which xtask installs).
+pub fn libfaketime() -> PathBuf {
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.exists());
+    found.expect("libfaketimeMT.so.1 (Debian's faketime package) under /usr/lib/*/faketime")
+}
+
 /// The same command run under `faketime -f SPEC`: its wall clock moved, its monotonic clock not.
 pub fn faketime(cmd: Command, spec: &str) -> Command {
     let mut c = Command::new("faketime");

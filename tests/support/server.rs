@@ -139,10 +139,13 @@ fn try_spawn(
         .unwrap();
     let mut cmd = match faketime {
         Some(spec) => {
-            let mut c = Command::new("faketime");
-            c.args(["-f", spec]).arg(bin("sealbox-headoffice"));
-            // Timers keep the real monotonic clock; only the wall clock moves.
-            c.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+            // libfaketime preloaded into the server itself: the `faketime` wrapper forks and
+            // waits, so killing it would leave the server running.
+            let mut c = Command::new(bin("sealbox-headoffice"));
+            c.env("LD_PRELOAD", crate::libfaketime())
+                .env("FAKETIME", spec)
+                // Timers keep the real monotonic clock; only the wall clock moves.
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
             c
         }
         None => Command::new(bin("sealbox-headoffice")),
