@@ -8,16 +8,8 @@ use std::path::Path;
 /// Adds these entries on the sandbox's device (or `dir`) and delivers them to head office by
 /// batch file.
 fn deliver(sb: &Sandbox, dir: &Path, entries: &[serde_json::Value]) {
-    let nd = sb.tmp.path().join("in.ndjson");
     let lines: Vec<String> = entries.iter().map(|e| e.to_string()).collect();
-    std::fs::write(&nd, lines.join("\n")).unwrap();
-    ok(
-        sb.dev_cmd_in(dir, &["add", "--ndjson", nd.to_str().unwrap()])
-            .output()
-            .unwrap(),
-        &["add"],
-    );
-    std::fs::remove_file(&nd).unwrap();
+    sb.add_lines_in(dir, &lines);
     let batch = sb
         .tmp
         .path()

@@ -230,49 +230,6 @@ fn passphrase_change_is_atomic_and_the_shares_stay_valid() {
     assert!(!visible.iter().any(|n| n.contains("tmp")), "{visible:?}");
 }
 
-/// A stand-in head office on head office's own TLS certificate that answers every sync with
-/// the receipt `make` builds.
-fn fake_head_office(
-    sb: &Sandbox,
-    make: impl Fn(&sealbox_protocol::sync::SyncRequest) -> sealbox_protocol::sync::Receipt
-        + Send
-        + Sync
-        + 'static,
-) -> (std::net::SocketAddr, tokio::runtime::Runtime) {
-    use axum::routing::post;
-    let ho = HoDir::new(&sb.ho)
-        .unlock(&Passphrase::new(PASSPHRASE))
-        .unwrap();
-    let tls = sealbox_headoffice::server::tls_config(
-        &std::fs::read_to_string(ho.server_cert()).unwrap(),
-        &ho.load_server_key_pem().unwrap(),
-    )
-    .unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let make = std::sync::Arc::new(make);
-    let app = axum::Router::new().route(
-        "/v1/sync",
-        post(move |body: axum::body::Bytes| {
-            let make = make.clone();
-            async move {
-                let req: sealbox_protocol::sync::SyncRequest =
-                    serde_json::from_slice(&body).unwrap();
-                axum::Json(make(&req))
-            }
-        }),
-    );
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.spawn(async move {
-        let config = axum_server::tls_rustls::RustlsConfig::from_config(std::sync::Arc::new(tls));
-        let _ = axum_server::from_tcp_rustls(listener, config)
-            .serve(app.into_make_service())
-            .await;
-    });
-    (addr, rt)
-}
-
 fn repoint(dir: &Path, url: &str) {
     let dev = Device::open(dir, &OsKeychain).unwrap();
     dev.connection()
@@ -337,7 +294,7 @@ fn rotated_receipt_key_is_followed_and_a_copied_old_key_signs_nothing() {
     sb.add_many(6, 2);
     // A receipt signed with the copied old key.
     let old = stolen.clone();
-    let (addr, _rt) = fake_head_office(&sb, move |req| {
+    let (addr, _rt) = crate::sync::fake_head_office(&sb, move |req| {
         Receipt::sign(
             req.batch_id,
             "booth-1",
@@ -351,7 +308,7 @@ fn rotated_receipt_key_is_followed_and_a_copied_old_key_signs_nothing() {
     // The thief's own rotation, old key to theirs, with a receipt from their key.
     let thief = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
     let forged = KeyRotation::sign(&stolen, &thief.verifying_key(), 2);
-    let (addr, _rt2) = fake_head_office(&sb, move |req| {
+    let (addr, _rt2) = crate::sync::fake_head_office(&sb, move |req| {
         let mut r = Receipt::sign(
             req.batch_id,
             "booth-1",
@@ -425,7 +382,6 @@ impl Drop for Fleet {
 }
 
 fn add_on(sb: &Sandbox, dir: &Path, tag: &str, n: usize) {
-    let file = sb.tmp.path().join(format!("{tag}.ndjson"));
     let lines: Vec<String> = (0..n)
         .map(|i| {
             serde_json::json!({
@@ -437,14 +393,7 @@ fn add_on(sb: &Sandbox, dir: &Path, tag: &str, n: usize) {
             .to_string()
         })
         .collect();
-    std::fs::write(&file, lines.join("\n")).unwrap();
-    ok(
-        sb.dev_cmd_in(dir, &["add", "--ndjson", file.to_str().unwrap()])
-            .output()
-            .unwrap(),
-        &["add"],
-    );
-    std::fs::remove_file(&file).unwrap();
+    sb.add_lines_in(dir, &lines);
 }
 
 fn pending_on(sb: &Sandbox, dir: &Path) -> u64 {

@@ -222,8 +222,9 @@ fn server_killed_mid_batch_and_device_killed_between_receipt_and_erase() {
     assert!(server.terminate().success());
 }
 
-/// A stand-in head office that answers syncs with receipts made by `make`.
-fn fake_head_office(
+/// A stand-in head office on head office's own TLS certificate that answers every sync with
+/// the receipt `make` builds.
+pub(crate) fn fake_head_office(
     sb: &Sandbox,
     make: impl Fn(&sealbox_protocol::sync::SyncRequest) -> sealbox_protocol::sync::Receipt
         + Send

@@ -168,7 +168,6 @@ impl Sandbox {
     }
 
     fn add_many_with(&self, from: usize, n: usize, wrap: impl FnOnce(Command) -> Command) {
-        let file = self.tmp.path().join(format!("entries-{from}.ndjson"));
         let lines: Vec<String> = (from..from + n)
             .map(|i| {
                 serde_json::json!({
@@ -180,9 +179,23 @@ impl Sandbox {
                 .to_string()
             })
             .collect();
+        self.add_lines_with(&self.dev, &lines, wrap);
+    }
+
+    /// Adds one entry per line (JSON objects) on the device in `dir` through
+    /// `sealbox add --ndjson FILE`, the file removed afterwards.
+    pub fn add_lines_in(&self, dir: &Path, lines: &[String]) {
+        self.add_lines_with(dir, lines, |c| c);
+    }
+
+    fn add_lines_with(&self, dir: &Path, lines: &[String], wrap: impl FnOnce(Command) -> Command) {
+        let file = self
+            .tmp
+            .path()
+            .join(format!("entries-{}.ndjson", uuid::Uuid::now_v7()));
         std::fs::write(&file, lines.join("\n")).unwrap();
         let args = ["add", "--ndjson", file.to_str().unwrap()];
-        ok(wrap(self.dev_cmd(&args)).output().unwrap(), &args);
+        ok(wrap(self.dev_cmd_in(dir, &args)).output().unwrap(), &args);
         std::fs::remove_file(&file).unwrap();
     }
 
