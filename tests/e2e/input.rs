@@ -79,8 +79,9 @@ fn bad_entries_are_refused_with_one_line_and_nothing_written() {
         "{err}"
     );
     let err = sb.add_fail("{}", &[("SEALBOX_LANG", "zh-CN")]);
+    // Fields are checked in the form's order before consent: the first required field speaks.
     assert!(
-        err.contains("此项必填") || err.contains("需要勾选同意"),
+        err.contains("此项必填") && err.contains("\"name\"") && !err.contains("需要勾选同意"),
         "{err}"
     );
     assert_eq!(sb.pending(), 1);

@@ -261,8 +261,34 @@ async fn enter_pin(c: &Client, pin: &str) {
         "document.getElementById('pin-dialog').open",
     )
     .await;
+    // While the PIN is typed, the dialog shows one dot per digit and never a digit: no text in
+    // the dialog and no input's value holds what was typed so far.
+    let mut typed = String::new();
     for d in pin.chars() {
         click(c, &format!(".pin-key[data-key=\"{d}\"]")).await;
+        typed.push(d);
+        let shown = c
+            .execute(
+                "const typed = arguments[0];
+                 const dialog = document.getElementById('pin-dialog');
+                 const text = [...dialog.querySelectorAll('*')]
+                   .filter(e => !e.classList.contains('pin-key') && !e.closest('.pin-key'))
+                   .map(e => [...e.childNodes].filter(n => n.nodeType === 3).map(n => n.textContent).join(''))
+                   .join('|');
+                 return { dots: document.getElementById('pin-dots').textContent,
+                          digits: /[0-9]/.test(text),
+                          value: [...document.querySelectorAll('input')].some(i => i.value !== '' && i.value.includes(typed)),
+                          attr: typed.length >= 3 && dialog.outerHTML.replace(/data-key=\"[0-9]\"/g, '').replace(/>[0-9]</g, '><').includes(typed) };",
+                vec![serde_json::json!(typed)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            shown,
+            serde_json::json!({"dots": "●".repeat(typed.chars().count()), "digits": false, "value": false, "attr": false}),
+            "the PIN pad after {} digits",
+            typed.len()
+        );
     }
     click(c, "#pin-ok").await;
 }
@@ -530,6 +556,11 @@ async fn drive(c: &Client) -> Result<(), String> {
         "a wrong PIN must not unlock"
     );
     assert_eq!(
+        js(c, "return document.getElementById('err-pin').textContent;").await,
+        "PIN 不正确",
+        "the wrong PIN's own message, in the screen's language"
+    );
+    assert_eq!(
         js(c, "return document.getElementById('pin-dots').textContent;").await,
         "",
         "no echo of the PIN"
@@ -772,6 +803,14 @@ async fn the_window_shows_sync_state_and_syncs_now() {
         "document.getElementById('send-result').textContent.length > 0",
     )
     .await;
+    assert_eq!(
+        js(
+            &c,
+            "return document.getElementById('send-result').textContent;"
+        )
+        .await,
+        "已开始同步，完成后会显示回执时间。"
+    );
     click(&c, "#lock").await;
 
     // Head office goes away: the kiosk says offline, and keeps the next entry.
