@@ -9,6 +9,8 @@ fn main() {
             "status_line",
             "unlock",
             "lock",
+            "manager_alive",
+            "manager_touch",
             "manager_overview",
             "manager_entries",
             "manager_audit",

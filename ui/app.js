@@ -18,7 +18,9 @@
     return e;
   };
 
-  const MANAGER_IDLE_MS = 120000;
+  // The manager's two-minute lock is kept by the library (its clock, its check): the page
+  // reports activity at most this often and asks whether the screens are still unlocked.
+  const MANAGER_TOUCH_MS = 2000;
   const IDLE_COUNTDOWN_S = 10;
 
   let lang = "zh";
@@ -27,7 +29,7 @@
   let thanksTimer = null;
   let idleTimer = null;
   let countdownTimer = null;
-  let managerTimer = null;
+  let lastTouch = 0;
   let managerTab = "overview";
   let pinPurpose = "unlock";
   let pinDigits = "";
@@ -188,7 +190,6 @@
   // Back to an empty form in the event's language: nothing of the last visitor remains.
   function wipeForm() {
     clearTimeout(thanksTimer);
-    clearTimeout(managerTimer);
     stopIdle();
     clearManager();
     if (!event) return;
@@ -324,12 +325,21 @@
   }
 
   function touchManager() {
-    clearTimeout(managerTimer);
-    managerTimer = setTimeout(lockManager, MANAGER_IDLE_MS);
+    const now = Date.now();
+    if (screen !== "manager" || now - lastTouch < MANAGER_TOUCH_MS) return;
+    lastTouch = now;
+    invoke("manager_touch").catch((err) => { if (err && err.code === "locked") lockManager(); });
+  }
+
+  // Every few seconds while the manager screens show: locked by the library's clock, they go.
+  async function checkManager() {
+    if (screen !== "manager") return;
+    let alive = false;
+    try { alive = await invoke("manager_alive"); } catch (_) { alive = false; }
+    if (!alive && screen === "manager") lockManager();
   }
 
   async function lockManager() {
-    clearTimeout(managerTimer);
     try { await invoke("lock"); } catch (_) { /* locking cannot fail in a way the visitor should see */ }
     wipeForm();
     refreshStatus();
@@ -342,8 +352,8 @@
     stopIdle();
     $("fields").replaceChildren();
     show("manager");
+    lastTouch = Date.now();
     selectTab("overview");
-    touchManager();
   }
 
   function selectTab(tab) {
@@ -377,7 +387,6 @@
 
   async function refreshManager() {
     if (screen !== "manager") return;
-    touchManager();
     if (managerTab === "overview") {
       const o = await managerCall("manager_overview", { tzOffsetMin: -new Date().getTimezoneOffset() });
       if (!o) return;
@@ -572,6 +581,7 @@
     $("enroll-form").addEventListener("submit", enroll);
     $("fault-retry").addEventListener("click", async () => applyState(await invoke("kiosk_state")));
     setInterval(refreshStatus, 2000);
+    setInterval(checkManager, 1000);
     applyState(await invoke("kiosk_state"));
   }
 

@@ -48,6 +48,18 @@ pub fn lock(shared: State<'_, Shared>) {
     shared.kiosk().lock()
 }
 
+/// Whether the manager screens are still unlocked (the page asks every few seconds).
+#[tauri::command(async)]
+pub fn manager_alive(shared: State<'_, Shared>) -> bool {
+    shared.kiosk().manager_alive()
+}
+
+/// Activity on the manager screens: the two minutes start again.
+#[tauri::command(async)]
+pub fn manager_touch(shared: State<'_, Shared>) -> Result<(), UiError> {
+    shared.kiosk().manager_touch()
+}
+
 #[tauri::command(async)]
 pub fn manager_overview(
     shared: State<'_, Shared>,

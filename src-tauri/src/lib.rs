@@ -59,6 +59,8 @@ pub fn builder<R: Runtime>(builder: tauri::Builder<R>, shared: Shared) -> tauri:
             commands::status_line,
             commands::unlock,
             commands::lock,
+            commands::manager_alive,
+            commands::manager_touch,
             commands::manager_overview,
             commands::manager_entries,
             commands::manager_audit,

@@ -3,6 +3,8 @@
 
 use crate::store::{canary_entry, CANARY_COMPANY, CANARY_EMAIL, CANARY_NAME, CANARY_PHONE};
 use fantoccini::{Client, ClientBuilder, Locator};
+use sealbox_device::files::KEY_ACCOUNT;
+use sealbox_device::KeyStore;
 use sealbox_tests::*;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -48,6 +50,11 @@ fn xdg(sb: &Sandbox) -> PathBuf {
 }
 
 /// What the app and its driver printed.
+/// The file the kiosk reads its manager-session clock skew from (milliseconds; debug builds).
+fn clock_skew_file(sb: &Sandbox) -> PathBuf {
+    sb.tmp.path().join("clock-skew-ms")
+}
+
 fn driver_log(sb: &Sandbox) -> PathBuf {
     sb.tmp.path().join("driver.log")
 }
@@ -118,6 +125,11 @@ fn start_driver(sb: &Sandbox) -> Driver {
         .env("TMPDIR", &sb.tmpdir)
         .env("NO_AT_BRIDGE", "1")
         .env("FONTCONFIG_FILE", no_cjk_fontconfig(sb))
+        // The app's own logs at their most verbose, into the driver's log the canary scans read;
+        // HOME inside the scanned directories; the manager session's test clock (debug builds).
+        .env("SEALBOX_LOG", "trace")
+        .env("HOME", xdg.join("home"))
+        .env("SEALBOX_TEST_CLOCK_SKEW_FILE", clock_skew_file(sb))
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .stdin(Stdio::null())
@@ -255,6 +267,11 @@ async fn visible(c: &Client, id: &str) -> bool {
 
 async fn enter_pin(c: &Client, pin: &str) {
     click(c, "#open-pin").await;
+    type_pin(c, pin).await;
+}
+
+/// Types `pin` on the open (or opening) PIN pad and presses OK.
+async fn type_pin(c: &Client, pin: &str) {
     wait_for(
         c,
         "the PIN pad",
@@ -403,21 +420,40 @@ async fn visitor_and_manager_in_the_real_window() {
 
     // The CLI, on the same data dir and keychain, sees the three entries.
     assert_eq!(sb.pending(), 3);
-    // Nothing of the visitors is left in the data dir, the webview's storage and cache, the
-    // temp dir, or anything the app and its driver printed.
-    for canary in [
+    // Nothing of the visitors is left in the data dir, the webview's storage and cache, HOME,
+    // the temp dir, or anything the app (tracing at its most verbose) and its driver printed:
+    // in UTF-8, JSON-escaped or UTF-16.
+    let log = std::fs::read_to_string(&driver_log).unwrap_or_default();
+    // Positive controls: the scan reads the app's own output, at trace level, and WebKit's files.
+    assert!(
+        log.contains("sealbox-kiosk: form ready after"),
+        "the driver's log holds the app's stderr"
+    );
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "the app logged verbosely"
+    );
+    assert!(
+        !files_under(&xdg.join("data")).is_empty(),
+        "WebKit wrote files where the scan looks"
+    );
+    let needles: Vec<(String, Vec<u8>)> = [
         CANARY_NAME,
         CANARY_PHONE,
         CANARY_EMAIL,
         CANARY_COMPANY,
         "Qzcanary",
-    ] {
-        for dir in [&sb.dev, &xdg, &sb.tmpdir] {
-            let hits = files_containing(dir, canary);
-            assert!(hits.is_empty(), "{canary} found in {hits:?}");
-        }
-        let log = std::fs::read_to_string(&driver_log).unwrap_or_default();
-        assert!(!log.contains(canary), "{canary} in the app's output");
+    ]
+    .iter()
+    .flat_map(|c| {
+        crate::manual::forms(c)
+            .into_iter()
+            .map(|f| (c.to_string(), f))
+    })
+    .collect();
+    for dir in [&sb.dev, &xdg, &sb.tmpdir, &sb.tmp.path().to_path_buf()] {
+        let found = crate::manual::hits(dir, &needles);
+        assert!(found.is_empty(), "{found:?}");
     }
 }
 
@@ -1095,4 +1131,322 @@ fn the_demo_runs_the_whole_lifecycle() {
     );
     // The samples went in through stdin: no visitor's value in any argv the demo used.
     assert!(!stdout.contains("13800138000") && !stderr.contains("13800138000"));
+}
+
+/// Asks the kiosk's visible windows to close the way a window manager does when someone clicks
+/// the close button or presses Alt+F4: a `WM_DELETE_WINDOW` client message. Returns how many
+/// windows were asked.
+fn ask_window_to_close(pid: u32) -> usize {
+    use std::os::raw::{c_int, c_uchar, c_uint, c_ulong};
+    use x11_dl::xlib;
+    let x = xlib::Xlib::open().expect("libX11");
+    // SAFETY: plain Xlib calls on a display this function opens and closes; every pointer Xlib
+    // returns is checked and freed with XFree.
+    unsafe {
+        let d = (x.XOpenDisplay)(std::ptr::null());
+        assert!(!d.is_null(), "no X display");
+        let atom = |name: &std::ffi::CStr| (x.XInternAtom)(d, name.as_ptr(), xlib::False);
+        let (pid_atom, protocols, delete) = (
+            atom(c"_NET_WM_PID"),
+            atom(c"WM_PROTOCOLS"),
+            atom(c"WM_DELETE_WINDOW"),
+        );
+        let mut windows = Vec::new();
+        let mut todo = vec![(x.XDefaultRootWindow)(d)];
+        while let Some(w) = todo.pop() {
+            let (mut root, mut parent) = (0, 0);
+            let mut kids: *mut c_ulong = std::ptr::null_mut();
+            let mut n: c_uint = 0;
+            if (x.XQueryTree)(d, w, &mut root, &mut parent, &mut kids, &mut n) != 0
+                && !kids.is_null()
+            {
+                todo.extend_from_slice(std::slice::from_raw_parts(kids, n as usize));
+                (x.XFree)(kids.cast());
+            }
+            windows.push(w);
+        }
+        let mut asked = 0;
+        for w in windows {
+            let (mut ty, mut format, mut items, mut after): (c_ulong, c_int, c_ulong, c_ulong) =
+                (0, 0, 0, 0);
+            let mut prop: *mut c_uchar = std::ptr::null_mut();
+            let ok = (x.XGetWindowProperty)(
+                d,
+                w,
+                pid_atom,
+                0,
+                1,
+                xlib::False,
+                xlib::XA_CARDINAL,
+                &mut ty,
+                &mut format,
+                &mut items,
+                &mut after,
+                &mut prop,
+            ) == 0;
+            let owner = if ok && items == 1 && !prop.is_null() {
+                Some(*(prop as *const c_ulong) as u32)
+            } else {
+                None
+            };
+            if !prop.is_null() {
+                (x.XFree)(prop.cast());
+            }
+            if owner != Some(pid) {
+                continue;
+            }
+            let mut attrs: xlib::XWindowAttributes = std::mem::zeroed();
+            if (x.XGetWindowAttributes)(d, w, &mut attrs) == 0
+                || attrs.map_state != xlib::IsViewable
+            {
+                continue;
+            }
+            let (mut list, mut count): (*mut c_ulong, c_int) = (std::ptr::null_mut(), 0);
+            let speaks = (x.XGetWMProtocols)(d, w, &mut list, &mut count) != 0
+                && !list.is_null()
+                && std::slice::from_raw_parts(list, count as usize).contains(&delete);
+            if !list.is_null() {
+                (x.XFree)(list.cast());
+            }
+            if !speaks {
+                continue;
+            }
+            let mut ev: xlib::XClientMessageEvent = std::mem::zeroed();
+            ev.type_ = xlib::ClientMessage;
+            ev.window = w;
+            ev.message_type = protocols;
+            ev.format = 32;
+            ev.data.set_long(0, delete as std::os::raw::c_long);
+            ev.data
+                .set_long(1, xlib::CurrentTime as std::os::raw::c_long);
+            let mut xev = xlib::XEvent { client_message: ev };
+            (x.XSendEvent)(d, w, xlib::False, xlib::NoEventMask, &mut xev);
+            asked += 1;
+        }
+        (x.XSync)(d, xlib::False);
+        (x.XCloseDisplay)(d);
+        asked
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+fn wait_exit(pid: u32, secs: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while alive(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    true
+}
+
+/// The close guard in the real window: the window manager's close (the title bar's ×, Alt+F4)
+/// is refused while the kiosk holds a device, and so is "Quit" with a wrong PIN; the right PIN
+/// quits the app.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_window_closes_only_with_the_manager_pin() {
+    let sb = Sandbox::enrolled();
+    let (driver, c) = session(&sb).await;
+    wait_for(
+        &c,
+        "the form",
+        "document.querySelector('input[name=\"name\"]')",
+    )
+    .await;
+    let pid = kiosk_pid(&sb);
+    js(&c, "window.__sealboxMarker = 42; return null;").await;
+    assert!(
+        ask_window_to_close(pid) >= 1,
+        "the kiosk's window was found"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        alive(pid),
+        "a close request without the PIN closed the kiosk"
+    );
+    assert_eq!(
+        js(&c, "return window.__sealboxMarker;").await,
+        42,
+        "the same page, not a new one"
+    );
+
+    enter_pin(&c, PIN).await;
+    wait_for(
+        &c,
+        "the manager screen",
+        "!document.getElementById('screen-manager').hidden",
+    )
+    .await;
+    click(&c, "#quit").await;
+    wait_for(
+        &c,
+        "the quit PIN pad",
+        "document.getElementById('pin-title').textContent === '输入 PIN 以退出应用'",
+    )
+    .await;
+    type_pin(&c, "999999").await;
+    wait_for(
+        &c,
+        "the PIN error",
+        "document.getElementById('err-pin').textContent === 'PIN 不正确'",
+    )
+    .await;
+    assert!(alive(pid), "a wrong PIN closed the kiosk");
+    assert!(ask_window_to_close(pid) >= 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(alive(pid), "a wrong PIN allowed a close");
+    for d in PIN.chars() {
+        click(&c, &format!(".pin-key[data-key=\"{d}\"]")).await;
+    }
+    click(&c, "#pin-ok").await;
+    assert!(wait_exit(pid, 15), "the right PIN did not quit the kiosk");
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.close()).await;
+    drop(driver);
+}
+
+/// A device whose database key is gone from the keychain opens on its own screen in the real
+/// window, never on an empty form that would take entries it cannot store; with nothing to
+/// protect on screen, that window may be closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_key_shows_its_own_screen_in_the_real_window() {
+    let sb = Sandbox::enrolled();
+    sb.add_many(0, 2);
+    let before = file_digest(&sb.dev.join("sealbox.db"));
+    sealbox_device::OsKeychain
+        .delete(&sb.keychain_service(), KEY_ACCOUNT)
+        .unwrap();
+    let (driver, c) = session(&sb).await;
+    wait_for(
+        &c,
+        "the key-lost screen",
+        "document.body.dataset.screen === 'fault' && document.getElementById('fault-title').textContent === '数据库密钥丢失'",
+    )
+    .await;
+    assert_eq!(
+        js(
+            &c,
+            "return document.getElementById('screen-form').hidden && document.getElementById('fields').children.length === 0;"
+        )
+        .await,
+        true,
+        "no form to type into"
+    );
+    let next = js(
+        &c,
+        "return document.getElementById('fault-next').textContent;",
+    )
+    .await;
+    assert!(next.as_str().unwrap().contains("sealbox recover"), "{next}");
+    assert!(
+        !js(
+            &c,
+            "return document.getElementById('fault-text').textContent;"
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .is_empty(),
+        "the problem is said"
+    );
+    // (No screenshot here: WebKitWebDriver's screenshot of this screen never answered.)
+    assert_glyphs(&c, "the key-lost screen").await.unwrap();
+    let pid = kiosk_pid(&sb);
+    assert!(ask_window_to_close(pid) >= 1);
+    assert!(
+        wait_exit(pid, 15),
+        "the key-lost window could not be closed"
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.close()).await;
+    drop(driver);
+    assert_eq!(
+        before,
+        file_digest(&sb.dev.join("sealbox.db")),
+        "the database was left as it was"
+    );
+}
+
+/// The two-minute lock of the manager screens, on the library's clock (moved forward through
+/// the debug build's test clock): open at 1:45 without activity; a tap starts the two minutes
+/// again; two minutes after the last activity the window is back on an empty visitor form,
+/// the manager's data is gone from the page, and the library refuses the manager's calls.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_manager_screens_lock_after_two_idle_minutes() {
+    let sb = Sandbox::enrolled();
+    let skew = clock_skew_file(&sb);
+    let set = |ms: u64| std::fs::write(&skew, ms.to_string()).unwrap();
+    let (driver, c) = session(&sb).await;
+    wait_for(
+        &c,
+        "the form",
+        "document.querySelector('input[name=\"name\"]')",
+    )
+    .await;
+    submit_visitor(&c, "Qzlock Visitor", "13911112222").await;
+    enter_pin(&c, PIN).await;
+    wait_for(
+        &c,
+        "the manager screen",
+        "!document.getElementById('screen-manager').hidden",
+    )
+    .await;
+    click(&c, "#tab-entries").await;
+    wait_for(
+        &c,
+        "the masked list",
+        "document.querySelectorAll('#entries-body tr').length === 1",
+    )
+    .await;
+    // 1:45 without activity: still open (the page asks every second).
+    set(105_000);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        visible(&c, "screen-manager").await,
+        "locked before two minutes"
+    );
+    // A tap on a tab is activity: the two minutes start again.
+    click(&c, "#tab-overview").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    set(210_000);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        visible(&c, "screen-manager").await,
+        "activity did not start the two minutes again"
+    );
+    // Two minutes after that tap: locked.
+    set(240_000);
+    wait_for_secs(
+        &c,
+        "the lock",
+        "!document.getElementById('screen-form').hidden && document.getElementById('screen-manager').hidden",
+        10,
+    )
+    .await;
+    let html = js(&c, "return document.documentElement.outerHTML;").await;
+    assert!(
+        !html.as_str().unwrap().contains("139****2222"),
+        "the manager's list left the page"
+    );
+    let refused = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             window.__TAURI__.core.invoke('manager_entries').then(() => done('allowed'), (e) => done(e.code));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused, "locked", "the library locked too");
+    let _ = c.close().await;
+    drop(driver);
 }

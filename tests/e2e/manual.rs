@@ -860,7 +860,7 @@ fn readme_tour_runs_as_written() {
 
 /// Every form a value can take in a file: UTF-8, JSON-escaped (`\uXXXX`, either case) and
 /// UTF-16 in both byte orders.
-fn forms(text: &str) -> Vec<Vec<u8>> {
+pub(crate) fn forms(text: &str) -> Vec<Vec<u8>> {
     let escaped: String = text
         .chars()
         .map(|c| {
@@ -891,7 +891,7 @@ fn forms(text: &str) -> Vec<Vec<u8>> {
 }
 
 /// Every file under `dir` holding any of `needles`, with which one.
-fn hits(dir: &Path, needles: &[(String, Vec<u8>)]) -> Vec<String> {
+pub(crate) fn hits(dir: &Path, needles: &[(String, Vec<u8>)]) -> Vec<String> {
     let mut found = Vec::new();
     for f in files_under(dir) {
         let Ok(bytes) = std::fs::read(&f) else {

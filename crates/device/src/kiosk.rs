@@ -14,8 +14,27 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long an unlocked manager screen stays unlocked without activity.
+/// How long an unlocked manager screen stays unlocked without activity. The library is the one
+/// clock of this lock: the page asks [`Kiosk::manager_alive`] every second and reports activity
+/// through [`Kiosk::manager_touch`], so a page whose timers stall cannot keep the screens open.
 pub const MANAGER_IDLE: Duration = Duration::from_secs(120);
+
+/// The monotonic clock of the manager's session. Debug builds only: a test moves it forward by
+/// the milliseconds written in the file `SEALBOX_TEST_CLOCK_SKEW_FILE` names, so the
+/// two-minute lock is tested in the real window without waiting two minutes.
+fn session_now() -> Instant {
+    let now = Instant::now();
+    #[cfg(debug_assertions)]
+    if let Some(file) = std::env::var_os("SEALBOX_TEST_CLOCK_SKEW_FILE") {
+        if let Some(ms) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+        {
+            return now + Duration::from_millis(ms);
+        }
+    }
+    now
+}
 
 /// An error as the UI sees it: a stable code to branch on, the message in both languages, and
 /// the field it belongs to. Never a value.
@@ -265,7 +284,7 @@ impl Kiosk {
     /// The summary key stays in memory while the screens are unlocked.
     pub fn unlock(&mut self, pin: &Pin) -> Result<(), UiError> {
         self.device()?.unlock_summaries(pin, "unlock")?;
-        self.unlocked_at = Some(Instant::now());
+        self.unlocked_at = Some(session_now());
         Ok(())
     }
 
@@ -277,7 +296,22 @@ impl Kiosk {
     }
 
     pub fn is_unlocked(&self) -> bool {
-        self.unlocked_at.is_some_and(|t| t.elapsed() < MANAGER_IDLE)
+        self.unlocked_at
+            .is_some_and(|t| session_now().saturating_duration_since(t) < MANAGER_IDLE)
+    }
+
+    /// Whether the manager screens are still unlocked, without counting as activity; a session
+    /// past its idle time is locked here (the summary key leaves memory).
+    pub fn manager_alive(&mut self) -> bool {
+        if self.unlocked_at.is_some() && !self.is_unlocked() {
+            self.lock();
+        }
+        self.is_unlocked()
+    }
+
+    /// The manager touched the screens (a tap, a key): the idle time starts again.
+    pub fn manager_touch(&mut self) -> Result<(), UiError> {
+        self.manager().map(|_| ())
     }
 
     /// Checks the session and counts this call as activity.
@@ -286,7 +320,7 @@ impl Kiosk {
             self.lock();
             return Err(locked());
         }
-        self.unlocked_at = Some(Instant::now());
+        self.unlocked_at = Some(session_now());
         Ok(self.device()?)
     }
 
