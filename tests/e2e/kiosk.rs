@@ -1450,3 +1450,157 @@ async fn the_manager_screens_lock_after_two_idle_minutes() {
     let _ = c.close().await;
     drop(driver);
 }
+
+/// The lockdown in the real window: a right-click opens no menu, the reload, zoom, print,
+/// find and history keys do nothing, a dropped file is not opened, and the page cannot be
+/// navigated away from the app (by a script, a link or a new window). Real input where WebDriver
+/// gives it (the right-click, the keys); a synthetic drop (WebDriver cannot drag a file from the
+/// desktop). Each event is seen by a listener that runs after the app's, which records whether
+/// the app refused it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_window_is_locked_down() {
+    use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_RIGHT};
+    let sb = Sandbox::enrolled();
+    let (driver, c) = session(&sb).await;
+    wait_for(
+        &c,
+        "the form",
+        "document.querySelector('input[name=\"name\"]')",
+    )
+    .await;
+    js(
+        &c,
+        "window.__marker = 7; window.__seen = [];
+         for (const t of ['contextmenu', 'keydown', 'drop', 'dragover', 'wheel']) {
+           window.addEventListener(t, (e) => window.__seen.push({ type: t, key: e.key || '', ctrl: !!e.ctrlKey, alt: !!e.altKey, prevented: e.defaultPrevented }));
+         }
+         return null;",
+    )
+    .await;
+    let start = js(&c, "return location.href;").await;
+
+    // A real right-click on the form.
+    let right_click = MouseActions::new("mouse".into())
+        .then(PointerAction::MoveTo {
+            duration: None,
+            x: 300.0,
+            y: 300.0,
+        })
+        .then(PointerAction::Down {
+            button: MOUSE_BUTTON_RIGHT,
+        })
+        .then(PointerAction::Up {
+            button: MOUSE_BUTTON_RIGHT,
+        });
+    c.perform_actions(right_click).await.unwrap();
+
+    // Real keys: F5, Ctrl+R, Ctrl+plus (=), Ctrl+minus, Ctrl+0, Ctrl+P, Ctrl+F, Alt+Left.
+    const CTRL: char = '\u{E009}';
+    const ALT: char = '\u{E00A}';
+    const RELEASE: char = '\u{E000}';
+    const F5: char = '\u{E035}';
+    const LEFT: char = '\u{E012}';
+    let name = c.find(Locator::Css("input[name=name]")).await.unwrap();
+    for keys in [
+        format!("{F5}"),
+        format!("{CTRL}r{RELEASE}"),
+        format!("{CTRL}+{RELEASE}"),
+        format!("{CTRL}-{RELEASE}"),
+        format!("{CTRL}0{RELEASE}"),
+        format!("{CTRL}p{RELEASE}"),
+        format!("{CTRL}f{RELEASE}"),
+        format!("{ALT}{LEFT}{RELEASE}"),
+    ] {
+        name.send_keys(&keys).await.unwrap();
+    }
+    // A file dropped on the window.
+    let dropped = js(
+        &c,
+        "const dt = new DataTransfer();
+         dt.items.add(new File(['x'], 'visitors.csv', { type: 'text/csv' }));
+         const over = new DragEvent('dragover', { bubbles: true, cancelable: true, dataTransfer: dt });
+         const drop = new DragEvent('drop', { bubbles: true, cancelable: true, dataTransfer: dt });
+         const target = document.querySelector('input[name=name]');
+         return [target.dispatchEvent(over), target.dispatchEvent(drop)];",
+    )
+    .await;
+    assert_eq!(
+        dropped,
+        serde_json::json!([false, false]),
+        "the app refuses a drag and a drop"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let seen = js(&c, "return window.__seen;").await;
+    let seen = seen.as_array().unwrap();
+    let got = |kind: &str, key: &str| {
+        seen.iter()
+            .filter(|e| e["type"] == kind && (key.is_empty() || e["key"].as_str() == Some(key)))
+            .collect::<Vec<_>>()
+    };
+    let menus = got("contextmenu", "");
+    assert!(
+        !menus.is_empty(),
+        "the right-click reached the page: {seen:?}"
+    );
+    assert!(menus.iter().all(|e| e["prevented"] == true), "{seen:?}");
+    // (Ctrl and "+" arrives as "=", the key it is on.)
+    for key in ["F5", "r", "=", "-", "0", "p", "f", "ArrowLeft"] {
+        let events = got("keydown", key);
+        assert!(!events.is_empty(), "{key} reached the page: {seen:?}");
+        assert!(
+            events.iter().all(|e| e["prevented"] == true),
+            "{key} was not refused: {seen:?}"
+        );
+    }
+    assert!(
+        js(
+            &c,
+            "return document.querySelector('input[name=name]').value;"
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .is_empty(),
+        "no key typed into the form"
+    );
+    assert_eq!(js(&c, "return window.__marker;").await, 7, "no reload");
+    assert_eq!(
+        js(
+            &c,
+            "return [window.visualViewport.scale, window.devicePixelRatio];"
+        )
+        .await,
+        serde_json::json!([1, 1]),
+        "no zoom"
+    );
+
+    // Navigation away: a script, a link, a new window; a file URL.
+    for script in [
+        "location.href = 'https://example.com/'; return null;",
+        "location.assign('file:///etc/hostname'); return null;",
+        "const a = document.createElement('a'); a.href = 'https://example.com/'; a.id = 'away'; a.textContent = 'away'; document.body.append(a); return null;",
+    ] {
+        js(&c, script).await;
+    }
+    click(&c, "#away").await;
+    let opened = js(&c, "return window.open('https://example.com/') === null;").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        js(&c, "return location.href;").await,
+        start,
+        "still the app"
+    );
+    assert_eq!(js(&c, "return window.__marker;").await, 7, "the same page");
+    let handles = c.windows().await.unwrap();
+    assert_eq!(
+        handles.len(),
+        1,
+        "no new window (window.open returned null: {opened})"
+    );
+    assert_eq!(
+        js(&c, "return window.SEALBOX_ERRORS;").await,
+        serde_json::json!([])
+    );
+    let _ = c.close().await;
+    drop(driver);
+}
