@@ -711,3 +711,90 @@ fn a_second_sync_waits_for_nothing_and_429_is_waited_out() {
     );
     assert_eq!(ho_counts(&sb.ho), (4, 4));
 }
+
+/// A head office that keeps refusing (here: the device was revoked) is asked less and less
+/// often: the kiosk's loop backs off exponentially with jitter instead of polling, keeps its
+/// entries, and says why. Without the backoff this loop would ask every 50 ms (about 160
+/// times in the 8 seconds watched).
+#[test]
+fn the_loop_backs_off_from_a_head_office_that_keeps_refusing() {
+    let sb = Sandbox::headoffice();
+    let server = HoServer::start(&sb.ho, &[]);
+    sb.enrol_at(&server.url());
+    sb.add_many(0, 3);
+    sb.ho_ok(&["device", "revoke", "booth-1"]);
+    let opts = sealbox_device::sync_loop::LoopOptions {
+        page: 100,
+        timeout: Duration::from_secs(5),
+        first_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_millis(1600),
+        idle_poll: Duration::from_millis(50),
+    };
+    let started = Instant::now();
+    let sync = sealbox_device::sync_loop::SyncLoop::start(
+        sb.dev.clone(),
+        std::sync::Arc::new(sealbox_device::OsKeychain),
+        opts,
+    );
+    std::thread::sleep(Duration::from_secs(8));
+    let state = sync.state();
+    sync.stop();
+    let watched = started.elapsed();
+    // Each refusal leaves one line in head office's log, with its time.
+    let log = server.log();
+    let times: Vec<time::OffsetDateTime> = log
+        .lines()
+        .filter(|l| l.contains("request refused") && l.contains("status=401"))
+        .filter_map(|l| {
+            let plain: String = strip_ansi(l);
+            let stamp = plain.split_whitespace().next()?;
+            time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .collect();
+    eprintln!(
+        "backoff: {} refusals in {:.1} s",
+        times.len(),
+        watched.as_secs_f64()
+    );
+    assert!(times.len() >= 3, "the loop kept trying: {log}");
+    assert!(
+        times.len() <= 30,
+        "{} requests in {watched:?}: no backoff",
+        times.len()
+    );
+    // Later waits are longer: past the fourth try the ceiling is 1.6 s, so the mean wait is
+    // about 0.8 s (jitter draws each wait between zero and the ceiling).
+    let gaps: Vec<f64> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_seconds_f64())
+        .collect();
+    let late = &gaps[gaps.len().min(3)..];
+    if !late.is_empty() {
+        let mean = late.iter().sum::<f64>() / late.len() as f64;
+        assert!(mean > 0.3, "late waits average {mean:.2} s: {gaps:?}");
+    }
+    assert_eq!(state.online, Some(false));
+    assert_eq!(
+        state.last_error.as_deref(),
+        Some("unauthorized"),
+        "{state:?}"
+    );
+    assert_eq!(sb.pending(), 3, "nothing erased while refused");
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
