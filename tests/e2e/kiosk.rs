@@ -386,7 +386,13 @@ async fn assert_glyphs(c: &Client, screen: &str) -> Result<(), String> {
 /// Saves what the window shows into target/e2e-artifacts/ (the README's screenshots come from
 /// there), after letting WebKit paint.
 async fn screenshot(c: &Client, name: &str) -> Result<(), String> {
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Two animation frames: what the page changed last is painted.
+    c.execute_async(
+        "const done = arguments[arguments.length - 1]; requestAnimationFrame(() => requestAnimationFrame(() => done(null)));",
+        vec![],
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let png = c.screenshot().await.map_err(|e| e.to_string())?;
     std::fs::write(artifacts().join(name), png).map_err(|e| e.to_string())
 }

@@ -690,7 +690,12 @@ fn a_second_sync_waits_for_nothing_and_429_is_waited_out() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    // The first sync holds the delivery once its request reached the proxy.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.connections.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the first sync never connected");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let second = sb.dev_fail(&["sync"], &[]);
     assert!(second.contains("another sync is running"), "{second}");
     let out = first.wait_with_output().unwrap();

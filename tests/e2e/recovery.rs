@@ -460,7 +460,12 @@ fn backup_taken_while_ten_devices_sync_restores_and_devices_continue() {
                 })
             })
             .collect();
-        std::thread::sleep(std::time::Duration::from_millis(1500));
+        // The backup starts once deliveries are under way.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while ho_counts(&sb.ho).0 < 10 {
+            assert!(std::time::Instant::now() < deadline, "no delivery arrived");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let out = sb.ho_ok(&["backup", "--out", backup.to_str().unwrap()]);
         let during = ho_counts(&sb.ho).0;
         for w in workers {

@@ -243,8 +243,8 @@ fn a_running_add_shows_no_value_in_the_process_list() {
         assert!(Instant::now() < deadline, "sealbox add did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Let it reach its read of stdin (it has the value's first half by now).
-    std::thread::sleep(Duration::from_millis(300));
+    // It has read the value's first half and waits for the rest.
+    wait_blocked_on_stdin(child.id());
     assert!(child.try_wait().unwrap().is_none(), "add is still running");
     let shown = processes_showing(&name);
     assert!(shown.is_empty(), "the value is in {shown:?}");
@@ -388,7 +388,7 @@ fn a_crashing_sealbox_leaves_no_core_file() {
         stdin.flush().unwrap();
     }
     // It has read the value and waits for the rest.
-    std::thread::sleep(Duration::from_millis(500));
+    wait_blocked_on_stdin(child.id());
     assert!(child.try_wait().unwrap().is_none());
     let limits = core_limits(child.id());
     abort_and_wait(child.id());

@@ -487,3 +487,29 @@ impl Rng {
         self.next_u64() % n
     }
 }
+
+/// Waits until process `pid` is blocked reading its standard input in any of its threads, which
+/// means it has read everything written to the pipe so far (a read with data waiting does not
+/// block). Replaces guessing with a sleep.
+pub fn wait_blocked_on_stdin(pid: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let reading = tasks.iter().any(|t| {
+            let call = std::fs::read_to_string(t.join("syscall")).unwrap_or_default();
+            let stat = std::fs::read_to_string(t.join("stat")).unwrap_or_default();
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            call.starts_with("0 0x0 ") && state.starts_with('S')
+        });
+        if reading {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} never waited on its standard input"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
