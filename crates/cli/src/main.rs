@@ -432,8 +432,11 @@ fn run(cli: Cli) -> Result<()> {
             let client = dev.sync_client(std::time::Duration::from_secs(timeout))?;
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} entries sent")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(match Lang::from_env() {
+                    Lang::Zh => "{bar:40} 已发送 {pos}/{len} 条",
+                    Lang::En => "{bar:40} {pos}/{len} entries sent",
+                })
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             let outcome = dev.sync(&client, page, &mut |p| {
                 bar.set_length(p.total);

@@ -654,8 +654,11 @@ fn run(cli: Cli) -> Result<()> {
             let pass = passphrase(false)?;
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} entries opened")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(match Lang::from_env() {
+                    Lang::Zh => "{bar:40} 已解密 {pos}/{len} 条",
+                    Lang::En => "{bar:40} {pos}/{len} entries opened",
+                })
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             let r = crm::export(
                 dir,
