@@ -6,6 +6,7 @@ mod crash;
 mod crm;
 mod enrolment;
 mod faults;
+mod health;
 mod input;
 mod kiosk;
 mod lifecycle;
