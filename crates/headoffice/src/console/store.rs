@@ -5,9 +5,9 @@
 //! The schema has its own version (`console_schema`), apart from [`crate::db`]'s
 //! `user_version`, so the two migrate independently.
 //!
-//! Two reads touch tables of other modules, because no function gives them yet: capture times
+//! Three reads touch tables of other modules, because no function gives them yet: capture times
 //! for the per-hour chart (`entries`, [`crate::db`]) and the audit rows to list (`audit`,
-//! [`crate::audit`]). Both are read-only and marked below; they belong behind the storage
+//! [`crate::audit`]) and an event's stored config (`events`). Both are read-only and marked below; they belong behind the storage
 //! interface once it exists.
 
 use crate::error::{HoError, Result};
@@ -297,6 +297,17 @@ pub fn entries_per_hour(conn: &Connection, event: &str) -> Result<Vec<(i64, u64)
     )?;
     let rows = stmt.query_map([event], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// An event's config as `event create` stored it. Reads `events` ([`crate::db`]'s table).
+pub fn event_config(conn: &Connection, id: &str) -> Result<sealbox_protocol::EventConfig> {
+    let json: String = conn
+        .query_row("SELECT config FROM events WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .ok_or_else(|| HoError::UnknownEvent(id.to_string()))?;
+    serde_json::from_str(&json).map_err(|e| HoError::Config(e.to_string()))
 }
 
 /// One audit row as the console lists it.
