@@ -2,6 +2,7 @@
 //! the real OS keychain (Secret Service in the session `cargo xtask test` sets up).
 
 mod batch;
+mod console;
 mod crash;
 mod crm;
 mod enrolment;

@@ -252,7 +252,7 @@ fn harden(mut r: Response) -> Response {
     for (k, v) in [
         (
             "content-security-policy",
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
         ("x-frame-options", "DENY"),
         ("x-content-type-options", "nosniff"),
@@ -650,7 +650,7 @@ fn chart(l: Lang, per_hour: &[(i64, u64)]) -> Markup {
     let max = bars.iter().map(|(_, n)| *n).max().unwrap_or(1).max(1);
     let w = 14;
     let height = 120;
-    let width = bars.len() * w + 40;
+    let width = (bars.len() * w + 40).max(360);
     html! {
         svg.chart width=(width) height=(height + 40) role="img" aria-label=(t(l, "per_hour")) {
             @for (i, (hour, n)) in bars.iter().enumerate() {
