@@ -441,10 +441,36 @@ async fn the_console_in_a_real_browser() {
         0,
         "nobody approves their own request"
     );
+    let first_row =
+        "return document.querySelector('#export-requests tr[data-request]').dataset.request;";
+    let alices = js(&c, first_row).await.as_str().unwrap().to_string();
     sign_out(&c).await;
     sign_in(&c, &mut seen, &base, BOB).await;
     goto(&c, &mut seen, &format!("{base}/exports")).await;
-    submit(&c, "button.approve").await;
+    // Bob's own request: no button for it, and a POST deciding it is refused.
+    fill(&c, "#export-reason", "my own").await;
+    submit(&c, "#export-request-submit").await;
+    let bobs = js(&c, first_row).await.as_str().unwrap().to_string();
+    assert_ne!(bobs, alices);
+    assert_eq!(
+        js(&c, &format!("return document.querySelectorAll(\"tr[data-request='{bobs}'] button.approve\").length;")).await,
+        0
+    );
+    let own = js_async(
+        &c,
+        "const cb = arguments[arguments.length - 1];
+         const csrf = document.querySelector('input[name=csrf]').value;
+         fetch('/exports/decide', {method: 'POST', headers: {'content-type': 'application/x-www-form-urlencoded'},
+                body: 'csrf=' + csrf + '&id=' + arguments[0] + '&decision=approved'})
+           .then(r => r.text()).then(cb).catch(e => cb(String(e)));",
+        vec![bobs.clone().into()],
+    )
+    .await;
+    assert!(
+        own.as_str().unwrap().contains("不能审批自己的申请"),
+        "own approval refused"
+    );
+    submit(&c, &format!("tr[data-request='{alices}'] button.approve")).await;
     seen.record(&c).await;
     assert!(!text_of(&c, "#decided").await.is_empty());
     sign_out(&c).await;
@@ -482,8 +508,20 @@ async fn the_console_in_a_real_browser() {
         assert!(names.contains(&format!("Qzsync Visitor {i}")), "{names:?}");
     }
     goto(&c, &mut seen, &format!("{base}/exports")).await;
-    let twice = js_async(&c, download, vec![PASSPHRASE.into()]).await;
-    assert_ne!(twice[0], 200, "one download only");
+    // Again, straight to the server (the page no longer offers it).
+    let twice = js_async(
+        &c,
+        "const cb = arguments[arguments.length - 1];
+         const csrf = document.querySelector('input[name=csrf]').value;
+         fetch('/exports/download', {method: 'POST', headers: {'content-type': 'application/x-www-form-urlencoded'},
+                body: 'csrf=' + csrf + '&id=' + arguments[0] + '&passphrase=' + encodeURIComponent(arguments[1])})
+           .then(r => r.text().then(t => cb([r.status, r.headers.get('content-disposition'), t])))
+           .catch(e => cb([0, String(e), '']));",
+        vec![alices.clone().into(), PASSPHRASE.into()],
+    )
+    .await;
+    assert!(twice[1].is_null(), "one download only: {}", twice[1]);
+    assert!(!twice[2].as_str().unwrap().contains("Qzsync Visitor"));
 
     // A deletion request: the phone typed is never shown back.
     goto(&c, &mut seen, &format!("{base}/forget")).await;
