@@ -602,15 +602,7 @@ async fn the_console_in_a_real_browser() {
 
 /// Five wrong passwords for one account: the right one is refused too, for a while.
 fn sign_in_limits(sb: &Sandbox, base: &str) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(sb.ho.join("ca.pem")).unwrap()).unwrap();
-    let http = reqwest::blocking::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let http = https(sb);
     let pre = || {
         let r = http.get(format!("{base}/login")).send().unwrap();
         let cookie = r
@@ -662,4 +654,149 @@ fn sign_in_limits(sb: &Sandbox, base: &str) {
         assert_eq!(try_once("wrong password").status().as_u16(), 401);
     }
     assert_eq!(try_once(BOB.1).status().as_u16(), 429);
+}
+
+/// An HTTPS client that trusts head office's CA only, and follows no redirect.
+fn https(sb: &Sandbox) -> reqwest::blocking::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(sb.ho.join("ca.pem")).unwrap()).unwrap();
+    reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Signs in without a browser; returns the Cookie header of the session.
+fn session_cookie(
+    http: &reqwest::blocking::Client,
+    base: &str,
+    (name, password): (&str, &str),
+) -> String {
+    let r = http.get(format!("{base}/login")).send().unwrap();
+    let pre = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find_map(|v| {
+            v.strip_prefix("sbx_pre=")
+                .map(|v| v.split(';').next().unwrap().to_string())
+        })
+        .unwrap();
+    let r = http
+        .post(format!("{base}/login"))
+        .header("cookie", format!("sbx_pre={pre}"))
+        .form(&[
+            ("csrf", pre.as_str()),
+            ("name", name),
+            ("password", password),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|v| v.starts_with("sbx_session="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The time a page takes with 100 devices (each with a health report) and 100,000 entries
+/// (stored straight into head office's tables: sealed blobs the pages never open). Printed, and
+/// held under a generous bound.
+#[test]
+fn pages_with_100_devices_and_100000_entries() {
+    let sb = Sandbox::headoffice();
+    admin_add(&sb, ALICE, "operator");
+    let now = sealbox_headoffice::now_ms();
+    {
+        let mut conn = sealbox_headoffice::db::open(&sb.ho.join("headoffice.db")).unwrap();
+        sealbox_headoffice::console::store::migrate(&conn).unwrap();
+        let tx = conn.transaction().unwrap();
+        for d in 0..100 {
+            let name = format!("booth-{d:03}");
+            tx.execute(
+                "INSERT INTO devices (name, event_id, token_sha256, verifying_key, enrolled_at_ms)
+                 VALUES (?1, 'trade-show-2026', ?2, 'unused', ?3)",
+                rusqlite::params![name, format!("{d:064}"), now],
+            )
+            .unwrap();
+            let report = sealbox_protocol::health::HealthReport {
+                format: sealbox_protocol::health::HEALTH_FORMAT.into(),
+                pending: d % 7,
+                exported: 0,
+                quarantined: 0,
+                oldest_waiting_s: Some(d * 60),
+                app_version: "0.1.0".into(),
+                last_error: None,
+                sent_at_ms: now,
+            };
+            sealbox_headoffice::console::store::record_health(
+                &tx,
+                &name,
+                &report,
+                now - d as i64 * 90_000,
+            )
+            .unwrap();
+        }
+        {
+            let mut stmt = tx
+                .prepare(
+                    "INSERT INTO entries (id, event_id, device, captured_at_ms, consent_version,
+                     consent_sha256, sealed, received_at_ms, retain_from_ms)
+                     VALUES (?1, 'trade-show-2026', ?2, ?3, '2026-11-v1', 'x', ?4, ?5, ?3)",
+                )
+                .unwrap();
+            let sealed = vec![0u8; 600];
+            for i in 0..100_000i64 {
+                let captured = now - 48 * 3_600_000 + i * 1728;
+                stmt.execute(rusqlite::params![
+                    uuid::Uuid::now_v7().to_string(),
+                    format!("booth-{:03}", i % 100),
+                    captured,
+                    sealed,
+                    now
+                ])
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let (_serve, _, base) = serve(&sb);
+    let http = https(&sb);
+    let cookie = session_cookie(&http, &base, ALICE);
+    let mut report = Vec::new();
+    for page in ["overview", "devices", "events", "audit"] {
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let r = http
+                .get(format!("{base}/{page}"))
+                .header("cookie", &cookie)
+                .send()
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{page}");
+            let body = r.text().unwrap();
+            times.push(t.elapsed());
+            if page == "devices" {
+                assert_eq!(body.matches("data-device=").count(), 100);
+            }
+        }
+        times.sort();
+        let median = times[2];
+        report.push(format!("{page}: median {} ms", median.as_millis()));
+        assert!(median < Duration::from_secs(3), "{page}: {median:?}");
+    }
+    println!(
+        "console pages with 100 devices and 100,000 entries: {}",
+        report.join(", ")
+    );
 }
