@@ -1839,6 +1839,76 @@ mod tests {
         assert!(!same(&a, &a[..63]));
     }
 
+    fn console() -> Console {
+        Console {
+            dir: PathBuf::from("/nonexistent"),
+            conn: Mutex::new(Connection::open_in_memory().unwrap()),
+            sessions: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            downloads: Mutex::new(HashMap::new()),
+            opts: ConsoleOptions {
+                silent_alert: Duration::from_secs(3600),
+            },
+        }
+    }
+
+    fn with_session(id: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("{SESSION_COOKIE}={id}")).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn a_session_ends_after_15_idle_minutes_and_each_request_renews_it() {
+        let c = console();
+        let now = Instant::now();
+        for (id, idle) in [
+            ("fresh", Duration::from_secs(14 * 60)),
+            ("stale", IDLE + Duration::from_secs(1)),
+        ] {
+            lock(&c.sessions).insert(
+                id.into(),
+                Session {
+                    admin: "alice".into(),
+                    role: Role::Operator,
+                    csrf: "t".into(),
+                    last_seen: now.checked_sub(idle).unwrap(),
+                    forget: None,
+                },
+            );
+        }
+        assert_eq!(c.who(&with_session("fresh")).unwrap().admin, "alice");
+        assert!(lock(&c.sessions)["fresh"].last_seen >= now, "renewed");
+        assert!(c.who(&with_session("stale")).is_none());
+        assert!(!lock(&c.sessions).contains_key("stale"), "forgotten");
+        assert!(c.who(&with_session("unknown")).is_none());
+    }
+
+    #[test]
+    fn sign_in_attempts_are_limited_per_key() {
+        let c = console();
+        for _ in 0..MAX_FAILURES {
+            assert!(c.may_try("account:bob"));
+            c.failed("account:bob");
+        }
+        assert!(!c.may_try("account:bob"));
+        assert!(c.may_try("account:alice"));
+        // The window passed: allowed again.
+        lock(&c.failures).insert(
+            "account:bob".into(),
+            (
+                MAX_FAILURES,
+                Instant::now()
+                    .checked_sub(ATTEMPT_WINDOW + Duration::from_secs(1))
+                    .unwrap(),
+            ),
+        );
+        assert!(c.may_try("account:bob"));
+    }
+
     #[test]
     fn cookies_are_read_by_name() {
         let mut h = HeaderMap::new();
