@@ -119,3 +119,36 @@ fn an_older_head_office_without_reports_still_takes_the_sync() {
     let client = dev.sync_client(Duration::from_secs(10)).unwrap();
     assert!(!dev.send_health(&client, None).unwrap(), "404: not taken");
 }
+
+#[test]
+fn the_kiosk_loop_reports_while_idle() {
+    use sealbox_device::sync_loop::{LoopOptions, SyncLoop};
+    let sb = Sandbox::headoffice();
+    let server = HoServer::start(&sb.ho, &[]);
+    sb.enrol_at(&server.url());
+    let opts = LoopOptions {
+        timeout: Duration::from_secs(10),
+        idle_poll: Duration::from_millis(100),
+        health_every: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let sync = SyncLoop::start(sb.dev.clone(), std::sync::Arc::new(OsKeychain), opts);
+    let seen = || reports(&sb).get("booth-1").map(|r| r.seen_at_ms);
+    let wait_for = |what: &str, ok: &dyn Fn(Option<i64>) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = seen();
+            if ok(s) {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let first = wait_for("a first report with nothing to send", &|s| s.is_some()).unwrap();
+    wait_for("another report a little later", &|s| {
+        s.is_some_and(|s| s > first)
+    });
+    sync.stop();
+    assert_eq!(reports(&sb)["booth-1"].report.pending, 0);
+}
