@@ -498,7 +498,12 @@ async fn login(
     let account = format!("account:{}", f.name);
     let address = format!("address:{}", peer.ip());
     if !c.may_try(&account) || !c.may_try(&address) {
-        c.audit(&f.name, "console.sign_in_limited", serde_json::json!({}));
+        let typed = if super::valid_name(&f.name) {
+            f.name.as_str()
+        } else {
+            "(not a name)"
+        };
+        c.audit(typed, "console.sign_in_limited", serde_json::json!({}));
         let mut r = login_form(l, &pre, Some(t(l, "too_many_attempts")));
         *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
         return r;
@@ -524,7 +529,14 @@ async fn login(
     let Some(admin) = admin.filter(|_| ok) else {
         c.failed(&account);
         c.failed(&address);
-        c.audit(&f.name, "console.sign_in_failed", serde_json::json!({}));
+        // The name as typed only when it could be an admin's: whatever else was typed there
+        // (a password, a phone) stays out of the log.
+        let typed = if super::valid_name(&f.name) {
+            f.name.as_str()
+        } else {
+            "(not a name)"
+        };
+        c.audit(typed, "console.sign_in_failed", serde_json::json!({}));
         let mut r = login_form(l, &pre, Some(t(l, "bad_sign_in")));
         *r.status_mut() = StatusCode::UNAUTHORIZED;
         return r;
