@@ -733,8 +733,9 @@ fn pages_with_100_devices_and_100000_entries() {
                 format: sealbox_protocol::health::HEALTH_FORMAT.into(),
                 pending: d % 7,
                 exported: 0,
-                quarantined: 0,
-                oldest_waiting_s: Some(d * 60),
+                // booth-050 holds 2 quarantined entries and one waiting for 10 days.
+                quarantined: if d == 50 { 2 } else { 0 },
+                oldest_waiting_s: Some(if d == 50 { 10 * 86_400 } else { d * 60 }),
                 app_version: "0.1.0".into(),
                 last_error: None,
                 sent_at_ms: now,
@@ -788,6 +789,29 @@ fn pages_with_100_devices_and_100000_entries() {
             times.push(t.elapsed());
             if page == "devices" {
                 assert_eq!(body.matches("data-device=").count(), 100);
+            }
+            if page == "overview" {
+                // Alerts: silent with entries waiting (seen d × 90 s ago, pending d mod 7, past
+                // the 60 minutes), waiting past the event's 3 days, quarantined on the device.
+                assert!(
+                    body.contains(
+                        "Device booth-099 has 1 entries waiting and has been silent for 2 h"
+                    ),
+                    "{body}"
+                );
+                assert!(
+                    !body.contains("Device booth-098 has"),
+                    "nothing waiting on booth-098"
+                );
+                assert!(
+                    !body.contains("Device booth-001 has"),
+                    "booth-001 was heard from 90 s ago"
+                );
+                assert!(body.contains(
+                    "Device booth-050 has an entry waiting for 10 days, past the event's 3 days"
+                ));
+                assert!(body.contains("Device booth-050 holds 2 entries head office refused"));
+                assert!(body.contains("<svg class=\"chart\""));
             }
         }
         times.sort();
