@@ -1107,6 +1107,12 @@ fn the_demo_runs_the_whole_lifecycle() {
         stdout.contains("head office serving https://127.0.0.1:"),
         "{stdout}"
     );
+    // The console's address and its demo admin (#15).
+    assert!(
+        stdout.contains("head office console: https://127.0.0.1:")
+            && stdout.contains("sign in as demo / "),
+        "{stdout}"
+    );
     let delivered = stdout
         .split("== delivered")
         .nth(1)

@@ -2,10 +2,12 @@
 //! the real OS keychain (Secret Service in the session `cargo xtask test` sets up).
 
 mod batch;
+mod console;
 mod crash;
 mod crm;
 mod enrolment;
 mod faults;
+mod health;
 mod input;
 mod kiosk;
 mod lifecycle;

@@ -562,6 +562,7 @@ fn soak_10000_entries_while_30_percent_of_connections_drop() {
         first_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(300),
         idle_poll: Duration::from_millis(100),
+        ..Default::default()
     };
     let sync = sealbox_device::sync_loop::SyncLoop::start(
         sb.dev.clone(),

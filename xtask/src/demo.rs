@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 const DEMO: &str = ".sealbox-demo";
 const DEMO_PASSPHRASE: &str = "sealbox-demo-passphrase";
+/// The console's demo admin (an approver) and password.
+const DEMO_ADMIN: &str = "demo";
+const DEMO_ADMIN_PASSWORD: &str = "demo console password";
 pub(crate) const DEMO_PIN: &str = "246810";
 /// How long `--check` waits for the samples to reach head office and be erased.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(90);
@@ -79,17 +82,25 @@ fn output(cmd: &mut Command) -> Result<String> {
 struct Serve {
     child: Child,
     url: String,
+    /// The console's address, when serve started it.
+    console: Option<String>,
 }
 
 impl Serve {
     fn start(ho: &dyn Fn(&[&str]) -> Command, listen: &str, log: &Path) -> Result<Serve> {
         let log = std::fs::File::create(log)?;
-        let mut child = dies_with_demo(&mut ho(&["serve", "--listen", listen]))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .context("starting sealbox-headoffice serve")?;
+        let mut child = dies_with_demo(&mut ho(&[
+            "serve",
+            "--listen",
+            listen,
+            "--console-listen",
+            "127.0.0.1:0",
+        ]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .context("starting sealbox-headoffice serve")?;
         let mut reader = BufReader::new(child.stdout.take().context("serve's output")?);
         let mut line = String::new();
         reader.read_line(&mut line)?;
@@ -104,6 +115,13 @@ impl Serve {
             bail!("head office's serve did not start on {listen} (see its log)");
         };
         let url = format!("https://{addr}");
+        // The next line says where the console listens (or why it did not start).
+        let mut next = String::new();
+        reader.read_line(&mut next)?;
+        let console = next
+            .trim()
+            .strip_prefix("sealbox-headoffice console on ")
+            .map(str::to_string);
         // Keep draining its output so it never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut sink = String::new();
@@ -111,7 +129,11 @@ impl Serve {
                 sink.clear();
             }
         });
-        Ok(Serve { child, url })
+        Ok(Serve {
+            child,
+            url,
+            console,
+        })
     }
 }
 
@@ -192,6 +214,16 @@ pub fn steps(check: bool) -> Result<()> {
         crate::sh(&mut ho(&["event", "create", "examples/trade-show.json"]))?;
         let _ = std::fs::remove_file(&addr_file);
     }
+    // A demo admin for the console (also in a demo made before the console existed).
+    let admin_marker = demo.join("console-admin");
+    if !admin_marker.exists() {
+        crate::sh(
+            ho(&["admin", "add", DEMO_ADMIN, "--role", "approver"])
+                .env("SEALBOX_HO_ADMIN_PASSWORD", DEMO_ADMIN_PASSWORD)
+                .stdout(Stdio::null()),
+        )?;
+        std::fs::write(&admin_marker, DEMO_ADMIN)?;
+    }
     // Head office listens where the device was told to look; a new demo takes a free port.
     let listen = std::fs::read_to_string(&addr_file)
         .map(|a| a.trim().to_string())
@@ -202,6 +234,12 @@ pub fn steps(check: bool) -> Result<()> {
         serve.url,
         demo.join("headoffice.log").display()
     );
+    if let Some(console) = &serve.console {
+        println!(
+            "== head office console: {console}  (sign in as {DEMO_ADMIN} / {DEMO_ADMIN_PASSWORD}; the browser warns about the demo's own certificate authority, {})",
+            ho_dir.join("ca.pem").display()
+        );
+    }
     if !dev_dir.join("device.json").exists() || !addr_file.exists() {
         let enrol = demo.join("enrolment.json");
         let _ = std::fs::remove_file(&enrol);

@@ -51,6 +51,9 @@ pub(crate) const WINDOW_TEST_PACKAGES: &[&str] = &[
 /// Debian packages to open the CRM files in a real spreadsheet program (LibreOffice Calc,
 /// headless) in the tests.
 const SPREADSHEET_TEST_PACKAGES: &[&str] = &["libreoffice-calc-nogui"];
+/// Debian packages to drive head office's console in a real browser (Chromium through
+/// chromedriver), with a CJK font for its Chinese pages.
+const CONSOLE_TEST_PACKAGES: &[&str] = &["chromium", "chromium-driver", "fonts-wqy-microhei"];
 const TAURI_DRIVER_VERSION: &str = "2.1.0";
 
 fn main() {
@@ -357,6 +360,7 @@ fn test(extra: &[String]) -> Result<()> {
         WINDOW_TEST_PACKAGES,
         FAULT_TEST_PACKAGES,
         SPREADSHEET_TEST_PACKAGES,
+        CONSOLE_TEST_PACKAGES,
     ]
     .concat();
     ensure_packages(&all)?;

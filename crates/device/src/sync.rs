@@ -11,6 +11,7 @@ use crate::device::{Device, Trust};
 use crate::error::{DeviceError, Result};
 use crate::now_ms;
 use crate::store::{entries, outbox};
+use sealbox_protocol::health::{HealthReport, HEALTH_FORMAT};
 use sealbox_protocol::sync::{ApiError, Receipt, SyncRequest};
 use sealbox_protocol::Secret32;
 use serde::Serialize;
@@ -97,6 +98,29 @@ impl SyncClient {
         } else {
             Err(http_error(r))
         }
+    }
+
+    /// Posts a health report. `Ok(false)`: this head office predates reports (404), so there is
+    /// no point sending it more.
+    pub fn report_health(&self, report: &HealthReport) -> Result<bool> {
+        let r = self
+            .http
+            .post(format!(
+                "{}{}",
+                self.base,
+                sealbox_protocol::health::HEALTH_PATH
+            ))
+            .header("authorization", self.auth.as_str())
+            .json(report)
+            .send()
+            .map_err(network_error)?;
+        if r.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        if !r.status().is_success() {
+            return Err(http_error(r));
+        }
+        Ok(true)
     }
 
     /// Posts one batch; the receipt is returned unverified.
@@ -242,8 +266,34 @@ impl Device {
         SyncClient::new(&self.trust()?, &self.token()?, timeout)
     }
 
+    /// This device's health report: its counts, the age of its oldest waiting entry, its
+    /// version and `last_error` (a stable code). Nothing a visitor typed.
+    pub fn health_report(&self, last_error: Option<&str>) -> Result<HealthReport> {
+        let c = self.counts()?;
+        let now = now_ms();
+        Ok(HealthReport {
+            format: HEALTH_FORMAT.into(),
+            pending: c.pending,
+            exported: c.exported,
+            quarantined: c.refused,
+            oldest_waiting_s: c
+                .oldest_waiting_ms
+                .map(|t| (now.saturating_sub(t).max(0) / 1000) as u64),
+            app_version: env!("CARGO_PKG_VERSION").into(),
+            last_error: last_error.map(str::to_string),
+            sent_at_ms: now,
+        })
+    }
+
+    /// Sends this device's health report; best effort. `Ok(false)` when head office predates
+    /// reports.
+    pub fn send_health(&self, client: &SyncClient, last_error: Option<&str>) -> Result<bool> {
+        client.report_health(&self.health_report(last_error)?)
+    }
+
     /// Sends every entry waiting for head office in batches of at most `page`, erasing each
-    /// batch once its receipt is verified.
+    /// batch once its receipt is verified, then reports the device's health (with the failure's
+    /// code if the sync failed; not when head office cannot be reached at all).
     ///
     /// A refusal that lasts never blocks the device: a batch refused for its size is sent again
     /// in smaller pages; entries head office refuses on their own (it names them, or halving
@@ -251,6 +301,24 @@ impl Device {
     /// 429, 5xx, an unverifiable receipt) stops the sync: the batch in flight is resent as it
     /// was next time, so a receipt lost on the way is answered again, not duplicated.
     pub fn sync(
+        &mut self,
+        client: &SyncClient,
+        page: usize,
+        progress: &mut dyn FnMut(SyncProgress),
+    ) -> Result<SyncReport> {
+        let outcome = self.sync_batches(client, page, progress);
+        let code = outcome.as_ref().err().map(|e| e.code());
+        if !matches!(code, Some("offline" | "tls_refused" | "sync_running")) {
+            match self.send_health(client, code) {
+                Ok(true) => tracing::debug!("health report sent"),
+                Ok(false) => tracing::debug!("head office takes no health reports"),
+                Err(e) => tracing::info!(code = e.code(), "health report not taken"),
+            }
+        }
+        outcome
+    }
+
+    fn sync_batches(
         &mut self,
         client: &SyncClient,
         page: usize,

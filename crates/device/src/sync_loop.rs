@@ -36,6 +36,9 @@ pub struct LoopOptions {
     pub max_backoff: Duration,
     /// How often to look for new entries (and check head office) while idle.
     pub idle_poll: Duration,
+    /// How often to send a health report while online with nothing to send (each sync sends
+    /// one anyway).
+    pub health_every: Duration,
 }
 
 impl Default for LoopOptions {
@@ -46,6 +49,7 @@ impl Default for LoopOptions {
             first_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
             idle_poll: Duration::from_secs(5),
+            health_every: Duration::from_secs(sealbox_protocol::health::IDLE_REPORT_EVERY_S),
         }
     }
 }
@@ -135,8 +139,19 @@ fn run(
 ) {
     let mut failures: u32 = 0;
     let mut device: Option<Device> = None;
+    let mut reports = Reports {
+        supported: true,
+        last: None,
+    };
     while !stop.load(Ordering::SeqCst) {
-        let wait = match one_round(&dir, keys.as_ref(), &opts, &mut device, &state) {
+        let wait = match one_round(
+            &dir,
+            keys.as_ref(),
+            &opts,
+            &mut device,
+            &state,
+            &mut reports,
+        ) {
             Ok(true) => {
                 failures = 0;
                 Duration::ZERO
@@ -174,6 +189,12 @@ fn update(state: &Mutex<SyncState>, f: impl FnOnce(&mut SyncState)) {
     f(&mut state.lock().unwrap_or_else(|e| e.into_inner()));
 }
 
+/// Health reports while idle: whether head office takes them, and when the last went.
+struct Reports {
+    supported: bool,
+    last: Option<std::time::Instant>,
+}
+
 /// One look: `Ok(true)` when it sent something (look again at once), `Ok(false)` when idle.
 fn one_round(
     dir: &std::path::Path,
@@ -181,6 +202,7 @@ fn one_round(
     opts: &LoopOptions,
     device: &mut Option<Device>,
     state: &Mutex<SyncState>,
+    reports: &mut Reports,
 ) -> Result<bool, DeviceError> {
     if device.is_none() {
         *device = Some(Device::open(dir, keys)?);
@@ -191,7 +213,17 @@ fn one_round(
     let client = dev.sync_client(opts.timeout)?;
     let c = dev.counts()?;
     if c.pending + c.exported == 0 {
-        client.health()?;
+        let due = reports
+            .last
+            .is_none_or(|t| t.elapsed() >= opts.health_every);
+        if reports.supported && due {
+            // A head office that predates reports answers 404: then only ask if it is up.
+            reports.supported = dev.send_health(&client, None)?;
+            reports.last = Some(std::time::Instant::now());
+        }
+        if !reports.supported || !due {
+            client.health()?;
+        }
         update(state, |s| {
             s.online = Some(true);
             s.last_error = None;
@@ -202,6 +234,8 @@ fn one_round(
     let report = dev.sync(&client, opts.page, &mut |p| {
         update(state, |s| s.progress = Some(p))
     })?;
+    // The sync sent a report of its own.
+    reports.last = Some(std::time::Instant::now());
     let when = report.last_receipt_ms;
     update(state, |s| {
         s.sending = false;

@@ -12,6 +12,15 @@ pub const DEFAULT_CONFIG: &str = r#"# Sealbox head office config: DATA_DIR/confi
 # Where `serve` listens.
 listen = "127.0.0.1:8443"
 
+# Where the console (the admins' web pages, HTTPS with the same certificate) listens once an
+# admin account exists (`admin add`). Keep it on 127.0.0.1 unless admins must reach it from
+# other machines; it is a separate port so the sync port can be exposed without it.
+console_listen = "127.0.0.1:8444"
+
+# The console's alert for a device with entries waiting that has not been heard from for this
+# many minutes.
+console_silent_alert_minutes = 60
+
 # The address devices are told to use in their enrolment files (`enroll --url` overrides it).
 # It must be https://: devices have no plain-HTTP path. Its host must be in the server
 # certificate (by default 127.0.0.1 and localhost).
@@ -50,6 +59,10 @@ backup_keep = 48
 pub struct Config {
     pub listen: String,
     pub public_url: String,
+    #[serde(default = "default_console_listen")]
+    pub console_listen: String,
+    #[serde(default = "default_console_silent_alert_minutes")]
+    pub console_silent_alert_minutes: u64,
     #[serde(default)]
     pub tls_cert: Option<String>,
     #[serde(default)]
@@ -67,6 +80,14 @@ pub struct Config {
     pub backup_every_minutes: f64,
     #[serde(default = "default_backup_keep")]
     pub backup_keep: usize,
+}
+
+fn default_console_listen() -> String {
+    "127.0.0.1:8444".into()
+}
+
+fn default_console_silent_alert_minutes() -> u64 {
+    60
 }
 
 fn default_purge_every_s() -> u64 {
@@ -87,6 +108,8 @@ impl Default for Config {
         toml::from_str(DEFAULT_CONFIG).unwrap_or(Config {
             listen: "127.0.0.1:8443".into(),
             public_url: "https://127.0.0.1:8443".into(),
+            console_listen: default_console_listen(),
+            console_silent_alert_minutes: default_console_silent_alert_minutes(),
             tls_cert: None,
             tls_key: None,
             max_body_bytes: 16 << 20,
@@ -118,6 +141,9 @@ impl Config {
         if let Ok(v) = std::env::var("SEALBOX_HO_PUBLIC_URL") {
             c.public_url = v;
         }
+        if let Ok(v) = std::env::var("SEALBOX_HO_CONSOLE_LISTEN") {
+            c.console_listen = v;
+        }
         if let Ok(v) = std::env::var("SEALBOX_HO_TLS_CERT") {
             c.tls_cert = Some(v);
         }
@@ -139,6 +165,9 @@ impl Config {
         }
         if let Some(v) = num("SEALBOX_HO_BUSY_TIMEOUT_MS") {
             c.busy_timeout_ms = v as u64;
+        }
+        if let Some(v) = num("SEALBOX_HO_CONSOLE_SILENT_ALERT_MINUTES") {
+            c.console_silent_alert_minutes = v as u64;
         }
         if let Some(v) = num("SEALBOX_HO_PURGE_EVERY_S") {
             c.purge_every_s = v as u64;

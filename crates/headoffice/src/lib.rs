@@ -15,6 +15,8 @@
 //! - [`admin`]: the admin commands: init, event create, enroll, escrow open, status.
 //! - [`server`]: the axum + rustls sync server; takes a listener and a shutdown future.
 //! - [`crm`]: CSV/XLSX hand-off (masked unless asked), retention purge, deletion requests.
+//! - [`console`]: the head office console (HTTPS, its own listener), admin accounts, and the
+//!   store of device health reports and export approvals.
 //! - [`config`]: defaults → `config.toml` → `SEALBOX_HO_*` environment.
 //! - [`error`]: [`HoError`] with stable codes.
 
@@ -22,6 +24,7 @@ pub mod admin;
 pub mod audit;
 pub mod backup;
 pub mod config;
+pub mod console;
 pub mod crm;
 pub mod db;
 pub mod error;

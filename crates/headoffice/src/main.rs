@@ -89,6 +89,10 @@ enum Command {
         /// Address to listen on (default: `listen` from the config); port 0 picks a free one.
         #[arg(long)]
         listen: Option<String>,
+        /// Address of the console (default: `console_listen` from the config, 127.0.0.1:8444);
+        /// it starts once an admin account exists.
+        #[arg(long)]
+        console_listen: Option<String>,
     },
     /// Devices.
     #[command(subcommand)]
@@ -137,6 +141,19 @@ enum Command {
     },
     /// Print a commented example config.
     DefaultConfig,
+    /// Console accounts.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Add a console account; the password comes from SEALBOX_HO_ADMIN_PASSWORD or a prompt.
+    Add {
+        name: String,
+        #[arg(long, value_parser = ["viewer", "operator", "approver"])]
+        role: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -293,6 +310,28 @@ fn new_passphrase() -> Result<Passphrase> {
         return Err(msg("两次输入的口令不同", "the passphrases differ"));
     }
     Ok(Passphrase::new(p.as_str()))
+}
+
+/// A console admin's new password: SEALBOX_HO_ADMIN_PASSWORD or a prompt, typed twice.
+fn admin_password() -> Result<zeroize::Zeroizing<String>> {
+    if let Ok(p) = std::env::var("SEALBOX_HO_ADMIN_PASSWORD") {
+        return Ok(zeroize::Zeroizing::new(p));
+    }
+    let no_terminal = |_| {
+        msg(
+            "没有终端可以输入密码：请设置环境变量 SEALBOX_HO_ADMIN_PASSWORD，或在终端中运行",
+            "no password: set SEALBOX_HO_ADMIN_PASSWORD or run in a terminal",
+        )
+    };
+    let p = zeroize::Zeroizing::new(
+        rpassword::prompt_password("Admin password: ").map_err(no_terminal)?,
+    );
+    let again =
+        zeroize::Zeroizing::new(rpassword::prompt_password("Again: ").map_err(no_terminal)?);
+    if *again != *p {
+        return Err(msg("两次输入的密码不同", "the passwords differ"));
+    }
+    Ok(p)
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -540,7 +579,18 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::DefaultConfig => print!("{}", config::DEFAULT_CONFIG),
-        Command::Serve { listen } => serve(dir, listen)?,
+        Command::Admin(AdminCmd::Add { name, role }) => {
+            let password = admin_password()?;
+            sealbox_headoffice::console::admin_add(dir, &name, &role, &password)?;
+            say(
+                format!("管理员 {name}（{role}）已添加，可登录控制台"),
+                format!("admin {name} ({role}) added: they can sign in to the console"),
+            );
+        }
+        Command::Serve {
+            listen,
+            console_listen,
+        } => serve(dir, listen, console_listen)?,
         Command::Import {
             file,
             receipt_out,
@@ -748,7 +798,7 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-fn serve(dir: &Path, listen: Option<String>) -> Result<()> {
+fn serve(dir: &Path, listen: Option<String>, console_listen: Option<String>) -> Result<()> {
     use sealbox_headoffice::server;
     let cfg = config::Config::load(dir)?;
     // Unlocked once: the identity opens the receipt and TLS keys and is dropped again.
@@ -764,12 +814,29 @@ fn serve(dir: &Path, listen: Option<String>) -> Result<()> {
         )
     })?;
     let local = listener.local_addr()?;
+    let console = console_listener(dir, &ho, &cfg, console_listen)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
         // Scripts and tests read the bound address from this line.
         println!("sealbox-headoffice listening on https://{local}");
+        if let Some((listener, tls, console)) = console {
+            if let Ok(addr) = listener.local_addr() {
+                println!("sealbox-headoffice console on https://{addr}");
+            }
+            // Ends with the runtime, when the sync server has stopped.
+            tokio::spawn(async move {
+                if let Err(e) = sealbox_headoffice::console::web::serve(listener, tls, console, std::future::pending()).await {
+                    tracing::error!(error = %e, "the console stopped");
+                }
+            });
+        } else {
+            say(
+                "控制台未启动：还没有管理员账户（`sealbox-headoffice admin add 名字 --role operator`）",
+                "console not started: no admin account yet (`sealbox-headoffice admin add NAME --role operator`)",
+            );
+        }
         use std::io::Write;
         let _ = std::io::stdout().flush();
         // The retention purge: at start, then on the schedule (blocking work, off the runtime's
@@ -805,6 +872,42 @@ fn serve(dir: &Path, listen: Option<String>) -> Result<()> {
     Ok(())
 }
 
+/// The console's listener, TLS and state, when an admin account exists.
+type ConsoleParts = (
+    std::net::TcpListener,
+    rustls::ServerConfig,
+    std::sync::Arc<sealbox_headoffice::console::web::Console>,
+);
+
+fn console_listener(
+    dir: &Path,
+    ho: &HoDir,
+    cfg: &config::Config,
+    listen: Option<String>,
+) -> Result<Option<ConsoleParts>> {
+    use sealbox_headoffice::console::{store, web};
+    let conn = sealbox_headoffice::db::open(&ho.db())?;
+    store::migrate(&conn)?;
+    if store::admin_count(&conn)? == 0 {
+        return Ok(None);
+    }
+    let addr = listen.unwrap_or(cfg.console_listen.clone());
+    let listener = sealbox_headoffice::server::bind(&addr).map_err(|e| {
+        msg(
+            format!("控制台无法在 {addr} 上监听：{}", io_kind_zh(&e)),
+            format!("console: listening on {addr}: {e}"),
+        )
+    })?;
+    let tls = sealbox_headoffice::server::load_tls(ho, cfg)?;
+    let console = web::Console::open(
+        dir,
+        web::ConsoleOptions {
+            silent_alert: std::time::Duration::from_secs(cfg.console_silent_alert_minutes * 60),
+        },
+    )?;
+    Ok(Some((listener, tls, std::sync::Arc::new(console))))
+}
+
 fn main() {
     let cli = Cli::parse();
     // The server logs its traffic (ids and counts); admin commands only warnings.
@@ -833,6 +936,8 @@ fn main() {
 fn one_line(e: &anyhow::Error, lang: Lang) -> String {
     let text = if let Some(h) = e.downcast_ref::<HoError>() {
         h.message(lang)
+    } else if let Some(c) = e.downcast_ref::<sealbox_headoffice::console::ConsoleError>() {
+        c.message(lang)
     } else if let Some(m) = e.downcast_ref::<Msg>() {
         match lang {
             Lang::Zh => m.zh.clone(),

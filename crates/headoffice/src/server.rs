@@ -110,7 +110,11 @@ impl ServerState {
             .map_err(HoError::io("starting the writer thread"))?;
         Ok(ServerState {
             writer,
-            reader: Mutex::new(db::open_with_timeout(&dir.db(), busy)?),
+            reader: Mutex::new({
+                let c = db::open_with_timeout(&dir.db(), busy)?;
+                crate::console::store::migrate(&c)?;
+                c
+            }),
             limits: Limits::from_config(config),
             buckets: Mutex::new(HashMap::new()),
             bodies: tokio::sync::Semaphore::new(MAX_BODIES_IN_FLIGHT),
@@ -192,6 +196,12 @@ pub fn router(state: Arc<ServerState>) -> Router {
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/v1/sync", post(sync))
+        .route(
+            sealbox_protocol::health::HEALTH_PATH,
+            post(health_report).layer(DefaultBodyLimit::max(
+                sealbox_protocol::health::MAX_HEALTH_BYTES,
+            )),
+        )
         .layer(DefaultBodyLimit::max(limit))
         .fallback(|| async { api_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)
@@ -428,6 +438,57 @@ async fn sync(
             "internal",
             "storing the batch failed; nothing was stored",
         ),
+    }
+}
+
+/// A device's health report (see [`sealbox_protocol::health`]): authenticated and rate-limited
+/// like a sync; head office keeps the last one and when it saw it.
+async fn health_report(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let device = match authenticate(&state, &headers) {
+        Ok(d) => d,
+        Err(r) => return r.into_response(),
+    };
+    if let Err(wait) = state.take(&device.name) {
+        let mut r = api_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests from this device",
+        );
+        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+            r.headers_mut().insert("retry-after", v);
+        }
+        return r;
+    }
+    let report: sealbox_protocol::health::HealthReport = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(_) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the body is not a health report",
+            )
+        }
+    };
+    if let Err(e) = report.validate() {
+        return api_error(StatusCode::BAD_REQUEST, e.code(), e.to_string());
+    }
+    let stored = {
+        let conn = state.reader.lock().unwrap_or_else(|e| e.into_inner());
+        crate::console::store::record_health(&conn, &device.name, &report, crate::now_ms())
+    };
+    match stored {
+        Ok(()) => {
+            tracing::debug!(device = %device.name, pending = report.pending, "health report");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => {
+            tracing::error!(device = %device.name, error = %e, "storing a health report failed");
+            api_error(StatusCode::SERVICE_UNAVAILABLE, "busy", "try again later")
+        }
     }
 }
 

@@ -16,6 +16,7 @@
 //! - [`escrow`]: the escrowed database key and the key check value.
 //! - [`limits`]: every limit head office applies to an envelope, applied by both sides.
 //! - [`sync`]: the sync request and head office's signed receipt.
+//! - [`health`]: the device's health report (counts and times only), sent with every sync.
 //! - [`rotation`]: head office's statement that a new key signs its receipts from now on.
 //! - [`secret`]: types for secrets: zeroized on drop, `[redacted]` in `Debug`.
 //! - [`i18n`]: the two languages every user-facing string exists in.
@@ -26,6 +27,7 @@ pub mod enrolment;
 pub mod entry;
 pub mod escrow;
 pub mod event;
+pub mod health;
 pub mod i18n;
 pub mod limits;
 pub mod rotation;
