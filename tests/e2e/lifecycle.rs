@@ -734,6 +734,7 @@ fn the_loop_backs_off_from_a_head_office_that_keeps_refusing() {
         first_backoff: Duration::from_millis(200),
         max_backoff: Duration::from_millis(1600),
         idle_poll: Duration::from_millis(50),
+        ..Default::default()
     };
     let started = Instant::now();
     let sync = sealbox_device::sync_loop::SyncLoop::start(
