@@ -1365,3 +1365,180 @@ fn a_recovery_killed_at_any_moment_can_be_finished() {
         "both sides were hit"
     );
 }
+
+/// An export killed at any moment leaves no half file at the path the manager carries away (the
+/// file is whole or absent, and no temp file stays beside it), and whatever it did, the next
+/// export carries every entry not yet acknowledged. A receipt import killed at any moment leaves
+/// entries either waiting or erased, never lost or stuck: run again, it finishes, and head
+/// office holds each entry once. Kills are spread over each command's run; both sides of each
+/// commit are seen.
+#[test]
+fn an_export_or_a_receipt_import_killed_at_any_moment_loses_nothing() {
+    let sb = Sandbox::headoffice();
+    sb.enrol_at("https://127.0.0.1:9");
+    sb.add_many(0, 300);
+    let usb = sb.tmp.path().join("usb");
+    std::fs::create_dir(&usb).unwrap();
+    let export = |name: &str| {
+        let mut c = sb.dev_cmd(&["export", "--out", s(&usb.join(name))]);
+        c.env_remove("SEALBOX_LOG");
+        c
+    };
+    let full = timed(export("uncut.sealbox-batch"));
+    std::fs::remove_file(usb.join("uncut.sealbox-batch")).unwrap();
+    let (mut absent, mut whole, mut kills) = (0, 0, 0);
+    for i in 0..40 {
+        if i >= 16 && absent > 0 && whole > 0 {
+            break;
+        }
+        let name = format!("cut-{i}.sealbox-batch");
+        kills += kill_after(export(&name), spread(full, i)) as u32;
+        let names: Vec<String> = std::fs::read_dir(&usb)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("cut-{i}")))
+            .collect();
+        assert!(
+            names.is_empty() || names == [name.clone()],
+            "round {i}: a temp file stays: {names:?}"
+        );
+        if names.is_empty() {
+            absent += 1;
+        } else {
+            // Whole: head office takes it.
+            let receipt = sb.tmp.path().join(format!("r-{i}.json"));
+            ok(sb.ho_import(&usb.join(&name), &receipt), &["import"]);
+            std::fs::remove_file(&receipt).unwrap();
+            whole += 1;
+        }
+        let st = sb.status();
+        assert_eq!(
+            st["pending"].as_u64().unwrap() + st["exported"].as_u64().unwrap(),
+            300,
+            "round {i}: {st}"
+        );
+    }
+    // The narrowest window, held open by the debug build's pause: the file is written and
+    // renamed into place, the entries are not yet marked exported. Killed there, the file is
+    // whole and the entries still count as waiting.
+    let paused = usb.join("paused.sealbox-batch");
+    let mut c = export("paused.sealbox-batch");
+    c.env("SEALBOX_TEST_PAUSE_AT", "export.after_write");
+    kill_at_pause(c, "export.after_write");
+    let receipt = sb.tmp.path().join("r-paused.json");
+    ok(sb.ho_import(&paused, &receipt), &["import"]);
+    whole += 1;
+    eprintln!("export: {kills} kills landed; file absent {absent}×, whole {whole}×");
+    assert!(kills > 0 && absent > 0 && whole > 0, "both sides were hit");
+
+    // The last export carries all 300; its receipt is imported, killed at any moment.
+    let last = usb.join("last.sealbox-batch");
+    sb.dev_ok(&["export", "--out", s(&last)]);
+    let receipt = sb.tmp.path().join("receipt.json");
+    ok(sb.ho_import(&last, &receipt), &["import"]);
+    assert_eq!(ho_counts(&sb.ho).0, 300, "each entry once at head office");
+    let apply = || {
+        let mut c = sb.dev_cmd(&["receipt", "import", s(&receipt)]);
+        c.env_remove("SEALBOX_LOG");
+        c
+    };
+    // How long an apply takes, on a copy of the device (the keychain entry is shared).
+    let copy = sb.tmp.path().join("dev-copy");
+    copy_dir(&sb.dev, &copy);
+    let held = sb.tmp.path().join("dev-held");
+    copy_dir(&sb.dev, &held);
+    let t = std::time::Instant::now();
+    ok(
+        sb.dev_cmd_in(&copy, &["receipt", "import", s(&receipt)])
+            .output()
+            .unwrap(),
+        &["receipt", "import"],
+    );
+    let full = t.elapsed();
+    let (mut before, mut after, mut kills) = (0, 0, 0);
+    for i in 0..40 {
+        let killed = kill_after(apply(), spread(full, i));
+        kills += killed as u32;
+        let st = sb.status();
+        let (waiting, erased) = (
+            st["exported"].as_u64().unwrap(),
+            st["erased"].as_u64().unwrap(),
+        );
+        assert!(
+            (waiting, erased) == (300, 0) || (waiting, erased) == (0, 300),
+            "round {i}: all or nothing: {st}"
+        );
+        assert!(sb.dev_ok(&["audit", "verify"]).contains("ok"), "round {i}");
+        if erased == 300 {
+            after += 1;
+            break;
+        }
+        assert!(
+            killed,
+            "round {i}: an import that was not killed left entries waiting"
+        );
+        before += 1;
+    }
+    // Killed right after the commit, on another copy (the debug build's pause holds that
+    // moment open): everything is erased.
+    let mut c = sb.dev_cmd_in(&held, &["receipt", "import", s(&receipt)]);
+    c.env("SEALBOX_TEST_PAUSE_AT", "receipt.after_commit");
+    kill_at_pause(c, "receipt.after_commit");
+    let st: serde_json::Value = serde_json::from_str(&ok(
+        sb.dev_cmd_in(&held, &["status", "--json"])
+            .output()
+            .unwrap(),
+        &["status"],
+    ))
+    .unwrap();
+    assert_eq!(
+        (st["exported"].as_u64(), st["erased"].as_u64()),
+        (Some(0), Some(300)),
+        "killed after the commit: {st}"
+    );
+    after += 1;
+    eprintln!("receipt import: {kills} kills landed; before the commit {before}×, after {after}×");
+    assert!(kills > 0 && before > 0 && after > 0, "both sides were hit");
+    // Run again, it says so and changes nothing.
+    assert!(sb
+        .dev_ok(&["receipt", "import", s(&receipt)])
+        .contains("already applied"));
+}
+
+/// Runs `c` (a debug build with `SEALBOX_TEST_PAUSE_AT` set), waits until it says it paused at
+/// `point`, and SIGKILLs it there.
+fn kill_at_pause(mut c: Command, point: &str) {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let said = format!("sealbox: paused at {point}");
+    let mut seen = false;
+    for line in err.lines() {
+        if line.unwrap_or_default().contains(&said) {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "never paused at {point}");
+    child.kill().unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(9));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}

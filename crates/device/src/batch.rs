@@ -73,6 +73,7 @@ impl Device {
         );
         let sealed = self.sealer().seal(&plain)?;
         files::write_atomic(out, &sealed)?;
+        crate::device::pause_point("export.after_write");
         let tx = self.conn.transaction()?;
         entries::mark_exported(&tx, &payload.manifest.entry_ids, batch_id, now)?;
         audit::append(
@@ -118,6 +119,7 @@ impl Device {
             return Err(DeviceError::UnknownBatch);
         }
         let erased = self.erase_acknowledged(&receipt, &here)?;
+        crate::device::pause_point("receipt.after_commit");
         Ok(ReceiptReport {
             batch_id: receipt.batch_id,
             erased,

@@ -916,7 +916,7 @@ fn remove_marker(dd: &DataDir) {
 
 /// Debug builds only: stops for five minutes at the step `name` while `SEALBOX_TEST_PAUSE_AT`
 /// names it, so an end-to-end test can kill the process exactly there.
-fn pause_point(name: &str) {
+pub(crate) fn pause_point(name: &str) {
     #[cfg(debug_assertions)]
     if std::env::var("SEALBOX_TEST_PAUSE_AT").as_deref() == Ok(name) {
         eprintln!("sealbox: paused at {name}");
