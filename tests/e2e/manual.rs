@@ -452,6 +452,29 @@ fn import_and_export_check_their_output_first() {
     let err = fail(sb.ho_import(&batch, &nowhere), &["import"]);
     assert!(err.contains("does not exist or cannot be written"), "{err}");
     assert_eq!(ho_counts(&sb.ho), (0, 0), "nothing stored");
+    // A folder that cannot be written (made immutable: the tests run as root, whom a mode of
+    // 0555 would not stop): refused before anything is stored, the folder left empty. Then the
+    // same folder made writable takes the receipt.
+    let locked = sb.tmp.path().join("read-only");
+    std::fs::create_dir(&locked).unwrap();
+    let chattr = |flag: &str| {
+        let st = std::process::Command::new("chattr")
+            .args([flag, s(&locked)])
+            .status()
+            .unwrap();
+        assert!(st.success(), "chattr {flag}");
+    };
+    chattr("+i");
+    assert!(
+        std::fs::write(locked.join("probe"), "x").is_err(),
+        "the folder really refuses a write"
+    );
+    let out = sb.ho_import(&batch, &locked.join("r.json"));
+    chattr("-i");
+    let err = fail(out, &["import"]);
+    assert!(err.contains("does not exist or cannot be written"), "{err}");
+    assert_eq!(ho_counts(&sb.ho), (0, 0), "nothing stored");
+    assert_eq!(std::fs::read_dir(&locked).unwrap().count(), 0);
     // Over another file: refused, nothing stored, the file untouched.
     let err = fail(sb.ho_import(&batch, &existing), &["import"]);
     assert!(err.contains("already exists"), "{err}");
