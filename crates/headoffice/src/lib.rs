@@ -24,6 +24,7 @@ pub mod backup;
 pub mod config;
 pub mod crm;
 pub mod db;
+pub mod duplicates;
 pub mod error;
 pub mod keys;
 pub mod recovery;
