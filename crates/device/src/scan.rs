@@ -6,7 +6,7 @@
 //! put into an error. A scan that does not parse, or fills no field, is [`DeviceError::ScanUnreadable`].
 
 use crate::error::{DeviceError, Result};
-use sealbox_protocol::event::{BadgeFormat, FieldKind, FieldSpec};
+use sealbox_protocol::event::{FieldKind, FieldSpec};
 use sealbox_protocol::EventConfig;
 use std::collections::BTreeMap;
 use zeroize::Zeroizing;
@@ -94,10 +94,11 @@ pub fn parse(config: &EventConfig, text: &str) -> Result<ScanValues> {
     } else if head.starts_with("MECARD:") {
         mecard(trimmed).map(|c| from_card(config, &c))
     } else {
-        match &config.badge {
-            Some(BadgeFormat::Regex(p)) => by_regex(config, p, trimmed),
-            Some(BadgeFormat::Json(map)) => by_json(config, map, trimmed),
-            None => None,
+        let badge = config.badge.clone().unwrap_or_default();
+        match (&badge.json, &badge.regex) {
+            (Some(map), _) if trimmed.starts_with('{') => by_json(config, map, trimmed),
+            (_, Some(p)) => by_regex(config, p, trimmed),
+            _ => None,
         }
     };
     match values {
@@ -444,6 +445,12 @@ mod tests {
         assert_eq!(got.len(), 3);
         assert!(parse(&c, r#"{"attendee": {"nick": "kj"}}"#).is_err());
         assert!(parse(&c, "[1, 2]").is_err());
+        // An event may take both: a scan starting with '{' is read by the JSON map.
+        let both = config(Some(
+            json!({"regex": "^TS26\\|(?P<name>[^|]+)$", "json": {"name": "n"}}),
+        ));
+        assert_eq!(read(&both, "TS26|Grace")["name"], "Grace");
+        assert_eq!(read(&both, r#"{"n": "Kath"}"#)["name"], "Kath");
         assert!(parse(&c, "{not json").is_err());
     }
 

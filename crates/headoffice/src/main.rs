@@ -730,7 +730,7 @@ fn run(cli: Cli) -> Result<()> {
                         }
                     ),
                     format!(
-                        "duplicates: {} entries repeat {} visitors (same phone or email), {}",
+                        "duplicates: {} (of {} visitors with the same phone or email), {}",
                         r.duplicates,
                         r.duplicate_groups,
                         if r.merged {

@@ -43,13 +43,15 @@ impl Audience {
     }
 }
 
-/// An event's own badge format: a regular expression whose named groups are field keys, or a
-/// map from field keys to (dotted) keys of a JSON object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum BadgeFormat {
-    Regex(String),
-    Json(std::collections::BTreeMap<String, String>),
+/// An event's own badge format: a regular expression whose named groups are field keys, and/or
+/// a map from field keys to (dotted) keys of a JSON object (a scan starting with `{`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BadgeFormat {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// One staff code as a device holds it: a short id (recorded with each entry it captures) and
@@ -456,9 +458,14 @@ impl EventConfig {
     }
 
     fn validate_badge(&self) -> Result<(), ConfigError> {
-        match &self.badge {
-            None => Ok(()),
-            Some(BadgeFormat::Regex(p)) => {
+        let Some(badge) = &self.badge else {
+            return Ok(());
+        };
+        if badge.regex.is_none() && badge.json.is_none() {
+            return Err(ConfigError::new("badge", "needs a regex or a json map"));
+        }
+        if let Some(p) = &badge.regex {
+            {
                 let re = regex::RegexBuilder::new(p)
                     .size_limit(1 << 20)
                     .build()
@@ -480,9 +487,10 @@ impl EventConfig {
                         ));
                     }
                 }
-                Ok(())
             }
-            Some(BadgeFormat::Json(map)) => {
+        }
+        if let Some(map) = &badge.json {
+            {
                 if map.is_empty() {
                     return Err(ConfigError::new("badge.json", "maps no field"));
                 }
@@ -500,9 +508,9 @@ impl EventConfig {
                         ));
                     }
                 }
-                Ok(())
             }
         }
+        Ok(())
     }
 
     fn validate_staff_codes(&self) -> Result<(), ConfigError> {
@@ -668,6 +676,8 @@ mod tests {
         assert!(with(|v| v["badge"] =
             serde_json::json!({"json": {"name": "attendee.name", "email": "mail"}}))
         .is_ok());
+        let e = with(|v| v["badge"] = serde_json::json!({})).unwrap_err();
+        assert_eq!(e.at, "badge");
         let e = with(|v| v["badge"] = serde_json::json!({"json": {"nope": "x"}})).unwrap_err();
         assert_eq!(e.at, "badge.json.nope");
         let e = with(|v| v["badge"] = serde_json::json!({"json": {"name": "a..b"}})).unwrap_err();
