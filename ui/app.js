@@ -374,7 +374,9 @@
         }
         scan.buf += "\n";
         clearTimeout(scan.timer);
-        scan.timer = setTimeout(finishScan, pause + 60);
+        // A card that says it is complete is read at once; anything else once the keys stop.
+        const done = /END:VCARD\n$/i.test(scan.buf) || /^MECARD:.*;;\n$/s.test(scan.buf);
+        scan.timer = setTimeout(finishScan, done ? 0 : pause + 60);
       } else {
         scan.keys = [];
       }

@@ -5,124 +5,23 @@
 //! The WebDriver plumbing is the one `kiosk.rs` uses, kept small here.
 
 use fantoccini::key::Key;
-use fantoccini::{Client, ClientBuilder};
+use fantoccini::Client;
+use sealbox_tests::window::{js, keys, scan, session, wait_for, WindowSite};
 use sealbox_tests::*;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PROMO_EVENT: &str = "promo-2026";
 /// In every scanned text: it must not reach a file or a log.
 const SCAN_CANARY: &str = "Qzscanary";
 const TYPED_CANARY: &str = "Qzpromoter";
 
-struct Driver {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn xdg(sb: &Sandbox) -> PathBuf {
-    sb.tmp.path().join("xdg")
-}
-
-fn driver_log(sb: &Sandbox) -> PathBuf {
-    sb.tmp.path().join("driver.log")
-}
-
-async fn session(sb: &Sandbox) -> (Driver, Client) {
-    assert!(
-        std::env::var_os("DISPLAY").is_some(),
-        "the window test needs a display: run it with `cargo xtask test` (Xvfb)"
-    );
-    let home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
-    let (port, native) = (free_port(), free_port());
-    let log = std::fs::File::create(driver_log(sb)).unwrap();
-    let child = Command::new(home.join("bin/tauri-driver"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--native-port",
-            &native.to_string(),
-        ])
-        .args(["--native-driver", "/usr/bin/WebKitWebDriver"])
-        .env("SEALBOX_DATA_DIR", &sb.dev)
-        // Trace logs: nothing scanned or typed may show in them either.
-        .env("SEALBOX_LOG", "trace")
-        .env("XDG_DATA_HOME", xdg(sb).join("data"))
-        .env("XDG_CACHE_HOME", xdg(sb).join("cache"))
-        .env("XDG_CONFIG_HOME", xdg(sb).join("config"))
-        .env("TMPDIR", &sb.tmpdir)
-        .env("NO_AT_BRIDGE", "1")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start tauri-driver");
-    let driver = Driver { child, port };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for p in [port, native] {
-        while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
-            assert!(Instant::now() < deadline, "tauri-driver did not listen");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "tauri:options".into(),
-        serde_json::json!({ "application": bin("sealbox-kiosk") }),
-    );
-    let mut attempt = 1;
-    loop {
-        match ClientBuilder::native()
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{}", driver.port))
-            .await
-        {
-            Ok(c) => return (driver, c),
-            Err(e) if attempt < 4 => {
-                eprintln!("WebDriver session, attempt {attempt}: {e}; asking again");
-                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
-                attempt += 1;
-            }
-            Err(e) => panic!("no WebDriver session: {e}"),
-        }
-    }
-}
-
-async fn js(c: &Client, script: &str) -> serde_json::Value {
-    c.execute(script, vec![]).await.expect(script)
-}
-
-async fn wait_for(c: &Client, what: &str, expr: &str) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if js(c, &format!("return !!({expr});")).await == serde_json::Value::Bool(true) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            let errors = js(c, "return JSON.stringify(window.SEALBOX_ERRORS);").await;
-            return Err(format!(
-                "timed out waiting for {what} ({expr}); page errors: {errors}"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+fn site(sb: &Sandbox) -> WindowSite<'_> {
+    WindowSite {
+        app: bin("sealbox-kiosk"),
+        data_dir: &sb.dev,
+        xdg: sb.tmp.path().join("xdg"),
+        tmpdir: &sb.tmpdir,
+        log: sb.tmp.path().join("driver.log"),
     }
 }
 
@@ -159,32 +58,6 @@ async fn focus(c: &Client, key: &str) {
 /// Empties the visitor's text fields and the scan line (as a fresh visitor would find them).
 async fn clear_form(c: &Client) {
     js(c, "for (const i of document.querySelectorAll('#fields input')) { if (i.type === 'checkbox' || i.type === 'radio') i.checked = false; else i.value = ''; } document.getElementById('scan-note').textContent = ''; return 1;").await;
-}
-
-/// Keys to whatever has focus, in one WebDriver command: WebKit receives them as fast as a
-/// scanner types.
-async fn keys(c: &Client, text: &str) {
-    c.active_element()
-        .await
-        .unwrap()
-        .send_keys(text)
-        .await
-        .unwrap();
-}
-
-/// A scanner's burst: the text (its line breaks typed as Enter) and a final Enter.
-async fn scan(c: &Client, text: &str) {
-    let typed: String = text
-        .chars()
-        .map(|ch| {
-            if ch == '\n' {
-                char::from(Key::Enter)
-            } else {
-                ch
-            }
-        })
-        .collect();
-    keys(c, &format!("{typed}{}", char::from(Key::Enter))).await;
 }
 
 /// A person typing: a pause between keys, longer than the scanner's threshold.
@@ -265,7 +138,8 @@ async fn scans_promoter_mode_and_the_crm_file_in_the_real_window() {
     sb.dev_ok(&["enroll", file.to_str().unwrap(), "--shred"]);
     sb.dev_ok_env(&["pin", "set"], &[("SEALBOX_PIN", PIN)]);
 
-    let (driver, c) = session(&sb).await;
+    let site = site(&sb);
+    let (driver, c) = session(&site).await;
     let outcome = drive(&c, &code).await;
     if outcome.is_err() {
         if let Ok(png) = c.screenshot().await {
@@ -276,7 +150,7 @@ async fn scans_promoter_mode_and_the_crm_file_in_the_real_window() {
     }
     let _ = c.close().await;
     drop(driver);
-    let log = std::fs::read_to_string(driver_log(&sb)).unwrap_or_default();
+    let log = std::fs::read_to_string(&site.log).unwrap_or_default();
     if let Err(e) = outcome {
         panic!("{e}\n--- driver log:\n{log}");
     }
@@ -290,7 +164,7 @@ async fn scans_promoter_mode_and_the_crm_file_in_the_real_window() {
         "13812345678",
         &code[3..],
     ] {
-        for dir in [&sb.dev, &xdg(&sb), &sb.tmpdir] {
+        for dir in [&sb.dev, &site.xdg, &sb.tmpdir] {
             let hits = files_containing(dir, canary);
             assert!(hits.is_empty(), "{canary} found in {hits:?}");
         }
