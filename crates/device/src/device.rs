@@ -590,7 +590,13 @@ impl Device {
                 .find(|c| c.id == id)
                 .map(|c| (c.id.clone(), c.verifier.clone()))
         });
-        let ok = self.rate_limited(&Limited::STAFF, "promoter", moment, |_| {
+        // Audited with the id typed when it is one of the event's (ids are not secret, never
+        // names); anything else as "promoter" alone, so no typed text reaches the log.
+        let purpose = match &found {
+            Some((id, _)) => format!("promoter {id}"),
+            None => "promoter".to_string(),
+        };
+        let ok = self.rate_limited(&Limited::STAFF, &purpose, moment, |_| {
             Ok(match &found {
                 Some((id, phc)) if pin::matches(&Pin::new(typed.as_str()), phc) => Some(id.clone()),
                 _ => None,

@@ -560,6 +560,9 @@ mod tests {
             kinds.contains(&"staff_code.failed") && kinds.contains(&"staff_code.ok"),
             "{kinds:?}"
         );
+        let ok = audit.iter().find(|r| r.action == "staff_code.ok").unwrap();
+        assert_eq!(ok.detail["for"], "promoter s2");
+        assert!(audit.iter().all(|r| !r.detail.to_string().contains("4829")));
         k.promoter_sign_out();
         assert_eq!(
             k.submit_as_promoter(&with_notes).unwrap_err().code,
