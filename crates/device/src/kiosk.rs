@@ -240,8 +240,14 @@ impl Kiosk {
 
     /// The signed-in staff code's id, while promoter mode is open.
     pub fn promoter_code(&mut self) -> Option<String> {
+        self.promoter_code_at(Instant::now())
+    }
+
+    fn promoter_code_at(&mut self, now: Instant) -> Option<String> {
         match &self.promoter {
-            Some((id, at)) if at.elapsed() < PROMOTER_IDLE => Some(id.clone()),
+            Some((id, at)) if now.saturating_duration_since(*at) < PROMOTER_IDLE => {
+                Some(id.clone())
+            }
             _ => {
                 self.promoter = None;
                 None
@@ -554,6 +560,17 @@ mod tests {
             "s2"
         );
         k.submit_as_promoter(&with_notes).unwrap();
+        // Two minutes without activity lock promoter mode, like the manager screens.
+        let soon = Instant::now() + PROMOTER_IDLE - std::time::Duration::from_secs(5);
+        assert_eq!(k.promoter_code_at(soon).as_deref(), Some("s2"));
+        let later = Instant::now() + PROMOTER_IDLE + std::time::Duration::from_secs(1);
+        assert_eq!(k.promoter_code_at(later), None);
+        assert_eq!(
+            k.submit_as_promoter(&with_notes).unwrap_err().code,
+            "promoter_locked",
+            "locked for good once found idle"
+        );
+        k.promoter_sign_in(&Pin::new(code)).unwrap();
         let audit = k.device().unwrap().audit_recent(20).unwrap();
         let kinds: Vec<&str> = audit.iter().map(|r| r.action.as_str()).collect();
         assert!(
