@@ -178,7 +178,11 @@ impl Kiosk {
         match self.device() {
             Ok(dev) => KioskState {
                 screen: "form".into(),
-                event: Some(dev.config().clone()),
+                // The page never sees the staff codes' verifiers (they stay in the library).
+                event: Some(EventConfig {
+                    staff_codes: Vec::new(),
+                    ..dev.config().clone()
+                }),
                 device: Some(dev.device_name().to_string()),
                 problem: None,
             },
@@ -526,8 +530,14 @@ mod tests {
                 "label": {"zh": "备注", "en": "Notes"},
                 "purpose": {"zh": "记录洽谈内容", "en": "What was discussed"}
             }));
-        k.enroll(&enrolment.to_string(), &Pin::new("246810"))
+        let st = k
+            .enroll(&enrolment.to_string(), &Pin::new("246810"))
             .unwrap();
+        let page = serde_json::to_string(&st.event).unwrap();
+        assert!(
+            page.contains("\"notes\"") && !page.contains("argon2"),
+            "{page}"
+        );
         let with_notes = serde_json::json!({"name": "Li", "phone": "13812345678", "notes": "demo", "consent": true});
         assert_eq!(
             k.submit(&with_notes).unwrap_err().code,
