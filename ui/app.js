@@ -21,7 +21,14 @@
   // The manager's two-minute lock is kept by the library (its clock, its check): the page
   // reports activity at most this often and asks whether the screens are still unlocked.
   const MANAGER_TOUCH_MS = 2000;
+  const PROMOTER_IDLE_MS = 120000;
   const IDLE_COUNTDOWN_S = 10;
+  // A scan is at least this many characters, at least SCAN_FAST_SHARE of their gaps under the
+  // event's scan_max_gap_ms (a scanner's radio or USB hub may hold a key back now and then),
+  // none longer than SCAN_PAUSE times it.
+  const MIN_SCAN_CHARS = 6;
+  const SCAN_FAST_SHARE = 0.8;
+  const SCAN_PAUSE = 4;
 
   let lang = "zh";
   let event = null;
@@ -34,6 +41,13 @@
   let pinPurpose = "unlock";
   let pinDigits = "";
   let lastSync = null;
+  // Promoter mode: the staff code's id (never a name), and how many entries it saved here.
+  let promoter = null;
+  let promoterSaved = 0;
+  let promoterTimer = null;
+  let promoterTouched = 0;
+  // The scanner's burst being read: its text only in this variable, never logged or stored.
+  const scan = { keys: [], buf: "", last: 0, snap: null, active: false, timer: null };
 
   const t = (key, ...args) => {
     const v = TEXT[lang][key];
@@ -109,17 +123,25 @@
     }
   }
 
+  // The fields on the form: staff-only ones exist only in promoter mode.
+  function shownFields() {
+    return event.fields.filter((f) => promoter || f.audience !== "staff");
+  }
+
   function renderForm() {
     const box = $("fields");
     box.replaceChildren();
-    for (const f of event.fields) {
-      const wrap = el("div", { class: `field kind-${f.kind}`, "data-field": f.key });
+    for (const f of shownFields()) {
+      const staff = f.audience === "staff";
+      const wrap = el("div", { class: `field kind-${f.kind}${staff ? " staff" : ""}`, "data-field": f.key });
       const label = el("label", { id: `l-${f.key}`, for: `f-${f.key}`, class: "label" },
-        el("span", { class: "label-text" }), el("span", { class: "req" }));
+        el("span", { class: "label-text" }), el("span", { class: "req" }), staff ? el("span", { class: "staff-tag" }) : null);
       wrap.append(label, inputFor(f), el("p", { class: "error", id: `err-${f.key}`, role: "alert" }));
       box.append(wrap);
     }
     $("consent").checked = false;
+    $("scan-note").textContent = "";
+    $("promoter-bar").hidden = !promoter;
     clearErrors();
     renderFormText();
   }
@@ -130,6 +152,8 @@
       if (!wrap) continue;
       wrap.querySelector(".label-text").textContent = pick(f.label);
       wrap.querySelector(".req").textContent = f.required ? ` (${t("required")})` : ` (${t("optional")})`;
+      const tag = wrap.querySelector(".staff-tag");
+      if (tag) tag.textContent = t("staff_only");
       for (const s of wrap.querySelectorAll("[data-option]")) {
         const o = f.options.find((x) => x.value === s.dataset.option);
         s.textContent = o ? pick(o.label) : s.dataset.option;
@@ -137,12 +161,13 @@
     }
     $("consent-text").textContent = pick(event.consent.text);
     $("submit").textContent = t("submit");
+    $("promoter-who").textContent = promoter ? t("promoter_who", promoter) : "";
   }
 
   function collect() {
     const form = $("entry-form");
     const values = {};
-    for (const f of event.fields) {
+    for (const f of shownFields()) {
       if (f.kind === "multi") {
         const picked = [...form.querySelectorAll(`input[name="${f.key}"]:checked`)].map((i) => i.value);
         if (picked.length) values[f.key] = picked;
@@ -207,8 +232,18 @@
     button.textContent = t("saving");
     let values = collect();
     try {
-      await invoke("submit_entry", { values });
+      await invoke("submit_entry", { values, promoter: !!promoter });
       values = null;
+      if (promoter) {
+        // The promoter's next visitor: an empty form at once, focus on its first field.
+        promoterSaved += 1;
+        renderForm();
+        $("promoter-note").textContent = t("promoter_saved", promoterSaved);
+        focusFirst();
+        touchPromoter();
+        refreshStatus();
+        return;
+      }
       // The entry is durably stored: only now say thank you.
       $("fields").replaceChildren();
       $("consent").checked = false;
@@ -217,11 +252,202 @@
       thanksTimer = setTimeout(wipeForm, (event.kiosk.thank_you_seconds || 5) * 1000);
       refreshStatus();
     } catch (err) {
+      if (err && err.code === "promoter_locked") { exitPromoter(); return; }
       showEntryError(err);
     } finally {
       button.disabled = false;
       button.textContent = t("submit");
     }
+  }
+
+  // ---- promoter mode: a staff code, keyboard-first, locked after inactivity --------------------
+  function openPromoter() {
+    if (!event || screen !== "form") return;
+    $("staff-code").value = "";
+    $("err-staff-code").textContent = "";
+    $("promoter-dialog").showModal();
+    $("staff-code").focus();
+  }
+
+  async function promoterSubmit(e) {
+    e.preventDefault();
+    const code = $("staff-code").value;
+    $("staff-code").value = "";
+    try {
+      promoter = await invoke("promoter_sign_in", { code });
+      promoterSaved = 0;
+      $("promoter-dialog").close();
+      wipeForm();
+      touchPromoter();
+      focusFirst();
+    } catch (err) {
+      $("err-staff-code").textContent = err && err[lang] ? err[lang] : String(err);
+      $("staff-code").focus();
+    }
+  }
+
+  function touchPromoter() {
+    if (!promoter) return;
+    clearTimeout(promoterTimer);
+    promoterTimer = setTimeout(exitPromoter, PROMOTER_IDLE_MS);
+    const now = Date.now();
+    if (now - promoterTouched > 5000) {
+      promoterTouched = now;
+      invoke("promoter_touch").then((open) => { if (!open && promoter) exitPromoter(); }).catch(() => {});
+    }
+  }
+
+  async function exitPromoter() {
+    clearTimeout(promoterTimer);
+    const was = promoter;
+    promoter = null;
+    promoterSaved = 0;
+    try { await invoke("promoter_sign_out"); } catch (_) { /* nothing the visitor should see */ }
+    if (was) wipeForm();
+  }
+
+  // Tab stops of the form in order: each field (a choice group by its picked or first option),
+  // then consent, then submit.
+  function stops() {
+    const out = [];
+    for (const f of shownFields()) {
+      const wrap = document.querySelector(`[data-field="${f.key}"]`);
+      if (!wrap) continue;
+      const picked = wrap.querySelector("input:checked");
+      out.push(f.kind === "choice" && picked ? picked : wrap.querySelector("input"));
+    }
+    out.push($("consent"), $("submit"));
+    return out.filter(Boolean);
+  }
+
+  function focusFirst() {
+    const first = stops()[0];
+    if (first) first.focus();
+  }
+
+  function onFormKey(e) {
+    if (screen !== "form") return;
+    if (promoter) touchPromoter();
+    if (e.key !== "Enter" || e.defaultPrevented) return;
+    if (e.ctrlKey || e.metaKey) {
+      e.preventDefault();
+      $("entry-form").requestSubmit();
+      return;
+    }
+    if (!promoter || e.target === $("submit")) return;
+    // Promoter mode: Enter moves on, it never submits.
+    e.preventDefault();
+    const list = stops();
+    const i = list.findIndex((x) => x === e.target || (x.name && x.name === e.target.name && x.type === e.target.type && x.type !== "checkbox"));
+    const next = list[i + 1];
+    if (next) next.focus();
+  }
+
+  // ---- badge scans: a burst of keys faster than a person types, ending with Enter -------------
+  function scanGap() {
+    return (event && event.kiosk && event.kiosk.scan_max_gap_ms) || 30;
+  }
+
+  function snapshot() {
+    const a = document.activeElement;
+    return a && a.tagName === "INPUT" && a.closest("#entry-form") && a.type !== "checkbox" && a.type !== "radio"
+      ? { el: a, value: a.value } : { el: null, value: "" };
+  }
+
+  function onScanKey(e) {
+    if (screen !== "form" || e.ctrlKey || e.altKey || e.metaKey || e.isComposing) return;
+    if (document.querySelector("dialog[open]")) return;
+    const now = performance.now();
+    const gap = now - scan.last;
+    scan.last = now;
+    const pause = scanGap() * SCAN_PAUSE;
+    if (e.key === "Enter") {
+      const start = scan.active ? -1 : scanStart();
+      if (scan.active || (start >= 0 && gap < pause)) {
+        // A scanner's Enter (between lines, or at the end): never a submit.
+        e.preventDefault();
+        e.stopPropagation();
+        if (!scan.active) {
+          scan.snap = scan.keys[start].snap;
+          scan.buf = scan.keys.slice(start).map((k) => k.ch).join("");
+          scan.keys = [];
+          scan.active = true;
+        }
+        scan.buf += "\n";
+        clearTimeout(scan.timer);
+        // A card that says it is complete is read at once; anything else once the keys stop.
+        const done = /END:VCARD\n$/i.test(scan.buf) || /^MECARD:.*;;\n$/s.test(scan.buf);
+        scan.timer = setTimeout(finishScan, done ? 0 : pause + 60);
+      } else {
+        scan.keys = [];
+      }
+      return;
+    }
+    if (e.key.length !== 1) {
+      if (e.key !== "Shift" && !scan.active) scan.keys = [];
+      return;
+    }
+    if (scan.active) {
+      scan.buf += e.key;
+      clearTimeout(scan.timer);
+      scan.timer = setTimeout(finishScan, pause + 60);
+      return;
+    }
+    if (gap >= pause) scan.keys = [];
+    // Each key with the field as it was before it: a scan found at Enter starts at one of them.
+    scan.keys.push({ ch: e.key, gap, snap: snapshot() });
+    if (scan.keys.length > 4096) scan.keys.shift();
+  }
+
+  // Where the scanner's burst begins among the keys since the last pause: the earliest key
+  // followed by a fast one from which on enough keys came, most of them fast. -1: no scan.
+  function scanStart() {
+    const keys = scan.keys;
+    for (let s = 0; s + MIN_SCAN_CHARS <= keys.length; s++) {
+      if (keys[s + 1].gap >= scanGap()) continue;
+      const gaps = keys.slice(s + 1).map((k) => k.gap);
+      const fast = gaps.filter((g) => g < scanGap()).length;
+      if (fast >= SCAN_FAST_SHARE * gaps.length) return s;
+    }
+    return -1;
+  }
+
+  async function finishScan() {
+    let text = scan.buf.replace(/\n+$/, "");
+    const snap = scan.snap;
+    scan.buf = "";
+    scan.keys = [];
+    scan.snap = null;
+    scan.active = false;
+    // What the scanner typed into a field goes; what was typed there before stays.
+    if (snap && snap.el && document.contains(snap.el)) snap.el.value = snap.value;
+    try {
+      const values = await invoke("read_scan", { text });
+      text = null;
+      for (const [key, v] of Object.entries(values)) {
+        const wrap = document.querySelector(`[data-field="${key}"]`);
+        if (!wrap) continue;
+        const radio = wrap.querySelector(`input[type=radio][value="${CSS.escape(v)}"]`);
+        if (radio) radio.checked = true;
+        else {
+          const input = wrap.querySelector("input");
+          if (input && input.type !== "checkbox" && input.type !== "radio") input.value = v;
+        }
+      }
+      clearErrors();
+      $("scan-note").textContent = t("scan_filled");
+      armIdle();
+      if (promoter) focusFirstStaff(); else $("consent").focus();
+    } catch (err) {
+      text = null;
+      $("scan-note").textContent = err && err[lang] ? err[lang] : String(err);
+    }
+  }
+
+  function focusFirstStaff() {
+    const f = shownFields().find((x) => x.audience === "staff");
+    const input = f && document.querySelector(`[data-field="${f.key}"] input`);
+    (input || $("consent")).focus();
   }
 
   // ---- idle: "still there?" then wipe ------------------------------------------------------
@@ -346,6 +572,7 @@
   }
 
   function openManager() {
+    if (promoter) { promoter = null; promoterSaved = 0; clearTimeout(promoterTimer); invoke("promoter_sign_out").catch(() => {}); }
     // A manager who unlocks while "thank you" is still showing stays in the manager screens: the
     // thank-you timer would otherwise wipe them away (leaving the library unlocked) seconds later.
     clearTimeout(thanksTimer);
@@ -555,6 +782,14 @@
     $("lang-zh").addEventListener("click", () => setLang("zh"));
     $("lang-en").addEventListener("click", () => setLang("en"));
     $("entry-form").addEventListener("submit", submit);
+    document.addEventListener("keydown", onScanKey, true);
+    $("entry-form").addEventListener("keydown", onFormKey);
+    $("entry-form").addEventListener("pointerdown", () => { if (promoter) touchPromoter(); });
+    $("open-promoter").addEventListener("click", openPromoter);
+    $("promoter-form").addEventListener("submit", promoterSubmit);
+    $("promoter-cancel").addEventListener("click", () => { $("staff-code").value = ""; $("promoter-dialog").close(); });
+    $("promoter-dialog").addEventListener("close", () => { $("staff-code").value = ""; });
+    $("promoter-exit").addEventListener("click", exitPromoter);
     $("entry-form").addEventListener("input", () => { armIdle(); });
     $("entry-form").addEventListener("focusin", () => { armIdle(); });
     $("thanks").addEventListener("click", wipeForm);
@@ -589,7 +824,8 @@
     const body = $("notice-body");
     body.replaceChildren(el("p", { text: pick(event.consent.text) }), el("h3", { text: t("notice_purpose") }));
     const ul = el("ul");
-    for (const f of event.fields) ul.append(el("li", {}, el("strong", { text: `${pick(f.label)}: ` }), document.createTextNode(pick(f.purpose))));
+    for (const f of event.fields) ul.append(el("li", {}, el("strong", { text: `${pick(f.label)}: ` }),
+      document.createTextNode(pick(f.purpose) + (f.audience === "staff" ? t("notice_staff") : ""))));
     body.append(ul, el("p", { text: t("notice_retention", event.consent.retention_days) }),
       el("p", { class: "muted", text: t("notice_version", event.consent.version) }));
     $("notice-dialog").showModal();

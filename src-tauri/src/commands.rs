@@ -24,13 +24,49 @@ pub fn enroll_device(
     shared.kiosk().enroll(&enrolment, &Pin::new(pin))
 }
 
-/// The visitor's submit; resolves only after the entry is durably stored.
+/// The visitor's submit, or a promoter's (`promoter: true`, only while promoter mode is open);
+/// resolves only after the entry is durably stored.
 #[tauri::command(async)]
 pub fn submit_entry(
     shared: State<'_, Shared>,
     values: serde_json::Value,
+    promoter: Option<bool>,
 ) -> Result<String, UiError> {
-    shared.kiosk().submit(&values)
+    if promoter == Some(true) {
+        shared.kiosk().submit_as_promoter(&values)
+    } else {
+        shared.kiosk().submit(&values)
+    }
+}
+
+/// A badge scan's text, read into field values. The text lives only in this call's memory
+/// (zeroized after) and is never logged.
+#[tauri::command(async)]
+pub fn read_scan(
+    shared: State<'_, Shared>,
+    text: String,
+) -> Result<sealbox_device::scan::ScanValues, UiError> {
+    let text = zeroize::Zeroizing::new(text);
+    shared.kiosk().read_scan(&text)
+}
+
+/// Promoter mode: a staff code in, the code's id out.
+#[tauri::command(async)]
+pub fn promoter_sign_in(shared: State<'_, Shared>, code: String) -> Result<String, UiError> {
+    shared.kiosk().promoter_sign_in(&Pin::new(code))
+}
+
+#[tauri::command(async)]
+pub fn promoter_sign_out(shared: State<'_, Shared>) {
+    shared.kiosk().promoter_sign_out()
+}
+
+/// Activity in promoter mode (keystrokes), so its inactivity lock counts from the last one.
+#[tauri::command(async)]
+pub fn promoter_touch(shared: State<'_, Shared>) -> bool {
+    let mut k = shared.kiosk();
+    k.touch_promoter();
+    k.promoter_code().is_some()
 }
 
 #[tauri::command(async)]

@@ -14,6 +14,7 @@ mod lifecycle;
 mod manual;
 mod model;
 mod pin;
+mod promoter;
 mod recovery;
 mod store;
 mod summaries;

@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod proxy;
 pub mod server;
+pub mod window;
 
 use sealbox_device::files::{DataDir, KEY_ACCOUNT};
 use sealbox_device::{KeyStore, OsKeychain};

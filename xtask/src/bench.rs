@@ -85,6 +85,30 @@ pub fn bench(quick: bool) -> Result<()> {
     with_keyring(&work.join("keyring-bench-app"), true, &cmd)?;
     merge(&mut all, &out)?;
 
+    // A promoter's visitor in the release window through WebDriver: scan to the next form.
+    crate::ensure_tauri_driver()?;
+    let out = work.join("bench-scan.json");
+    let _ = std::fs::remove_file(&out);
+    std::env::set_var("SEALBOX_BENCH_OUT", &out);
+    let mut cmd: Vec<String> = [
+        cargo.as_str(),
+        "bench",
+        "--locked",
+        "-p",
+        "sealbox-tests",
+        "--bench",
+        "scan",
+        "--",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if quick {
+        cmd.push("--quick".into());
+    }
+    with_keyring(&work.join("keyring-bench-scan"), true, &cmd)?;
+    merge(&mut all, &out)?;
+
     all.insert("quick".into(), quick.into());
     let json = serde_json::Value::Object(all);
     println!("{}", serde_json::to_string_pretty(&json)?);
@@ -235,6 +259,12 @@ fn markdown(j: &serde_json::Value) -> String {
         "| kiosk memory, like for like | {:.0} MB | empty Tauri window also without accelerated compositing {:.0} MB | {:.2} | |",
         f("app_pss_mb"), f("empty_tauri_software_rendering_pss_mb"), f("app_vs_empty_tauri_same_rendering_pss_ratio")
     );
+    let _ = writeln!(
+        s,
+        "| promoter: badge scan (vCard, 6 lines) to the next visitor's form ready (Xvfb, WebDriver) | {:.0} ms (values on screen after {:.0} ms), {} scans missed | the same submit with the values already in the form: {:.0} ms; one WebDriver round trip {:.0} ms | | |",
+        f("promoter_scan_to_next_ready_ms"), f("promoter_scan_to_filled_ms"), j["promoter_scan_misses"],
+        f("promoter_submit_to_next_ready_ms"), f("webdriver_roundtrip_ms")
+    );
     let _ = writeln!(s, "\n## What the figures mean\n");
     let _ = writeln!(s, "- **submit**: `Device::add`: validate against the event config, seal all values to head office with age (X25519), render the masked summary, insert in one transaction and commit with WAL and `synchronous=FULL`. The time a visitor waits for \"thank you\" minus the UI.");
     let _ = writeln!(s, "- **plain SQLite one-row commit**: the same schema and pragmas, a row of the same size, no key and no sealing: the floor one durable commit costs on this disk.");
@@ -244,6 +274,7 @@ fn markdown(j: &serde_json::Value) -> String {
     let _ = writeln!(s, "- **many devices**: each simulated device has its own token and TLS connection (a full handshake), all released at once by a barrier; latency per request from send to receipt; head office stores concurrent batches with group commits. The load generator shares the machine's cores with the server. The floor: the same number of fresh connections, each a full handshake and a `/v1/health` request that touches no database, released the same way; medians over rounds that alternate the two. Baseline: the same sync request from one device at a time.");
     let _ = writeln!(s, "- **batch files**: `Device::export_batch` (read, sign with Ed25519, age-encrypt, atomic write, mark exported), `sealbox-headoffice import` as a library call (open the identity, decrypt, verify, store like a sync, write the receipt), and applying that receipt on the device.");
     let _ = writeln!(s, "- **kiosk start**: from spawning the release binary to the page reporting the form on screen (keychain lookup over D-Bus, SQLCipher open, event config, render), beside an empty window built from the same crates reaching its page-loaded event; medians of alternating cold starts.");
+    let _ = writeln!(s, "- **promoter scan**: the release kiosk in promoter mode under WebDriver: from sending a vCard's keys (typed by WebKitWebDriver as fast as it can, its lines separated by Enter, like a keyboard-wedge scanner) through the page taking them for a scan, the device library reading it and the fields filling, then Space (consent) and Ctrl+Enter (sealed, committed), to the empty form with the focus on its first field; medians over rounds alternating with the baseline, the same consent and Ctrl+Enter on values already in the form. The figures include WebDriver's polling (about one round trip). A real scanner types at its own speed, which adds to or takes from the typing part.");
     let _ = writeln!(s, "- **memory**: proportional set size summed over the app and its WebKit processes, 3 s after ready, the same for each; medians. The kiosk turns WebKit's accelerated compositing off (a still form gains nothing from it; under Xvfb it costs a software GL stack and layer backing stores); the empty window keeps Tauri's default, and is measured a second time with the same setting for a like-for-like ratio.");
     let _ = writeln!(
         s,

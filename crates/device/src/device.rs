@@ -87,6 +87,27 @@ fn random32() -> Result<Secret32> {
     Ok(s)
 }
 
+/// A secret checked under a rate limit: where its counter lives, its audit rows' prefix, and
+/// the error while it must wait.
+struct Limited {
+    attempts_key: &'static str,
+    audit: &'static str,
+    locked: fn(u64) -> DeviceError,
+}
+
+impl Limited {
+    const PIN: Limited = Limited {
+        attempts_key: keys::PIN_ATTEMPTS,
+        audit: "pin",
+        locked: DeviceError::PinLocked,
+    };
+    const STAFF: Limited = Limited {
+        attempts_key: keys::STAFF_ATTEMPTS,
+        audit: "staff_code",
+        locked: DeviceError::StaffCodeLocked,
+    };
+}
+
 mod keys {
     pub const EVENT: &str = "event_config";
     pub const HO_RECIPIENT: &str = "ho_recipient";
@@ -98,6 +119,7 @@ mod keys {
     pub const SIGNING_KEY: &str = "device_signing_key";
     pub const PIN_HASH: &str = "pin_hash";
     pub const PIN_ATTEMPTS: &str = "pin_attempts";
+    pub const STAFF_ATTEMPTS: &str = "staff_code_attempts";
     pub const SUMMARY_RECIPIENT: &str = "summary_recipient";
     pub const SUMMARY_PIN_WRAP: &str = "summary_pin_wrap";
 }
@@ -341,7 +363,25 @@ impl Device {
     /// is durable (WAL, `synchronous=FULL`): only then may anyone say "thank you".
     pub fn add(&mut self, input: &serde_json::Value) -> Result<Uuid> {
         let valid = entry::validate(&self.config, input)?;
-        let row = self.seal_entry(&valid)?;
+        self.store_valid(&valid, None)
+    }
+
+    /// The kiosk's submit: a visitor's own (staff-only fields refused), or, with the id of the
+    /// staff code signed in, a promoter's (every field; the id is sealed with the entry).
+    pub fn add_captured(
+        &mut self,
+        input: &serde_json::Value,
+        staff_code: Option<&str>,
+    ) -> Result<Uuid> {
+        let valid = match staff_code {
+            Some(_) => entry::validate(&self.config, input)?,
+            None => entry::validate_visitor(&self.config, input)?,
+        };
+        self.store_valid(&valid, staff_code)
+    }
+
+    fn store_valid(&mut self, valid: &entry::ValidEntry, staff_code: Option<&str>) -> Result<Uuid> {
+        let row = self.seal_entry_by(valid, staff_code)?;
         let tx = self.conn.transaction()?;
         row.insert(&tx)?;
         tx.commit()?;
@@ -393,9 +433,18 @@ impl Device {
     }
 
     fn seal_entry(&self, valid: &entry::ValidEntry) -> Result<EntryRow> {
+        self.seal_entry_by(valid, None)
+    }
+
+    fn seal_entry_by(
+        &self,
+        valid: &entry::ValidEntry,
+        staff_code: Option<&str>,
+    ) -> Result<EntryRow> {
         let id = Uuid::now_v7();
         let at = now_ms();
-        let payload = PayloadPlaintext::new(id, &self.config.id, at, &self.config.consent, valid);
+        let payload = PayloadPlaintext::new(id, &self.config.id, at, &self.config.consent, valid)
+            .captured_by(staff_code);
         let plain = Zeroizing::new(
             serde_json::to_vec(&payload).map_err(|e| DeviceError::Seal(e.to_string()))?,
         );
@@ -506,20 +555,77 @@ impl Device {
         purpose: &str,
         moment: &Moment,
     ) -> Result<()> {
+        let ok = self.rate_limited(&Limited::PIN, purpose, moment, |tx| {
+            let phc = store::get_setting(tx, keys::PIN_HASH)?.ok_or(DeviceError::PinNotSet)?;
+            let phc = String::from_utf8(phc).map_err(|_| DeviceError::Corrupt)?;
+            Ok(pin::matches(candidate, &phc).then_some(()))
+        })?;
+        match ok {
+            Some(()) => Ok(()),
+            None => Err(DeviceError::PinWrong),
+        }
+    }
+
+    /// Checks a staff code (`s1-12345678`) against the event's verifiers, rate-limited like the
+    /// PIN (its own counter) and audited with the code's id; returns the id.
+    pub fn verify_staff_code(&mut self, candidate: &Pin) -> Result<String> {
+        self.verify_staff_code_at(candidate, &Moment::now())
+    }
+
+    pub(crate) fn verify_staff_code_at(
+        &mut self,
+        candidate: &Pin,
+        moment: &Moment,
+    ) -> Result<String> {
+        if self.config.staff_codes.is_empty() {
+            return Err(DeviceError::NoStaffCodes);
+        }
+        let typed = String::from_utf8_lossy(candidate.secret_bytes()).to_lowercase();
+        let typed = zeroize::Zeroizing::new(typed);
+        // The id is the part before the first '-': only that verifier is tried (one Argon2id).
+        let found = typed.split_once('-').and_then(|(id, _)| {
+            self.config
+                .staff_codes
+                .iter()
+                .find(|c| c.id == id)
+                .map(|c| (c.id.clone(), c.verifier.clone()))
+        });
+        // Audited with the id typed when it is one of the event's (ids are not secret, never
+        // names); anything else as "promoter" alone, so no typed text reaches the log.
+        let purpose = match &found {
+            Some((id, _)) => format!("promoter {id}"),
+            None => "promoter".to_string(),
+        };
+        let ok = self.rate_limited(&Limited::STAFF, &purpose, moment, |_| {
+            Ok(match &found {
+                Some((id, phc)) if pin::matches(&Pin::new(typed.as_str()), phc) => Some(id.clone()),
+                _ => None,
+            })
+        })?;
+        ok.ok_or(DeviceError::StaffCodeWrong)
+    }
+
+    /// One attempt at a secret under a rate limit, in one IMMEDIATE transaction: `check` says
+    /// `Some` for a match. A wait refuses before `check` runs.
+    fn rate_limited<T>(
+        &mut self,
+        what: &Limited,
+        purpose: &str,
+        moment: &Moment,
+        check: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
         let now = moment.wall_ms;
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let phc = store::get_setting(&tx, keys::PIN_HASH)?.ok_or(DeviceError::PinNotSet)?;
-        let phc = String::from_utf8(phc).map_err(|_| DeviceError::Corrupt)?;
-        let mut attempts: Attempts = store::get_setting(&tx, keys::PIN_ATTEMPTS)?
+        let mut attempts: Attempts = store::get_setting(&tx, what.attempts_key)?
             .and_then(|v| serde_json::from_slice(&v).ok())
             .unwrap_or_default();
         if let Some(moved) = attempts.reanchored(moment) {
             attempts = moved;
             let state =
                 serde_json::to_vec(&attempts).map_err(|e| DeviceError::Seal(e.to_string()))?;
-            store::set_setting(&tx, keys::PIN_ATTEMPTS, &state)?;
+            store::set_setting(&tx, what.attempts_key, &state)?;
         }
         let wait = attempts.wait_ms(moment);
         if wait > 0 {
@@ -527,37 +633,40 @@ impl Device {
             audit::append(
                 &tx,
                 now,
-                "pin.refused",
+                &format!("{}.refused", what.audit),
                 &json!({"for": purpose, "wait_s": secs}),
             )?;
             tx.commit()?;
-            return Err(DeviceError::PinLocked(secs));
+            return Err((what.locked)(secs));
         }
-        let ok = pin::matches(candidate, &phc);
-        let next = if ok {
+        let found = check(&tx)?;
+        let next = if found.is_some() {
             Attempts::default()
         } else {
             attempts.failed(moment)
         };
         let state = serde_json::to_vec(&next).map_err(|e| DeviceError::Seal(e.to_string()))?;
-        store::set_setting(&tx, keys::PIN_ATTEMPTS, &state)?;
-        if ok {
-            audit::append(&tx, now, "pin.ok", &json!({"for": purpose}))?;
+        store::set_setting(&tx, what.attempts_key, &state)?;
+        if found.is_some() {
+            audit::append(
+                &tx,
+                now,
+                &format!("{}.ok", what.audit),
+                &json!({"for": purpose}),
+            )?;
         } else {
             audit::append(
                 &tx,
                 now,
-                "pin.failed",
+                &format!("{}.failed", what.audit),
                 &json!({"for": purpose, "failures": next.failures}),
             )?;
         }
         tx.commit()?;
-        if ok {
-            Ok(())
-        } else {
-            tracing::warn!(failures = next.failures, "wrong manager PIN");
-            Err(DeviceError::PinWrong)
+        if found.is_none() {
+            tracing::warn!(failures = next.failures, what = what.audit, "wrong secret");
         }
+        Ok(found)
     }
 
     /// The masked list, newest first, behind the manager PIN.

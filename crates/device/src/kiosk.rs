@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 /// clock of this lock: the page asks [`Kiosk::manager_alive`] every second and reports activity
 /// through [`Kiosk::manager_touch`], so a page whose timers stall cannot keep the screens open.
 pub const MANAGER_IDLE: Duration = Duration::from_secs(120);
+/// How long promoter mode stays open without activity (like the manager screens).
+pub const PROMOTER_IDLE: Duration = MANAGER_IDLE;
 
 /// The monotonic clock of the manager's session. Debug builds only: a test moves it forward by
 /// the milliseconds written in the file `SEALBOX_TEST_CLOCK_SKEW_FILE` names, so the
@@ -78,6 +80,15 @@ pub fn zh_message(e: &DeviceError) -> String {
     e.message(Lang::Zh)
 }
 
+fn promoter_locked() -> UiError {
+    UiError {
+        code: "promoter_locked".into(),
+        field: None,
+        zh: "推广模式已锁定，请重新输入员工码".into(),
+        en: "promoter mode is locked: enter a staff code again".into(),
+    }
+}
+
 fn locked() -> UiError {
     UiError {
         code: "locked".into(),
@@ -136,6 +147,8 @@ pub struct Kiosk {
     device: Option<Device>,
     unlocked_at: Option<Instant>,
     close_allowed: bool,
+    /// Promoter mode: the signed-in staff code's id and the last activity.
+    promoter: Option<(String, Instant)>,
     sync: Option<SyncLoop>,
     sync_options: Option<LoopOptions>,
 }
@@ -149,6 +162,7 @@ impl Kiosk {
             device: None,
             unlocked_at: None,
             close_allowed: false,
+            promoter: None,
             sync: None,
             sync_options: Some(LoopOptions::default()),
         }
@@ -183,7 +197,11 @@ impl Kiosk {
         match self.device() {
             Ok(dev) => KioskState {
                 screen: "form".into(),
-                event: Some(dev.config().clone()),
+                // The page never sees the staff codes' verifiers (they stay in the library).
+                event: Some(EventConfig {
+                    staff_codes: Vec::new(),
+                    ..dev.config().clone()
+                }),
                 device: Some(dev.device_name().to_string()),
                 problem: None,
             },
@@ -216,9 +234,64 @@ impl Kiosk {
         Ok(self.state())
     }
 
-    /// The visitor's submit: returns once the entry is durably stored.
+    /// The visitor's submit: returns once the entry is durably stored. Staff-only fields are
+    /// refused.
     pub fn submit(&mut self, values: &serde_json::Value) -> Result<String, UiError> {
-        Ok(self.device()?.add(values)?.to_string())
+        Ok(self.device()?.add_captured(values, None)?.to_string())
+    }
+
+    /// A promoter's submit: every field, and the staff code's id sealed with the entry. Refused
+    /// once promoter mode has locked.
+    pub fn submit_as_promoter(&mut self, values: &serde_json::Value) -> Result<String, UiError> {
+        let code = self.promoter_code().ok_or_else(promoter_locked)?;
+        let id = self.device()?.add_captured(values, Some(&code))?;
+        self.touch_promoter();
+        Ok(id.to_string())
+    }
+
+    /// Opens promoter mode with a staff code (rate-limited and audited in the device); returns
+    /// the code's id, which is all the kiosk shows of who is signed in.
+    pub fn promoter_sign_in(&mut self, code: &Pin) -> Result<String, UiError> {
+        let id = self.device()?.verify_staff_code(code)?;
+        self.promoter = Some((id.clone(), session_now()));
+        Ok(id)
+    }
+
+    pub fn promoter_sign_out(&mut self) {
+        self.promoter = None;
+    }
+
+    /// The signed-in staff code's id, while promoter mode is open.
+    pub fn promoter_code(&mut self) -> Option<String> {
+        self.promoter_code_at(session_now())
+    }
+
+    fn promoter_code_at(&mut self, now: Instant) -> Option<String> {
+        match &self.promoter {
+            Some((id, at)) if now.saturating_duration_since(*at) < PROMOTER_IDLE => {
+                Some(id.clone())
+            }
+            _ => {
+                self.promoter = None;
+                None
+            }
+        }
+    }
+
+    /// Counts as activity in promoter mode (typing, a scan).
+    pub fn touch_promoter(&mut self) {
+        if self.promoter_code().is_some() {
+            if let Some((_, at)) = self.promoter.as_mut() {
+                *at = session_now();
+            }
+        }
+    }
+
+    /// Reads a badge scan into field values. The text is held only here, in memory.
+    pub fn read_scan(&mut self, text: &str) -> Result<crate::scan::ScanValues, UiError> {
+        let values = crate::scan::parse(self.device()?.config(), text)?;
+        self.touch_promoter();
+        Ok(values)
     }
 
     pub fn status_line(&mut self) -> Result<StatusLine, UiError> {
@@ -469,6 +542,93 @@ mod tests {
         assert_eq!(k.audit(5).unwrap_err().code, "locked");
         k.allow_close(&Pin::new("246810")).unwrap();
         assert!(k.close_allowed());
+    }
+
+    #[test]
+    fn promoter_mode_needs_a_staff_code_and_records_its_id() {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = Arc::new(MemoryKeyStore::default());
+        let mut k = Kiosk::without_sync(tmp.path(), Arc::new(SharedKeys(keys)));
+        let code = "s2-48291736";
+        let mut enrolment: serde_json::Value =
+            serde_json::from_str(&crate::device::tests::enrolment()).unwrap();
+        enrolment["event"]["staff_codes"] = serde_json::json!([
+            {"id": "s1", "verifier": crate::pin::hash(&Pin::new("s1-11112222")).unwrap()},
+            {"id": "s2", "verifier": crate::pin::hash(&Pin::new(code)).unwrap()},
+        ]);
+        enrolment["event"]["fields"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "key": "notes", "kind": "text", "audience": "staff", "display": "hidden",
+                "label": {"zh": "备注", "en": "Notes"},
+                "purpose": {"zh": "记录洽谈内容", "en": "What was discussed"}
+            }));
+        let st = k
+            .enroll(&enrolment.to_string(), &Pin::new("246810"))
+            .unwrap();
+        let page = serde_json::to_string(&st.event).unwrap();
+        assert!(
+            page.contains("\"notes\"") && !page.contains("argon2"),
+            "{page}"
+        );
+        let with_notes = serde_json::json!({"name": "Li", "phone": "13812345678", "notes": "demo", "consent": true});
+        assert_eq!(
+            k.submit(&with_notes).unwrap_err().code,
+            "invalid_entry.staff_only"
+        );
+        assert_eq!(
+            k.submit_as_promoter(&with_notes).unwrap_err().code,
+            "promoter_locked"
+        );
+        for wrong in ["s2-48291737", "s9-48291736", "48291736"] {
+            assert_eq!(
+                k.promoter_sign_in(&Pin::new(wrong)).unwrap_err().code,
+                "staff_code_wrong"
+            );
+        }
+        // Three wrong codes: the next attempt must wait, even with the right code.
+        assert_eq!(
+            k.promoter_sign_in(&Pin::new(code)).unwrap_err().code,
+            "staff_code_locked"
+        );
+        // The manager PIN has its own counter.
+        k.unlock(&Pin::new("246810")).unwrap();
+        k.lock();
+        let dev = k.device().unwrap();
+        dev.connection()
+            .execute("DELETE FROM settings WHERE k = 'staff_code_attempts'", [])
+            .unwrap();
+        assert_eq!(
+            k.promoter_sign_in(&Pin::new(" S2-48291736 ")).unwrap(),
+            "s2"
+        );
+        k.submit_as_promoter(&with_notes).unwrap();
+        // Two minutes without activity lock promoter mode, like the manager screens.
+        let soon = Instant::now() + PROMOTER_IDLE - std::time::Duration::from_secs(5);
+        assert_eq!(k.promoter_code_at(soon).as_deref(), Some("s2"));
+        let later = Instant::now() + PROMOTER_IDLE + std::time::Duration::from_secs(1);
+        assert_eq!(k.promoter_code_at(later), None);
+        assert_eq!(
+            k.submit_as_promoter(&with_notes).unwrap_err().code,
+            "promoter_locked",
+            "locked for good once found idle"
+        );
+        k.promoter_sign_in(&Pin::new(code)).unwrap();
+        let audit = k.device().unwrap().audit_recent(20).unwrap();
+        let kinds: Vec<&str> = audit.iter().map(|r| r.action.as_str()).collect();
+        assert!(
+            kinds.contains(&"staff_code.failed") && kinds.contains(&"staff_code.ok"),
+            "{kinds:?}"
+        );
+        let ok = audit.iter().find(|r| r.action == "staff_code.ok").unwrap();
+        assert_eq!(ok.detail["for"], "promoter s2");
+        assert!(audit.iter().all(|r| !r.detail.to_string().contains("4829")));
+        k.promoter_sign_out();
+        assert_eq!(
+            k.submit_as_promoter(&with_notes).unwrap_err().code,
+            "promoter_locked"
+        );
     }
 
     #[test]

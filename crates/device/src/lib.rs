@@ -17,7 +17,8 @@
 //!   back off with jitter while offline or refused.
 //! - [`batch`]: export of an encrypted, signed batch file and import of its receipt.
 //! - [`audit`]: the append-only, hash-chained audit log.
-//! - [`pin`]: the manager PIN (Argon2id) and its rate limit.
+//! - [`pin`]: the manager PIN (Argon2id) and its rate limit (staff codes are checked the same way).
+//! - [`scan`]: badge scans (vCard, MECARD, the event's own format) read into field values.
 //! - [`files`]: data-dir layout, atomic writes and shredding.
 //! - [`process`]: no core dumps for the kiosk and the CLI.
 //! - [`summary`]: display summaries sealed to a key that only the manager PIN (or head
@@ -33,6 +34,7 @@ pub mod keychain;
 pub mod kiosk;
 pub mod pin;
 pub mod process;
+pub mod scan;
 pub mod seal;
 pub mod store;
 pub mod summary;

@@ -136,8 +136,15 @@ pub fn event_create(dir: &Path, config_json: &str) -> Result<EventConfig> {
             |r| r.get(0),
         )
         .optional()?;
+    // Staff codes issued since (`event staff-code`) are not part of the file.
+    let without_codes = |json: &str| {
+        serde_json::from_str::<EventConfig>(json).ok().map(|mut c| {
+            c.staff_codes.clear();
+            c
+        })
+    };
     match existing {
-        Some(c) if c == canonical => {}
+        Some(c) if c == canonical || without_codes(&c) == Some(config.clone()) => {}
         Some(_) => return Err(HoError::EventExists(config.id.clone())),
         None => {
             conn.execute(
@@ -154,6 +161,87 @@ pub fn event_create(dir: &Path, config_json: &str) -> Result<EventConfig> {
         }
     }
     Ok(config)
+}
+
+/// A staff code just issued: its id (recorded with each entry it captures) and the code, which
+/// is shown once and kept nowhere.
+pub struct IssuedStaffCode {
+    pub id: String,
+    pub code: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for IssuedStaffCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedStaffCode")
+            .field("id", &self.id)
+            .field("code", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Issues a staff code for promoter mode: `s<n>-` and 8 random digits. The event's config
+/// keeps only its Argon2id verifier (the device's PIN parameters) under the id, no name; devices
+/// enrolled from now on receive it. Audited with the id.
+pub fn staff_code_issue(dir: &Path, event_id: &str) -> Result<IssuedStaffCode> {
+    let ho = HoDir::new(dir);
+    ho.require_initialised()?;
+    let conn = db::open(&ho.db())?;
+    let json: String = conn
+        .query_row("SELECT config FROM events WHERE id = ?1", [event_id], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .ok_or_else(|| HoError::UnknownEvent(event_id.to_string()))?;
+    let mut config: EventConfig =
+        serde_json::from_str(&json).map_err(|e| HoError::Config(e.to_string()))?;
+    let n = config
+        .staff_codes
+        .iter()
+        .filter_map(|c| c.id.strip_prefix('s').and_then(|d| d.parse::<u32>().ok()))
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let id = format!("s{n}");
+    let mut digits = [0u8; 8];
+    getrandom::getrandom(&mut digits).map_err(|e| HoError::Crypto(e.to_string()))?;
+    let code = zeroize::Zeroizing::new(format!(
+        "{id}-{}",
+        digits
+            .iter()
+            .map(|b| char::from(b'0' + b % 10))
+            .collect::<String>()
+    ));
+    zeroize::Zeroize::zeroize(&mut digits);
+    let verifier = {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let mut salt = [0u8; 16];
+        getrandom::getrandom(&mut salt).map_err(|e| HoError::Crypto(e.to_string()))?;
+        let salt = SaltString::encode_b64(&salt).map_err(|e| HoError::Crypto(e.to_string()))?;
+        let params = argon2::Params::new(19 * 1024, 2, 1, None)
+            .map_err(|e| HoError::Crypto(e.to_string()))?;
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .hash_password(code.as_bytes(), &salt)
+            .map_err(|e| HoError::Crypto(e.to_string()))?
+            .to_string()
+    };
+    config.staff_codes.push(sealbox_protocol::event::StaffCode {
+        id: id.clone(),
+        verifier,
+    });
+    config.validate().map_err(HoError::BadEvent)?;
+    let canonical = serde_json::to_string(&config).map_err(|e| HoError::Config(e.to_string()))?;
+    conn.execute(
+        "UPDATE events SET config = ?2 WHERE id = ?1",
+        rusqlite::params![event_id, canonical],
+    )?;
+    crate::audit::append(
+        &conn,
+        now_ms(),
+        "event.staff_code_issued",
+        &serde_json::json!({"event": event_id, "staff_code": id}),
+    )?;
+    tracing::info!(event = event_id, staff_code = %id, "staff code issued");
+    Ok(IssuedStaffCode { id, code })
 }
 
 /// Enrols a device: makes its token and signing key, keeps only the token's hash and the

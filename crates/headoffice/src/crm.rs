@@ -125,6 +125,21 @@ pub enum Format {
 pub struct ExportReport {
     pub rows: usize,
     pub unmasked: bool,
+    /// Entries that repeat an earlier one of the event (same phone or email).
+    pub duplicates: usize,
+    /// Visitors with more than one entry.
+    pub duplicate_groups: usize,
+    /// Whether duplicates were merged into their earliest entry's row.
+    pub merged: bool,
+}
+
+/// How the CRM file is written.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExportOptions {
+    pub unmasked: bool,
+    /// One row per visitor: the earliest entry (its consent) with later entries' values
+    /// filling its empty fields.
+    pub merge_duplicates: bool,
 }
 
 fn shown(kind: FieldKind, display: Display, v: &FieldValue, unmasked: bool) -> String {
@@ -273,6 +288,26 @@ pub fn export(
     unmasked: bool,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ExportReport> {
+    let options = ExportOptions {
+        unmasked,
+        ..ExportOptions::default()
+    };
+    export_with(dir, pass, event, format, out, options, progress)
+}
+
+/// [`export`] with its options: besides each field's column, `captured_by` (the staff code's
+/// id in promoter mode), and duplicates marked (`duplicate_of`: the earliest entry with the
+/// same phone or email) or merged (`merged_entries`).
+pub fn export_with(
+    dir: &Path,
+    pass: &crate::Passphrase,
+    event: &str,
+    format: Format,
+    out: &Path,
+    options: ExportOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ExportReport> {
+    let unmasked = options.unmasked;
     let ho = HoDir::new(dir);
     ho.require_initialised()?;
     if out.exists() {
@@ -285,12 +320,35 @@ pub fn export(
     let identity = ho.load_identity(pass)?;
     let (entries, unreadable) = open_all(&conn, &identity, Some(event), progress)?;
     quarantine_unreadable(&mut conn, &unreadable)?;
+    let originals = crate::duplicates::originals(
+        &entries
+            .iter()
+            .map(|e| crate::duplicates::contact_keys(&config, &e.payload.values))
+            .collect::<Vec<_>>(),
+    );
+    let duplicates = originals
+        .iter()
+        .enumerate()
+        .filter(|(i, o)| i != *o)
+        .count();
+    let duplicate_groups = {
+        let mut roots: Vec<usize> = originals
+            .iter()
+            .enumerate()
+            .filter(|(i, o)| i != *o)
+            .map(|(_, o)| *o)
+            .collect();
+        roots.sort_unstable();
+        roots.dedup();
+        roots.len()
+    };
     let mut header: Vec<String> = [
         "entry_id",
         "captured_at",
         "device",
         "consent_version",
         "consent_sha256",
+        "captured_by",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -301,24 +359,57 @@ pub fn export(
             .iter()
             .map(|f| format!("{} ({} / {})", f.key, f.label.zh, f.label.en)),
     );
+    header.extend(["duplicate_of".to_string(), "merged_entries".to_string()]);
     let rows: Vec<Zeroizing<Vec<String>>> = entries
         .iter()
-        .map(|e| {
+        .enumerate()
+        .filter(|(i, _)| !options.merge_duplicates || originals[*i] == *i)
+        .map(|(i, e)| {
             let at = time_text(e.env.captured_at_ms);
+            // Merged: this entry and its later twins, oldest first.
+            let group: Vec<&Opened> = if options.merge_duplicates {
+                entries
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| originals[*j] == i)
+                    .map(|(_, x)| x)
+                    .collect()
+            } else {
+                vec![e]
+            };
+            let mut values = crate::duplicates::merge(group.iter().map(|x| &x.payload.values));
             let mut row = vec![
                 e.env.id.to_string(),
                 at,
                 e.device.clone(),
                 e.env.consent_version.clone(),
                 e.env.consent_sha256.clone(),
+                group
+                    .iter()
+                    .find_map(|x| x.payload.staff_code.clone())
+                    .unwrap_or_default(),
             ];
             row.extend(config.fields.iter().map(|f| {
-                e.payload
-                    .values
+                values
                     .get(&f.key)
                     .map(|v| shown(f.kind, f.display, v, unmasked))
                     .unwrap_or_default()
             }));
+            for v in values.values_mut() {
+                zeroize::Zeroize::zeroize(v);
+            }
+            row.push(if originals[i] == i {
+                String::new()
+            } else {
+                entries[originals[i]].env.id.to_string()
+            });
+            row.push(
+                group[1..]
+                    .iter()
+                    .map(|x| x.env.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(LIST_SEPARATOR),
+            );
             Zeroizing::new(row)
         })
         .collect();
@@ -353,12 +444,22 @@ pub fn export(
         now_ms(),
         "crm.exported",
         &serde_json::json!({"event": event, "rows": rows.len(), "unmasked": unmasked,
-            "format": if format == Format::Csv { "csv" } else { "xlsx" }}),
+            "format": if format == Format::Csv { "csv" } else { "xlsx" },
+            "duplicates": duplicates, "merged": options.merge_duplicates}),
     )?;
-    tracing::info!(event, rows = rows.len(), unmasked, "CRM export written");
+    tracing::info!(
+        event,
+        rows = rows.len(),
+        unmasked,
+        duplicates,
+        "CRM export written"
+    );
     Ok(ExportReport {
         rows: rows.len(),
         unmasked,
+        duplicates,
+        duplicate_groups,
+        merged: options.merge_duplicates,
     })
 }
 

@@ -27,6 +27,7 @@ pub mod config;
 pub mod console;
 pub mod crm;
 pub mod db;
+pub mod duplicates;
 pub mod error;
 pub mod keys;
 pub mod recovery;

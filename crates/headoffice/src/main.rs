@@ -121,6 +121,10 @@ enum Command {
         /// Write values in the clear instead of by each field's display policy.
         #[arg(long)]
         unmasked: bool,
+        /// One row per visitor: entries with the same phone or email merged into the earliest
+        /// (its consent kept; later values fill its empty fields). Without it they are marked.
+        #[arg(long)]
+        merge_duplicates: bool,
     },
     /// Delete every entry whose event's retention period has ended (serve does it daily).
     Purge,
@@ -193,6 +197,9 @@ enum BackupKeyCmd {
 enum EventCmd {
     /// Validate and store an event config (JSON).
     Create { file: PathBuf },
+    /// Issue a staff code for promoter mode at the event's kiosks: printed once, kept only as a
+    /// verifier; devices enrolled afterwards accept it.
+    StaffCode { event: String },
 }
 
 #[derive(Subcommand)]
@@ -494,6 +501,19 @@ fn run(cli: Cli) -> Result<()> {
                 format!("event {} ready ({} fields)", c.id, c.fields.len()),
             );
         }
+        Command::Event(EventCmd::StaffCode { event }) => {
+            let issued = admin::staff_code_issue(dir, &event)?;
+            say(
+                format!(
+                    "员工码 {}：{}\n只显示这一次，请交给一位推广员。登记中只记录代号 {}，不记录姓名。此后注册的设备才接受它。",
+                    issued.id, *issued.code, issued.id
+                ),
+                format!(
+                    "staff code {}: {}\nshown only now: give it to one promoter. Entries record only its id {}, never a name. Devices enrolled from now on accept it.",
+                    issued.id, *issued.code, issued.id
+                ),
+            );
+        }
         Command::Enroll {
             device,
             event,
@@ -695,6 +715,7 @@ fn run(cli: Cli) -> Result<()> {
             format,
             out,
             unmasked,
+            merge_duplicates,
         } => {
             let format = if format == "xlsx" {
                 crm::Format::Xlsx
@@ -710,13 +731,16 @@ fn run(cli: Cli) -> Result<()> {
                 })
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
-            let r = crm::export(
+            let r = crm::export_with(
                 dir,
                 &pass,
                 &event,
                 format,
                 &out,
-                unmasked,
+                crm::ExportOptions {
+                    unmasked,
+                    merge_duplicates,
+                },
                 &mut |done, total| {
                     bar.set_length(total);
                     bar.set_position(done);
@@ -746,6 +770,32 @@ fn run(cli: Cli) -> Result<()> {
                     }
                 ),
             );
+            if r.duplicates > 0 {
+                say(
+                    format!(
+                        "重复登记：{} 位访客共有 {} 条重复（手机号或邮箱相同），{}",
+                        r.duplicate_groups,
+                        r.duplicates,
+                        if r.merged {
+                            "已合并到各自最早的一条（保留其同意记录，空白项由后来的登记补全）"
+                        } else {
+                            "已在 duplicate_of 列中标出（用 --merge-duplicates 合并）"
+                        }
+                    ),
+                    format!(
+                        "duplicates: {} (of {} visitors with the same phone or email), {}",
+                        r.duplicates,
+                        r.duplicate_groups,
+                        if r.merged {
+                            "merged into each visitor's earliest entry (its consent kept, empty fields filled from later ones)"
+                        } else {
+                            "marked in the duplicate_of column (--merge-duplicates merges them)"
+                        }
+                    ),
+                );
+            } else {
+                say("没有重复登记", "no duplicates");
+            }
         }
         Command::Purge => {
             for (event, n) in crm::purge(dir, sealbox_headoffice::now_ms())? {

@@ -98,6 +98,8 @@ pub enum EntryErrorCode {
     DirectionControl,
     /// The same key twice in one submission (JSON parsers would keep only one of them).
     DuplicateField,
+    /// A staff-only field in a visitor's submission (outside promoter mode).
+    StaffOnly,
 }
 
 impl EntryError {
@@ -160,6 +162,10 @@ impl EntryError {
             DuplicateField => (
                 "在同一条登记中出现了两次",
                 "appears twice in the same entry",
+            ),
+            StaffOnly => (
+                "此项仅限工作人员在推广模式下填写",
+                "is for staff only, in promoter mode",
             ),
         };
         match lang {
@@ -270,8 +276,26 @@ fn is_direction_control(c: char) -> bool {
     matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Validates a submission (`{"<key>": value, …, "consent": true}`) against the config.
+/// Validates a submission (`{"<key>": value, …, "consent": true}`) against the config, every
+/// field included (the CLI's operator, or a promoter): see [`validate_visitor`] for the kiosk's
+/// visitor form.
 pub fn validate(config: &EventConfig, input: &serde_json::Value) -> Result<ValidEntry, EntryError> {
+    validate_as(config, input, true)
+}
+
+/// Validates a visitor's own submission: staff-only fields are refused.
+pub fn validate_visitor(
+    config: &EventConfig,
+    input: &serde_json::Value,
+) -> Result<ValidEntry, EntryError> {
+    validate_as(config, input, false)
+}
+
+fn validate_as(
+    config: &EventConfig,
+    input: &serde_json::Value,
+    staff: bool,
+) -> Result<ValidEntry, EntryError> {
     let obj = input
         .as_object()
         .ok_or_else(|| EntryError::general(EntryErrorCode::NotAnObject))?;
@@ -280,6 +304,12 @@ pub fn validate(config: &EventConfig, input: &serde_json::Value) -> Result<Valid
             return Err(EntryError {
                 field: Some(printable_key(k)),
                 code: EntryErrorCode::UnknownField,
+            });
+        }
+        if !staff && config.field(k).is_some_and(|f| f.is_staff()) {
+            return Err(EntryError {
+                field: Some(k.clone()),
+                code: EntryErrorCode::StaffOnly,
             });
         }
     }
@@ -502,6 +532,9 @@ pub struct PayloadPlaintext {
     pub consent_version: String,
     pub consent_sha256: String,
     pub values: BTreeMap<String, FieldValue>,
+    /// The id of the staff code that captured the entry in promoter mode (never a name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staff_code: Option<String>,
 }
 
 impl fmt::Debug for PayloadPlaintext {
@@ -536,7 +569,14 @@ impl PayloadPlaintext {
             consent_version: consent.version.clone(),
             consent_sha256: consent.sha256(),
             values: entry.values.clone(),
+            staff_code: None,
         }
+    }
+
+    /// Records the staff code (its id) that captured the entry.
+    pub fn captured_by(mut self, staff_code: Option<&str>) -> Self {
+        self.staff_code = staff_code.map(str::to_string);
+        self
     }
 
     /// Whether this payload belongs to the envelope that carried it.
@@ -722,5 +762,42 @@ mod tests {
         assert_eq!(normalize_phone("+86 123"), None);
         assert_eq!(normalize_phone("23812345678"), None);
         assert_eq!(normalize_phone("1381234567a"), None);
+    }
+
+    #[test]
+    fn staff_fields_are_refused_from_visitors_and_kept_for_staff() {
+        let mut c = config();
+        let mut rating = c.fields[3].clone();
+        rating.key = "notes".into();
+        rating.audience = crate::event::Audience::Staff;
+        c.fields.push(rating);
+        let input =
+            json!({"name": "Li", "phone": "13812345678", "notes": "wants a demo", "consent": true});
+        let e = validate_visitor(&c, &input).unwrap_err();
+        assert_eq!(
+            (e.field.as_deref(), e.code),
+            (Some("notes"), EntryErrorCode::StaffOnly)
+        );
+        assert!(!e.to_string().contains("demo"));
+        let ok = validate(&c, &input).unwrap();
+        assert_eq!(
+            ok.values()["notes"],
+            FieldValue::Text("wants a demo".into())
+        );
+        assert!(validate_visitor(
+            &c,
+            &json!({"name": "Li", "phone": "13812345678", "consent": true})
+        )
+        .is_ok());
+        let p = PayloadPlaintext::new(uuid::Uuid::nil(), "e", 1, &c.consent, &ok)
+            .captured_by(Some("s2"));
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(text.contains(r#""staff_code":"s2""#), "{text}");
+        let back: PayloadPlaintext = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.staff_code.as_deref(), Some("s2"));
+        let visitor = PayloadPlaintext::new(uuid::Uuid::nil(), "e", 1, &c.consent, &ok);
+        assert!(!serde_json::to_string(&visitor)
+            .unwrap()
+            .contains("staff_code"));
     }
 }

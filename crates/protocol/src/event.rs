@@ -17,7 +17,56 @@ pub struct EventConfig {
     pub consent: Consent,
     #[serde(default)]
     pub kiosk: KioskSettings,
+    /// The event's own badge format, beside vCard and MECARD which every kiosk reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub badge: Option<BadgeFormat>,
+    /// Staff codes that open promoter mode, as Argon2id verifiers only: head office issues
+    /// them (`sealbox-headoffice event staff-code`), a device never learns a name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub staff_codes: Vec<StaffCode>,
 }
+
+/// Who fills a field in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    /// The visitor, on the kiosk form (and a promoter on their behalf).
+    #[default]
+    Visitor,
+    /// Staff only: shown in promoter mode, never to a visitor (a rating, notes, an owner).
+    Staff,
+}
+
+impl Audience {
+    fn is_visitor(&self) -> bool {
+        *self == Audience::Visitor
+    }
+}
+
+/// An event's own badge format: a regular expression whose named groups are field keys, and/or
+/// a map from field keys to (dotted) keys of a JSON object (a scan starting with `{`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BadgeFormat {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// One staff code as a device holds it: a short id (recorded with each entry it captures) and
+/// the Argon2id PHC string of the code. The code itself is shown once, at head office.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffCode {
+    /// `s1`, `s2`, …: a lowercase letter then letters or digits, at most 8.
+    pub id: String,
+    /// `$argon2id$…`.
+    pub verifier: String,
+}
+
+/// At most this many staff codes per event.
+pub const MAX_STAFF_CODES: usize = 200;
 
 /// One form field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +96,16 @@ pub struct FieldSpec {
     /// is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub justification: Option<String>,
+    /// Who fills it in: the visitor (default) or staff only (promoter mode).
+    #[serde(default, skip_serializing_if = "Audience::is_visitor")]
+    pub audience: Audience,
+}
+
+impl FieldSpec {
+    /// Whether only staff (promoter mode) see and fill this field.
+    pub fn is_staff(&self) -> bool {
+        self.audience == Audience::Staff
+    }
 }
 
 /// What a field collects.
@@ -122,6 +181,9 @@ pub struct KioskSettings {
     pub default_lang: Lang,
     /// Warn on the device when an entry has waited longer than this many days for head office.
     pub warn_waiting_days: u32,
+    /// Keystrokes closer together than this (ms), ending with Enter, are a badge scanner's,
+    /// not a person's.
+    pub scan_max_gap_ms: u32,
 }
 
 impl Default for KioskSettings {
@@ -131,6 +193,7 @@ impl Default for KioskSettings {
             thank_you_seconds: 5,
             default_lang: Lang::Zh,
             warn_waiting_days: 3,
+            scan_max_gap_ms: 30,
         }
     }
 }
@@ -295,6 +358,12 @@ impl EventConfig {
                     ));
                 }
             }
+            if f.is_staff() && f.required {
+                return Err(ConfigError::new(
+                    at(".required"),
+                    "a staff-only field cannot be required: visitors submit the form without staff",
+                ));
+            }
             if let Some(p) = &f.pattern {
                 if f.kind != FieldKind::Text {
                     return Err(ConfigError::new(
@@ -343,7 +412,15 @@ impl EventConfig {
                 ),
             ));
         }
+        self.validate_badge()?;
+        self.validate_staff_codes()?;
         let k = &self.kiosk;
+        if !(5..=500).contains(&k.scan_max_gap_ms) {
+            return Err(ConfigError::new(
+                "kiosk.scan_max_gap_ms",
+                "must be between 5 and 500",
+            ));
+        }
         if !(10..=3600).contains(&k.idle_reset_seconds) {
             return Err(ConfigError::new(
                 "kiosk.idle_reset_seconds",
@@ -368,6 +445,106 @@ impl EventConfig {
     pub fn field(&self, key: &str) -> Option<&FieldSpec> {
         self.fields.iter().find(|f| f.key == key)
     }
+
+    /// A field a badge may fill: a visitor's field that takes text.
+    fn badge_target(&self, key: &str) -> bool {
+        self.field(key).is_some_and(|f| {
+            !f.is_staff()
+                && matches!(
+                    f.kind,
+                    FieldKind::Text | FieldKind::Phone | FieldKind::Email | FieldKind::Choice
+                )
+        })
+    }
+
+    fn validate_badge(&self) -> Result<(), ConfigError> {
+        let Some(badge) = &self.badge else {
+            return Ok(());
+        };
+        if badge.regex.is_none() && badge.json.is_none() {
+            return Err(ConfigError::new("badge", "needs a regex or a json map"));
+        }
+        if let Some(p) = &badge.regex {
+            {
+                let re = regex::RegexBuilder::new(p)
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|_| {
+                        ConfigError::new("badge.regex", "is not a valid regular expression")
+                    })?;
+                let names: Vec<&str> = re.capture_names().flatten().collect();
+                if names.is_empty() {
+                    return Err(ConfigError::new(
+                        "badge.regex",
+                        "needs named groups, (?P<key>…), named after the fields they fill",
+                    ));
+                }
+                for n in names {
+                    if !self.badge_target(n) {
+                        return Err(ConfigError::new(
+                            "badge.regex",
+                            format!("the group {n:?} is not a visitor's text, phone, email or choice field"),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(map) = &badge.json {
+            {
+                if map.is_empty() {
+                    return Err(ConfigError::new("badge.json", "maps no field"));
+                }
+                for (k, path) in map {
+                    if !self.badge_target(k) {
+                        return Err(ConfigError::new(
+                            format!("badge.json.{k}"),
+                            "is not a visitor's text, phone, email or choice field",
+                        ));
+                    }
+                    if path.is_empty() || path.split('.').any(str::is_empty) || path.len() > 100 {
+                        return Err(ConfigError::new(
+                            format!("badge.json.{k}"),
+                            "must be a key of the badge's JSON, dotted for nested objects",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_staff_codes(&self) -> Result<(), ConfigError> {
+        if self.staff_codes.len() > MAX_STAFF_CODES {
+            return Err(ConfigError::new(
+                "staff_codes",
+                format!("at most {MAX_STAFF_CODES}"),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, c) in self.staff_codes.iter().enumerate() {
+            if !is_staff_code_id(&c.id) || !seen.insert(c.id.as_str()) {
+                return Err(ConfigError::new(
+                    format!("staff_codes[{i}].id"),
+                    "must be a lowercase letter then letters or digits, at most 8, and distinct",
+                ));
+            }
+            if !c.verifier.starts_with("$argon2id$") || c.verifier.len() > 200 {
+                return Err(ConfigError::new(
+                    format!("staff_codes[{i}].verifier"),
+                    "must be an Argon2id hash: head office writes it (`event staff-code`)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A staff code's id: `[a-z][a-z0-9]{0,7}`.
+pub fn is_staff_code_id(s: &str) -> bool {
+    let mut b = s.bytes();
+    s.len() <= 8
+        && b.next().is_some_and(|c| c.is_ascii_lowercase())
+        && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
 }
 
 /// `[a-z0-9-]{1,64}`.
@@ -448,5 +625,82 @@ mod tests {
         assert_eq!(e.at, "fields[4] (interest).options");
         let e = with(|v| v["fields"][0]["key"] = "consent".into()).unwrap_err();
         assert_eq!(e.at, "fields[0].key");
+    }
+
+    #[test]
+    fn staff_fields_badges_and_staff_codes_are_checked() {
+        let staff = |v: &mut serde_json::Value| {
+            v["fields"].as_array_mut().unwrap().push(serde_json::json!({
+                "key": "rating", "label": {"zh": "意向", "en": "Rating"}, "kind": "choice",
+                "audience": "staff", "display": "plain",
+                "purpose": {"zh": "安排跟进", "en": "To plan the follow-up"},
+                "options": [{"value": "1", "label": {"zh": "1", "en": "1"}}]
+            }))
+        };
+        let c = with(staff).unwrap();
+        assert!(c.field("rating").unwrap().is_staff());
+        assert!(!c.field("name").unwrap().is_staff());
+        let e = with(|v| {
+            staff(v);
+            v["fields"][5]["required"] = true.into();
+        })
+        .unwrap_err();
+        assert_eq!(e.at, "fields[5] (rating).required");
+        let e = with(|v| {
+            staff(v);
+            v["fields"][5].as_object_mut().unwrap().remove("purpose");
+        })
+        .unwrap_err();
+        assert_eq!(e.at, "fields[5] (rating).purpose");
+        let e = with(|v| {
+            staff(v);
+            v["fields"][5]["audience"] = "manager".into();
+        })
+        .unwrap_err();
+        assert!(e.message.contains("unknown variant"), "{e}");
+
+        assert!(with(
+            |v| v["badge"] = serde_json::json!({"regex": "^B(?P<name>[^|]+)\\|(?P<phone>\\d+)$"})
+        )
+        .is_ok());
+        let e = with(|v| v["badge"] = serde_json::json!({"regex": "^(\\d+)$"})).unwrap_err();
+        assert_eq!(e.at, "badge.regex");
+        let e = with(|v| {
+            staff(v);
+            v["badge"] = serde_json::json!({"regex": "(?P<rating>\\d)"})
+        })
+        .unwrap_err();
+        assert!(e.message.contains("rating"), "{e}");
+        let e = with(|v| v["badge"] = serde_json::json!({"regex": "(?P<name>"})).unwrap_err();
+        assert_eq!(e.at, "badge.regex");
+        assert!(with(|v| v["badge"] =
+            serde_json::json!({"json": {"name": "attendee.name", "email": "mail"}}))
+        .is_ok());
+        let e = with(|v| v["badge"] = serde_json::json!({})).unwrap_err();
+        assert_eq!(e.at, "badge");
+        let e = with(|v| v["badge"] = serde_json::json!({"json": {"nope": "x"}})).unwrap_err();
+        assert_eq!(e.at, "badge.json.nope");
+        let e = with(|v| v["badge"] = serde_json::json!({"json": {"name": "a..b"}})).unwrap_err();
+        assert_eq!(e.at, "badge.json.name");
+
+        let code = |id: &str, verifier: &str| serde_json::json!({"id": id, "verifier": verifier});
+        assert!(
+            with(|v| v["staff_codes"] = serde_json::json!([code("s1", "$argon2id$v=19$x")]))
+                .is_ok()
+        );
+        let e = with(|v| {
+            v["staff_codes"] =
+                serde_json::json!([code("s1", "$argon2id$a"), code("s1", "$argon2id$b")])
+        })
+        .unwrap_err();
+        assert_eq!(e.at, "staff_codes[1].id");
+        let e = with(|v| v["staff_codes"] = serde_json::json!([code("Li Lei", "$argon2id$a")]))
+            .unwrap_err();
+        assert_eq!(e.at, "staff_codes[0].id");
+        let e =
+            with(|v| v["staff_codes"] = serde_json::json!([code("s1", "12345678")])).unwrap_err();
+        assert_eq!(e.at, "staff_codes[0].verifier");
+        let e = with(|v| v["kiosk"]["scan_max_gap_ms"] = 1.into()).unwrap_err();
+        assert_eq!(e.at, "kiosk.scan_max_gap_ms");
     }
 }

@@ -79,8 +79,8 @@ pub fn check_envelope(e: &EntryEnvelope, event_id: &str) -> Result<(), EnvelopeP
 /// option, plus the payload's fixed fields and age's overhead.
 pub fn max_sealed_bytes(config: &EventConfig) -> usize {
     // {"v":1,"entry_id":"…36…","event_id":"…","captured_at_ms":…,"consent_version":"…",
-    //  "consent_sha256":"…64…","values":{}}
-    let fixed = 160 + 36 + config.id.len() * 2 + 20 + config.consent.version.len() * 2 + 64;
+    //  "consent_sha256":"…64…","values":{}}, and ,"staff_code":"…8…" (30 with room).
+    let fixed = 160 + 36 + 30 + config.id.len() * 2 + 20 + config.consent.version.len() * 2 + 64;
     let fields: usize = config
         .fields
         .iter()
