@@ -12,6 +12,7 @@ mod lifecycle;
 mod manual;
 mod model;
 mod pin;
+mod postgres;
 mod recovery;
 mod store;
 mod summaries;

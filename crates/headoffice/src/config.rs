@@ -29,6 +29,12 @@ max_entries_per_batch = 1000
 device_rate_per_s = 20.0
 device_burst = 40.0
 
+# Where head office keeps its data: unset, the embedded database (headoffice.db in the data
+# directory); or a PostgreSQL URL, for several `serve` processes on one database and a
+# synchronous standby (see the README, "When one machine is not enough"). The URL may carry a
+# password: keep this file 0600, or set SEALBOX_HO_DATABASE_URL instead.
+# database_url = "postgres://sealbox@%2Fvar%2Frun%2Fpostgresql/sealbox"
+
 # How long a write waits for another before answering 503 "busy", in milliseconds.
 busy_timeout_ms = 5000
 
@@ -54,6 +60,9 @@ pub struct Config {
     pub tls_cert: Option<String>,
     #[serde(default)]
     pub tls_key: Option<String>,
+    /// `postgres://…`: head office on PostgreSQL; unset: the embedded database.
+    #[serde(default)]
+    pub database_url: Option<String>,
     pub max_body_bytes: usize,
     pub max_entries_per_batch: usize,
     pub device_rate_per_s: f64,
@@ -89,6 +98,7 @@ impl Default for Config {
             public_url: "https://127.0.0.1:8443".into(),
             tls_cert: None,
             tls_key: None,
+            database_url: None,
             max_body_bytes: 16 << 20,
             max_entries_per_batch: 1000,
             device_rate_per_s: 20.0,
@@ -123,6 +133,9 @@ impl Config {
         }
         if let Ok(v) = std::env::var("SEALBOX_HO_TLS_KEY") {
             c.tls_key = Some(v);
+        }
+        if let Ok(v) = std::env::var("SEALBOX_HO_DATABASE_URL") {
+            c.database_url = Some(v).filter(|v| !v.is_empty());
         }
         let num = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok());
         if let Some(v) = num("SEALBOX_HO_MAX_BODY_BYTES") {
@@ -160,6 +173,15 @@ impl Config {
         if c.device_rate_per_s <= 0.0 || c.device_burst < 1.0 || c.max_entries_per_batch == 0 {
             return Err(HoError::Config(
                 "device_rate_per_s must be positive, device_burst at least 1, max_entries_per_batch at least 1".into(),
+            ));
+        }
+        if c.database_url
+            .as_deref()
+            .is_some_and(|u| !u.starts_with("postgres://") && !u.starts_with("postgresql://"))
+        {
+            return Err(HoError::Config(
+                "database_url must start with postgres:// (or be unset: the embedded database)"
+                    .into(),
             ));
         }
         if !c.public_url.starts_with("https://") {

@@ -2,11 +2,10 @@
 //! otherwise), deletion when the retention period ends, and answering deletion requests.
 //! Entries are opened with head office's identity only here, and only in memory.
 
-use crate::db;
 use crate::error::{HoError, Result};
 use crate::keys::HoDir;
 use crate::now_ms;
-use rusqlite::Connection;
+use crate::store::{Audit, Store};
 use sealbox_protocol::entry::{
     mask, normalize_email, normalize_phone, FieldValue, PayloadPlaintext, LIST_SEPARATOR,
 };
@@ -24,90 +23,127 @@ struct Opened {
     payload: PayloadPlaintext,
 }
 
-fn event_config(conn: &Connection, id: &str) -> Result<EventConfig> {
-    use rusqlite::OptionalExtension;
-    let json: String = conn
-        .query_row("SELECT config FROM events WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
-        .optional()?
-        .ok_or_else(|| HoError::UnknownEvent(id.to_string()))?;
-    serde_json::from_str(&json).map_err(|e| HoError::Config(e.to_string()))
-}
-
 /// An entry that cannot be used: its id and why (a stable code).
 type Unreadable = (uuid::Uuid, &'static str);
 
-/// Opens every entry (of one event, or all), oldest first. An entry whose payload does not open
-/// or does not match its envelope (anyone holding a device token can post one) blocks nothing:
-/// it is returned apart, for [`quarantine_unreadable`].
-fn open_all(
-    conn: &Connection,
+/// How many sealed entries are opened together, in parallel on every core: no more than this
+/// many are held in memory at once, whatever the number of entries.
+const PAGE: usize = 512;
+
+/// Opens one stored entry, or says why it cannot be used.
+fn open_one(
+    identity: &age::x25519::Identity,
+    row: crate::store::StoredEntry,
+) -> std::result::Result<Opened, Unreadable> {
+    let env = row.env;
+    let Ok(plain) = age::decrypt(identity, &env.sealed).map(Zeroizing::new) else {
+        return Err((env.id, "does_not_open"));
+    };
+    let payload: PayloadPlaintext =
+        serde_json::from_slice(&plain).map_err(|_| (env.id, "damaged_payload"))?;
+    if !payload.matches(&env) {
+        return Err((env.id, "envelope_mismatch"));
+    }
+    Ok(Opened {
+        env,
+        device: row.device,
+        payload,
+    })
+}
+
+/// Opens a page of entries on every core; the results come back in the page's order.
+fn open_page(
+    identity: &age::x25519::Identity,
+    page: Vec<crate::store::StoredEntry>,
+) -> Vec<std::result::Result<Opened, Unreadable>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(page.len())
+        .max(1);
+    if threads == 1 {
+        return page.into_iter().map(|r| open_one(identity, r)).collect();
+    }
+    let size = page.len().div_ceil(threads);
+    let mut chunks = Vec::with_capacity(threads);
+    let mut rows = page.into_iter();
+    loop {
+        let chunk: Vec<_> = rows.by_ref().take(size).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        chunks.push(chunk);
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .into_iter()
+                        .map(|r| open_one(identity, r))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+/// Opens every entry (of one event, or all), oldest first, a page at a time, and hands each to
+/// `f` in order. An entry whose payload does not open or does not match its envelope (anyone
+/// holding a device token can post one) blocks nothing: it is returned apart, for
+/// [`quarantine_unreadable`].
+fn for_each_opened(
+    store: &mut Store,
     identity: &age::x25519::Identity,
     event: Option<&str>,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<(Vec<Opened>, Vec<Unreadable>)> {
-    let total: i64 = conn.query_row(
-        "SELECT count(*) FROM entries WHERE ?1 IS NULL OR event_id = ?1",
-        [event],
-        |r| r.get(0),
-    )?;
-    let mut stmt = conn.prepare(
-        "SELECT id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, device
-         FROM entries WHERE ?1 IS NULL OR event_id = ?1 ORDER BY captured_at_ms, id",
-    )?;
-    let mut rows = stmt.query([event])?;
-    let mut out = Vec::new();
+    f: &mut dyn FnMut(Opened) -> Result<()>,
+) -> Result<Vec<Unreadable>> {
+    let total = store.count_entries(event)?;
     let mut unreadable = Vec::new();
-    while let Some(r) = rows.next()? {
-        let id: String = r.get(0)?;
-        let env = EntryEnvelope {
-            id: uuid::Uuid::parse_str(&id)
-                .map_err(|_| HoError::Config("an entry id is damaged".into()))?,
-            event_id: r.get(1)?,
-            captured_at_ms: r.get(2)?,
-            consent_version: r.get(3)?,
-            consent_sha256: r.get(4)?,
-            sealed: r.get(5)?,
-        };
-        let Ok(plain) = age::decrypt(identity, &env.sealed).map(Zeroizing::new) else {
-            unreadable.push((env.id, "does_not_open"));
-            continue;
-        };
-        let payload: PayloadPlaintext = match serde_json::from_slice(&plain) {
-            Ok(p) => p,
-            Err(_) => {
-                unreadable.push((env.id, "damaged_payload"));
-                continue;
+    let mut done = 0u64;
+    let mut page = Vec::with_capacity(PAGE);
+    let mut drain = |page: &mut Vec<crate::store::StoredEntry>,
+                     unreadable: &mut Vec<Unreadable>|
+     -> Result<u64> {
+        let n = page.len() as u64;
+        for opened in open_page(identity, std::mem::take(page)) {
+            match opened {
+                Ok(o) => f(o)?,
+                Err(bad) => unreadable.push(bad),
             }
-        };
-        if !payload.matches(&env) {
-            unreadable.push((env.id, "envelope_mismatch"));
-            continue;
         }
-        out.push(Opened {
-            env,
-            device: r.get(6)?,
-            payload,
-        });
-        if out.len() % 500 == 0 {
-            progress(out.len() as u64, total as u64);
+        Ok(n)
+    };
+    store.for_each_entry(event, &mut |row| {
+        page.push(row);
+        if page.len() >= PAGE {
+            done += drain(&mut page, &mut unreadable)?;
+            progress(done, total);
         }
-    }
-    progress(out.len() as u64, total as u64);
-    Ok((out, unreadable))
+        Ok(())
+    })?;
+    done += drain(&mut page, &mut unreadable)?;
+    progress(done, total);
+    Ok(unreadable)
 }
 
 /// Moves entries that do not open to the quarantine (counted in `status`, never exported),
 /// audited with their ids and reasons, and warns: they block nothing else.
-fn quarantine_unreadable(conn: &mut Connection, bad: &[Unreadable]) -> Result<()> {
+fn quarantine_unreadable(store: &mut Store, bad: &[Unreadable]) -> Result<()> {
     for (id, reason) in bad {
-        db::quarantine_entry(conn, *id, reason)?;
-        crate::audit::append(
-            conn,
-            now_ms(),
-            "entry.quarantined",
-            &serde_json::json!({"entry": id, "reason": reason}),
+        store.quarantine_entry(
+            *id,
+            reason,
+            Audit::new(
+                now_ms(),
+                "entry.quarantined",
+                serde_json::json!({"entry": id, "reason": reason}),
+            ),
         )?;
         tracing::warn!(entry = %id, reason, "an entry does not open: moved to the quarantine and skipped");
     }
@@ -280,11 +316,9 @@ pub fn export(
             path: out.display().to_string(),
         });
     }
-    let mut conn = db::open(&ho.db())?;
-    let config = event_config(&conn, event)?;
+    let mut store = Store::open(&ho)?;
+    let config = store.event(event)?;
     let identity = ho.load_identity(pass)?;
-    let (entries, unreadable) = open_all(&conn, &identity, Some(event), progress)?;
-    quarantine_unreadable(&mut conn, &unreadable)?;
     let mut header: Vec<String> = [
         "entry_id",
         "captured_at",
@@ -301,40 +335,30 @@ pub fn export(
             .iter()
             .map(|f| format!("{} ({} / {})", f.key, f.label.zh, f.label.en)),
     );
-    let rows: Vec<Zeroizing<Vec<String>>> = entries
-        .iter()
-        .map(|e| {
-            let at = time_text(e.env.captured_at_ms);
-            let mut row = vec![
-                e.env.id.to_string(),
-                at,
-                e.device.clone(),
-                e.env.consent_version.clone(),
-                e.env.consent_sha256.clone(),
-            ];
-            row.extend(config.fields.iter().map(|f| {
-                e.payload
-                    .values
-                    .get(&f.key)
-                    .map(|v| shown(f.kind, f.display, v, unmasked))
-                    .unwrap_or_default()
-            }));
-            Zeroizing::new(row)
-        })
-        .collect();
-    let bytes: Zeroizing<Vec<u8>> = Zeroizing::new(match format {
-        Format::Csv => {
-            // UTF-8 with a byte-order mark, so spreadsheet programs read Chinese correctly.
-            let mut b = vec![0xEF, 0xBB, 0xBF];
-            for row in std::iter::once(&header).chain(rows.iter().map(|r| &**r)) {
-                let line: Vec<String> = row.iter().map(|c| csv_field(&defuse(c))).collect();
-                b.extend_from_slice(line.join(",").as_bytes());
-                b.extend_from_slice(b"\r\n");
-            }
-            b
-        }
-        Format::Xlsx => xlsx(&header, &rows)?,
-    });
+    let row_of = |e: &Opened| -> Zeroizing<Vec<String>> {
+        let at = time_text(e.env.captured_at_ms);
+        let mut row = vec![
+            e.env.id.to_string(),
+            at,
+            e.device.clone(),
+            e.env.consent_version.clone(),
+            e.env.consent_sha256.clone(),
+        ];
+        row.extend(config.fields.iter().map(|f| {
+            e.payload
+                .values
+                .get(&f.key)
+                .map(|v| shown(f.kind, f.display, v, unmasked))
+                .unwrap_or_default()
+        }));
+        Zeroizing::new(row)
+    };
+    let csv_line = |row: &[String]| -> Zeroizing<Vec<u8>> {
+        let line: Vec<String> = row.iter().map(|c| csv_field(&defuse(c))).collect();
+        let mut b = Zeroizing::new(line.join(",").into_bytes());
+        b.extend_from_slice(b"\r\n");
+        b
+    };
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -343,23 +367,49 @@ pub fn export(
         .prefix(".sealbox-export-")
         .tempfile_in(parent)
         .map_err(HoError::io("creating the export file"))?;
-    tmp.write_all(&bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(HoError::io("writing the export file"))?;
+    let werr = HoError::io("writing the export file");
+    let mut rows = 0usize;
+    let unreadable = match format {
+        // CSV streams: each row is written as it is opened, so memory stays one page whatever
+        // the size of the event.
+        Format::Csv => {
+            // UTF-8 with a byte-order mark, so spreadsheet programs read Chinese correctly.
+            tmp.write_all(&[0xEF, 0xBB, 0xBF])
+                .and_then(|_| tmp.write_all(&csv_line(&header)))
+                .map_err(HoError::io("writing the export file"))?;
+            for_each_opened(&mut store, &identity, Some(event), progress, &mut |e| {
+                rows += 1;
+                tmp.write_all(&csv_line(&row_of(&e)))
+                    .map_err(HoError::io("writing the export file"))
+            })?
+        }
+        // The XLSX workbook is built in memory (its writer's low-memory mode would spill the
+        // cells to temp files, which personal data never reaches).
+        Format::Xlsx => {
+            let mut all: Vec<Zeroizing<Vec<String>>> = Vec::new();
+            let bad = for_each_opened(&mut store, &identity, Some(event), progress, &mut |e| {
+                all.push(row_of(&e));
+                Ok(())
+            })?;
+            rows = all.len();
+            let bytes = Zeroizing::new(xlsx(&header, &all)?);
+            tmp.write_all(&bytes)
+                .map_err(HoError::io("writing the export file"))?;
+            bad
+        }
+    };
+    tmp.as_file().sync_all().map_err(werr)?;
     tmp.persist_noclobber(out)
         .map_err(|e| HoError::io(format!("writing {}", out.display()))(e.error))?;
-    crate::audit::append(
-        &conn,
+    quarantine_unreadable(&mut store, &unreadable)?;
+    store.audit_append(Audit::new(
         now_ms(),
         "crm.exported",
-        &serde_json::json!({"event": event, "rows": rows.len(), "unmasked": unmasked,
+        serde_json::json!({"event": event, "rows": rows, "unmasked": unmasked,
             "format": if format == Format::Csv { "csv" } else { "xlsx" }}),
-    )?;
-    tracing::info!(event, rows = rows.len(), unmasked, "CRM export written");
-    Ok(ExportReport {
-        rows: rows.len(),
-        unmasked,
-    })
+    ))?;
+    tracing::info!(event, rows, unmasked, "CRM export written");
+    Ok(ExportReport { rows, unmasked })
 }
 
 /// How many entries one purge transaction deletes: a large purge holds the write lock for a
@@ -374,12 +424,8 @@ const PURGE_CHUNK: usize = 1000;
 pub fn purge(dir: &Path, now_ms: i64) -> Result<Vec<(String, u64)>> {
     let ho = HoDir::new(dir);
     ho.require_initialised()?;
-    let mut conn = db::open(&ho.db())?;
-    let events: Vec<(String, String)> = {
-        let mut stmt = conn.prepare("SELECT id, config FROM events ORDER BY id")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
+    let mut store = Store::open(&ho)?;
+    let events = store.events()?;
     let mut report = Vec::new();
     for (id, json) in events {
         let config: EventConfig =
@@ -387,17 +433,13 @@ pub fn purge(dir: &Path, now_ms: i64) -> Result<Vec<(String, u64)>> {
         let cutoff = now_ms - config.consent.retention_days as i64 * 86_400_000;
         let mut n = 0u64;
         loop {
-            let ids = db::expired_ids(&conn, &id, cutoff, PURGE_CHUNK)?;
+            let ids = store.expired_ids(&id, cutoff, PURGE_CHUNK)?;
             if ids.is_empty() {
                 break;
             }
-            let tx = conn.transaction()?;
-            n += db::delete_with_tombstones(&tx, &ids, "retention", now_ms)?;
-            tx.commit()?;
+            n += store.delete_with_tombstones(&ids, "retention", now_ms, None)?;
         }
-        let tx = conn.transaction()?;
-        n += db::purge_quarantine(&tx, &id, cutoff, now_ms)?;
-        tx.commit()?;
+        n += store.purge_quarantine(&id, cutoff, now_ms)?;
         if n > 0 {
             tracing::info!(event = %id, entries = n, "purged at the end of retention");
         }
@@ -407,12 +449,11 @@ pub fn purge(dir: &Path, now_ms: i64) -> Result<Vec<(String, u64)>> {
         .iter()
         .map(|(e, n)| (e.clone(), serde_json::json!(n)))
         .collect();
-    crate::audit::append(
-        &conn,
+    store.audit_append(Audit::new(
         now_ms,
         "retention.purged",
-        &serde_json::json!({"entries": report.iter().map(|(_, n)| n).sum::<u64>(), "events": per_event}),
-    )?;
+        serde_json::json!({"entries": report.iter().map(|(_, n)| n).sum::<u64>(), "events": per_event}),
+    ))?;
     Ok(report)
 }
 
@@ -448,52 +489,53 @@ pub fn forget(
         ),
     };
     let wanted = Zeroizing::new(wanted);
-    let mut conn = db::open(&ho.db())?;
+    let mut store = Store::open(&ho)?;
     if let Some(e) = event {
-        event_config(&conn, e)?;
+        store.event(e)?;
     }
     let identity = ho.load_identity(pass)?;
-    let configs: std::collections::HashMap<String, EventConfig> = {
-        let mut stmt = conn.prepare("SELECT id, config FROM events")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        rows.filter_map(|r| r.ok())
-            .filter_map(|(id, c)| serde_json::from_str(&c).ok().map(|c| (id, c)))
-            .collect()
-    };
-    let (entries, unreadable) = open_all(&conn, &identity, event, &mut |_, _| {})?;
-    quarantine_unreadable(&mut conn, &unreadable)?;
-    let matches: Vec<uuid::Uuid> = entries
-        .iter()
-        .filter(|e| {
-            let Some(cfg) = configs.get(&e.env.event_id) else {
-                return false;
-            };
-            cfg.fields.iter().filter(|f| f.kind == kind).any(|f| {
-                match e.payload.values.get(&f.key) {
-                    Some(FieldValue::Text(v)) => {
-                        let norm = match kind {
-                            FieldKind::Phone => normalize_phone(v),
-                            _ => normalize_email(v).map(|v| v.to_lowercase()),
-                        };
-                        norm.as_deref() == Some(wanted.as_str())
-                    }
-                    _ => false,
-                }
-            })
-        })
-        .map(|e| e.env.id)
+    let configs: std::collections::HashMap<String, EventConfig> = store
+        .events()?
+        .into_iter()
+        .filter_map(|(id, c)| serde_json::from_str(&c).ok().map(|c| (id, c)))
         .collect();
+    // Every entry is opened (a page at a time, on every core); only the ids that match are
+    // kept.
+    let mut matches: Vec<uuid::Uuid> = Vec::new();
+    let unreadable = for_each_opened(&mut store, &identity, event, &mut |_, _| {}, &mut |e| {
+        let Some(cfg) = configs.get(&e.env.event_id) else {
+            return Ok(());
+        };
+        let hit = cfg.fields.iter().filter(|f| f.kind == kind).any(|f| {
+            match e.payload.values.get(&f.key) {
+                Some(FieldValue::Text(v)) => {
+                    let norm = match kind {
+                        FieldKind::Phone => normalize_phone(v),
+                        _ => normalize_email(v).map(|v| v.to_lowercase()),
+                    };
+                    norm.as_deref() == Some(wanted.as_str())
+                }
+                _ => false,
+            }
+        });
+        if hit {
+            matches.push(e.env.id);
+        }
+        Ok(())
+    })?;
+    quarantine_unreadable(&mut store, &unreadable)?;
     let digest = subject_digest(&identity, kind, &wanted);
     let now = now_ms();
-    let tx = conn.transaction()?;
-    db::delete_with_tombstones(&tx, &matches, "deletion_request", now)?;
-    crate::audit::append(
-        &tx,
+    store.delete_with_tombstones(
+        &matches,
+        "deletion_request",
         now,
-        "deletion.request",
-        &serde_json::json!({"subject_hash": digest, "kind": format!("{kind:?}").to_lowercase(), "event": event, "deleted": matches.len()}),
+        Some(Audit::new(
+            now,
+            "deletion.request",
+            serde_json::json!({"subject_hash": digest, "kind": format!("{kind:?}").to_lowercase(), "event": event, "deleted": matches.len()}),
+        )),
     )?;
-    tx.commit()?;
     tracing::info!(deleted = matches.len(), "deletion request answered");
     Ok(matches.len() as u64)
 }

@@ -90,6 +90,15 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Copy this head office's embedded database to an empty PostgreSQL database, verified
+    /// table by table (counts and digests, the audit chain checked); the embedded database is
+    /// only read. Then set `database_url` in config.toml to the same URL.
+    Migrate {
+        /// The PostgreSQL URL (`postgres://…`); better from SEALBOX_HO_MIGRATE_TO when it
+        /// carries a password, so it stays out of the process list.
+        #[arg(long, env = "SEALBOX_HO_MIGRATE_TO")]
+        to: String,
+    },
     /// Devices.
     #[command(subcommand)]
     Device(DeviceCmd),
@@ -718,6 +727,25 @@ fn run(cli: Cli) -> Result<()> {
             say(
                 format!("已删除 {n} 条登记；此请求以加盐哈希的形式记入审计日志"),
                 format!("deleted {n} entries; the request is in the audit log as a salted hash"),
+            );
+        }
+        Command::Migrate { to } => {
+            let r = sealbox_headoffice::store::migrate::migrate(dir, &to)?;
+            for (table, c) in &r.tables {
+                say(
+                    format!("{table}：{} 行，sha256 {}", c.rows, c.sha256),
+                    format!("{table}: {} rows, sha256 {}", c.rows, c.sha256),
+                );
+            }
+            say(
+                format!(
+                    "已复制并核对；审计链完好（{} 行）。请在 config.toml 中设置 database_url 为该地址，然后重启 serve",
+                    r.audit_rows
+                ),
+                format!(
+                    "copied and verified; the audit chain holds ({} rows). Set database_url in config.toml to that URL, then restart serve",
+                    r.audit_rows
+                ),
             );
         }
         Command::Audit(AuditCmd::Verify) => match admin::audit_verify(dir)? {
