@@ -51,6 +51,24 @@ backup_every_minutes = 60.0
 backup_keep = 48
 "#;
 
+/// A PostgreSQL URL: it may carry a password, so it is its own type, `[redacted]` in Debug and
+/// wiped when dropped.
+#[derive(Clone, Serialize, Deserialize, PartialEq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl DatabaseUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl([redacted])")
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -62,7 +80,7 @@ pub struct Config {
     pub tls_key: Option<String>,
     /// `postgres://…`: head office on PostgreSQL; unset: the embedded database.
     #[serde(default)]
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
     pub max_body_bytes: usize,
     pub max_entries_per_batch: usize,
     pub device_rate_per_s: f64,
@@ -135,7 +153,7 @@ impl Config {
             c.tls_key = Some(v);
         }
         if let Ok(v) = std::env::var("SEALBOX_HO_DATABASE_URL") {
-            c.database_url = Some(v).filter(|v| !v.is_empty());
+            c.database_url = Some(v).filter(|v| !v.is_empty()).map(DatabaseUrl);
         }
         let num = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok());
         if let Some(v) = num("SEALBOX_HO_MAX_BODY_BYTES") {
@@ -175,10 +193,9 @@ impl Config {
                 "device_rate_per_s must be positive, device_burst at least 1, max_entries_per_batch at least 1".into(),
             ));
         }
-        if c.database_url
-            .as_deref()
-            .is_some_and(|u| !u.starts_with("postgres://") && !u.starts_with("postgresql://"))
-        {
+        if c.database_url.as_ref().is_some_and(|u| {
+            !u.expose().starts_with("postgres://") && !u.expose().starts_with("postgresql://")
+        }) {
             return Err(HoError::Config(
                 "database_url must start with postgres:// (or be unset: the embedded database)"
                     .into(),

@@ -76,7 +76,7 @@ impl Store {
     /// [`Store::open`] with a loaded config and a busy timeout.
     pub fn open_configured(ho: &HoDir, config: &Config, busy: Duration) -> Result<Store> {
         match &config.database_url {
-            Some(url) => Store::open_url(url),
+            Some(url) => Store::open_url(url.expose()),
             None => Ok(Store::Sqlite(sqlite::open_with_timeout(&ho.db(), busy)?)),
         }
     }
