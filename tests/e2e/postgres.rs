@@ -258,6 +258,27 @@ fn every_receipted_entry_survives_the_primary_dying() {
     // Every one of them receipted: the devices erased them all.
     assert_eq!(sb.pending(), 0);
     assert_eq!(receipted.len(), 3 * 55);
+    // With the standby down, a commit waits for it: the sync gets no receipt and the device
+    // keeps its entries. Once the standby is back, the commit completes.
+    standby.stop();
+    sb.add_many(500, 5);
+    let out = sb.dev_cmd(&["sync", "--timeout", "5"]).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "no receipt while the standby is down"
+    );
+    assert_eq!(sb.pending(), 5, "nothing erased without a receipt");
+    let waiting: Vec<uuid::Uuid> = Device::open(&sb.dev, &OsKeychain)
+        .unwrap()
+        .pending_envelopes(10)
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    standby.start();
+    sb.dev_ok(&["sync"]);
+    assert_eq!(sb.pending(), 0);
+    receipted.extend(waiting);
     // The primary's machine dies right after the receipts.
     primary.kill();
     server.kill();

@@ -390,7 +390,7 @@ fn test(extra: &[String]) -> Result<()> {
     .collect();
     cmd.extend(extra.iter().cloned());
     let run = with_keyring(keyring, true, &cmd);
-    cluster.stop();
+    drop(cluster);
     run
 }
 
