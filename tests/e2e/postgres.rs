@@ -9,6 +9,7 @@ use sealbox_protocol::sync::SyncRequest;
 use sealbox_tests::pg::{on_postgres, Cluster, TestDb};
 use sealbox_tests::server::{ho_counts, HoServer};
 use sealbox_tests::*;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// An HTTPS client that trusts head office's CA only.
@@ -112,6 +113,21 @@ fn two_servers_on_one_database_store_each_entry_once() {
         // Both servers read the same audit chain, and it holds.
         assert!(sb.ho_ok(&["audit", "verify"]).contains("ok"));
         drop((a, b));
+        // A second head office (other keys) is not put into this database.
+        let other = sb.tmp.path().join("other-ho");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::copy(sb.ho.join("config.toml"), other.join("config.toml")).unwrap();
+        let out = Command::new(bin("sealbox-headoffice"))
+            .arg("--data-dir")
+            .arg(&other)
+            .arg("init")
+            .env("SEALBOX_HO_PASSPHRASE", PASSPHRASE)
+            .env_remove("SEALBOX_HO_DATABASE_URL")
+            .output()
+            .unwrap();
+        let err = fail(out, &["init"]);
+        assert!(err.contains("not empty"), "{err}");
+        assert!(!other.join("identity.age").exists(), "nothing left behind");
     });
 }
 

@@ -39,7 +39,11 @@ pub fn init(
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(HoError::io("setting permissions"))?;
         }
-        drop(Store::open(&ho)?);
+        // A database already in use (another head office's, on PostgreSQL) is refused: its
+        // entries are sealed to other keys.
+        if Store::open(&ho)?.holds_data()? {
+            return Err(HoError::TargetNotEmpty("events, devices or audit".into()));
+        }
         keys::create(&ho, pass, kit, backup_recipient)
     })();
     let kit = match made {

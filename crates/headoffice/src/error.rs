@@ -72,7 +72,7 @@ pub enum HoError {
     /// A PostgreSQL failure (head office on `database_url`): the server's message and SQLSTATE.
     #[error("database server error: {0}")]
     Database(String),
-    #[error("the target database already holds head office data (table {0} is not empty); nothing was copied")]
+    #[error("the database already holds head office data ({0} not empty); nothing was written")]
     TargetNotEmpty(String),
     #[error("{context}")]
     Io {
@@ -154,7 +154,7 @@ impl HoError {
             Crypto(d) => format!("加密出错（{d}）"),
             Storage(e) => format!("数据库读写出错（{e}）"),
             Database(e) => format!("数据库服务器出错（{e}）"),
-            TargetNotEmpty(t) => format!("目标数据库已有总部数据（表 {t} 非空）；未复制任何内容"),
+            TargetNotEmpty(t) => format!("数据库中已有总部数据（{t} 非空）；未写入任何内容"),
             Io { context, source } => format!("文件读写出错（{context}）：{}", io_kind_zh(source)),
         }
     }

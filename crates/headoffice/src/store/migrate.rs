@@ -185,7 +185,7 @@ pub fn migrate(dir: &std::path::Path, url: &str) -> Result<MigrateReport> {
             .query_one(&format!("SELECT count(*) FROM {}", t.name), &[])?
             .get(0);
         if n > 0 {
-            return Err(HoError::TargetNotEmpty(t.name.to_string()));
+            return Err(HoError::TargetNotEmpty(format!("table {}", t.name)));
         }
     }
     // One snapshot of the source, one transaction on the target.

@@ -104,6 +104,15 @@ impl Store {
         Ok(None)
     }
 
+    /// Whether the store already holds a head office's data (events, devices or audit rows):
+    /// `init` refuses to put a second head office into a database in use.
+    pub fn holds_data(&mut self) -> Result<bool> {
+        match self {
+            Store::Sqlite(c) => sqlite::holds_data(c),
+            Store::Postgres(p) => p.holds_data(),
+        }
+    }
+
     /// An event's config as stored (canonical JSON), if it exists.
     pub fn event_json(&mut self, id: &str) -> Result<Option<String>> {
         match self {

@@ -238,6 +238,16 @@ impl PgStore {
         }
     }
 
+    pub fn holds_data(&mut self) -> Result<bool> {
+        Ok(self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM events) OR EXISTS (SELECT 1 FROM devices) OR EXISTS (SELECT 1 FROM audit)",
+                &[],
+            )?
+            .get(0))
+    }
+
     pub fn event_config(&mut self, id: &str) -> Result<Option<String>> {
         Ok(self
             .client

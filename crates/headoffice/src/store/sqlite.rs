@@ -551,6 +551,15 @@ pub fn held_count(conn: &Connection, ids: &[uuid::Uuid]) -> Result<usize> {
     Ok(n)
 }
 
+/// Whether any event, device or audit row is stored.
+pub fn holds_data(conn: &Connection) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM events) OR EXISTS (SELECT 1 FROM devices) OR EXISTS (SELECT 1 FROM audit)",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
 /// One event's config (canonical JSON), if the event exists: the one event lookup.
 pub fn event_config(conn: &Connection, id: &str) -> Result<Option<String>> {
     use rusqlite::OptionalExtension;
