@@ -76,6 +76,53 @@ fn main() {
     let ingest_s = t.elapsed().as_secs_f64();
     drop(conn);
 
+    // The same on PostgreSQL (the private cluster `cargo xtask bench` starts, over TCP on
+    // 127.0.0.1): batches of the same size, each one transaction, into a fresh database.
+    let pg_ingest_s = std::env::var("SEALBOX_TEST_PG_URL").ok().map(|_| {
+        use sealbox_headoffice::store::{Audit, NewDevice, Source, Store};
+        let db = sealbox_tests::pg::TestDb::new();
+        let mut store = Store::open_url(&db.url).unwrap();
+        let config =
+            std::fs::read_to_string(sealbox_tests::workspace().join("examples/trade-show.json"))
+                .unwrap();
+        let config =
+            serde_json::to_string(&sealbox_protocol::EventConfig::from_json(&config).unwrap())
+                .unwrap();
+        store
+            .add_event(
+                sealbox_tests::EVENT,
+                &config,
+                1,
+                Audit::new(1, "event.created", serde_json::json!({})),
+            )
+            .unwrap();
+        store
+            .add_device(
+                &NewDevice {
+                    name: "bench-device",
+                    event_id: sealbox_tests::EVENT,
+                    token_sha256: "bench",
+                    verifying_key: "bench",
+                    enrolled_at_ms: 1,
+                },
+                Audit::new(1, "device.enrolled", serde_json::json!({})),
+            )
+            .unwrap();
+        let batches: Vec<SyncRequest> = (0..entries / 500)
+            .map(|_| SyncRequest {
+                batch_id: uuid::Uuid::now_v7(),
+                entries: (0..500).map(|_| fresh(&template)).collect(),
+            })
+            .collect();
+        let t = Instant::now();
+        for req in &batches {
+            store
+                .ingest("bench-device", req, Source::Sync, &key, 1)
+                .unwrap();
+        }
+        t.elapsed().as_secs_f64()
+    });
+
     // The real head office, on a free port, without per-device rate limits.
     let mut server = HoServer::start(
         ho_dir,
@@ -191,6 +238,7 @@ fn main() {
         "sync_entries": entries,
         "sync_entries_per_s": entries as f64 / sync_s,
         "headoffice_ingest_only_entries_per_s": entries as f64 / ingest_s,
+        "headoffice_ingest_only_postgres_entries_per_s": pg_ingest_s.map(|s| entries as f64 / s),
         "simulated_devices": devices,
         "headoffice_500_devices_rounds": rounds,
         "headoffice_500_devices_p50_ms": percentile(&mut conc_p50, 0.5),

@@ -275,3 +275,24 @@ fn every_single_byte_change_is_refused() {
         1
     );
 }
+
+/// The same tests with head office on PostgreSQL (a fresh database each, on the private cluster
+/// `cargo xtask test` starts).
+mod on_postgres {
+    use sealbox_tests::pg::on_postgres;
+
+    #[test]
+    fn export_import_receipt_erase() {
+        on_postgres(super::export_import_receipt_erase)
+    }
+
+    #[test]
+    fn tampering_with_any_byte_is_caught_and_nothing_is_erased() {
+        on_postgres(super::tampering_with_any_byte_is_caught_and_nothing_is_erased)
+    }
+
+    #[test]
+    fn a_receipt_for_another_device_and_a_revoked_device_are_refused() {
+        on_postgres(super::a_receipt_for_another_device_and_a_revoked_device_are_refused)
+    }
+}

@@ -341,13 +341,10 @@ fn serve_purges_at_start_and_on_its_schedule() {
         "the purge at start",
     );
     let audit_rows = |sb: &Sandbox| {
-        let conn = rusqlite::Connection::open(sb.ho.join("headoffice.db")).unwrap();
-        conn.query_row(
+        sealbox_tests::server::ho_count(
+            &sb.ho,
             "SELECT count(*) FROM audit WHERE action = 'retention.purged'",
-            [],
-            |r| r.get::<_, i64>(0),
         )
-        .unwrap()
     };
     // On the schedule: another run (audited even with nothing to delete) within a few seconds.
     let first = audit_rows(&sb);
@@ -806,4 +803,55 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+/// The same tests with head office on PostgreSQL (a fresh database each, on the private cluster
+/// `cargo xtask test` starts).
+mod on_postgres {
+    use sealbox_tests::pg::on_postgres;
+
+    #[test]
+    fn a_batch_refused_for_its_size_is_sent_again_in_smaller_pages() {
+        on_postgres(super::a_batch_refused_for_its_size_is_sent_again_in_smaller_pages)
+    }
+
+    #[test]
+    fn an_entry_refused_on_its_own_is_quarantined_and_blocks_nothing() {
+        on_postgres(super::an_entry_refused_on_its_own_is_quarantined_and_blocks_nothing)
+    }
+
+    #[test]
+    fn a_conflicting_entry_is_quarantined_and_the_rest_delivered() {
+        on_postgres(super::a_conflicting_entry_is_quarantined_and_the_rest_delivered)
+    }
+
+    #[test]
+    fn deleted_entries_never_come_back_with_a_late_delivery() {
+        on_postgres(super::deleted_entries_never_come_back_with_a_late_delivery)
+    }
+
+    #[test]
+    fn serve_purges_at_start_and_on_its_schedule() {
+        on_postgres(super::serve_purges_at_start_and_on_its_schedule)
+    }
+
+    #[test]
+    fn retention_does_not_trust_a_wrong_device_clock() {
+        on_postgres(super::retention_does_not_trust_a_wrong_device_clock)
+    }
+
+    #[test]
+    fn an_entry_that_does_not_open_blocks_nothing_at_head_office() {
+        on_postgres(super::an_entry_that_does_not_open_blocks_nothing_at_head_office)
+    }
+
+    #[test]
+    fn head_office_authenticates_before_it_reads_a_body() {
+        on_postgres(super::head_office_authenticates_before_it_reads_a_body)
+    }
+
+    #[test]
+    fn a_second_sync_waits_for_nothing_and_429_is_waited_out() {
+        on_postgres(super::a_second_sync_waits_for_nothing_and_429_is_waited_out)
+    }
 }

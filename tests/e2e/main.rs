@@ -14,6 +14,7 @@ mod lifecycle;
 mod manual;
 mod model;
 mod pin;
+mod postgres;
 mod promoter;
 mod recovery;
 mod store;

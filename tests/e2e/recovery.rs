@@ -663,3 +663,19 @@ fn a_changed_backup_is_refused_and_serve_keeps_the_last_n() {
         &["restore"],
     );
 }
+
+/// The same tests with head office on PostgreSQL (a fresh database each, on the private cluster
+/// `cargo xtask test` starts).
+mod on_postgres {
+    use sealbox_tests::pg::on_postgres;
+
+    #[test]
+    fn lost_identity_is_rebuilt_from_two_shares_then_exported() {
+        on_postgres(super::lost_identity_is_rebuilt_from_two_shares_then_exported)
+    }
+
+    #[test]
+    fn rotated_receipt_key_is_followed_and_a_copied_old_key_signs_nothing() {
+        on_postgres(super::rotated_receipt_key_is_followed_and_a_copied_old_key_signs_nothing)
+    }
+}

@@ -738,14 +738,10 @@ fn forty_devices_at_once_each_get_their_own_receipt() {
         (stored, stored),
         "each entry exactly once"
     );
-    let conn = rusqlite::Connection::open(sb.ho.join("headoffice.db")).unwrap();
-    let refused: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM entries WHERE device IN ('sim-3', 'sim-13', 'sim-23', 'sim-33')",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let refused = sealbox_tests::server::ho_count(
+        &sb.ho,
+        "SELECT count(*) FROM entries WHERE device IN ('sim-3', 'sim-13', 'sim-23', 'sim-33')",
+    );
     assert_eq!(refused, 0, "a refused batch leaves nothing behind");
     // The writer did group them: some commit carried more than one batch.
     let log = server.log();
@@ -756,4 +752,30 @@ fn forty_devices_at_once_each_get_their_own_receipt() {
         .filter_map(|v| v.split_whitespace().next()?.parse::<usize>().ok())
         .any(|n| n > 1);
     assert!(grouped, "no group commit held more than one batch:\n{log}");
+}
+
+/// The same tests with head office on PostgreSQL (a fresh database each, on the private cluster
+/// `cargo xtask test` starts).
+mod on_postgres {
+    use sealbox_tests::pg::on_postgres;
+
+    #[test]
+    fn round_trip_1000_entries_erased_on_a_verified_receipt() {
+        on_postgres(super::round_trip_1000_entries_erased_on_a_verified_receipt)
+    }
+
+    #[test]
+    fn server_killed_mid_batch_and_device_killed_between_receipt_and_erase() {
+        on_postgres(super::server_killed_mid_batch_and_device_killed_between_receipt_and_erase)
+    }
+
+    #[test]
+    fn untrusted_servers_and_bad_receipts_erase_nothing() {
+        on_postgres(super::untrusted_servers_and_bad_receipts_erase_nothing)
+    }
+
+    #[test]
+    fn forty_devices_at_once_each_get_their_own_receipt() {
+        on_postgres(super::forty_devices_at_once_each_get_their_own_receipt)
+    }
 }

@@ -5,6 +5,7 @@
 //! an unlocked gnome-keyring.
 
 pub mod bench;
+pub mod pg;
 pub mod proxy;
 pub mod server;
 pub mod window;
@@ -53,21 +54,41 @@ pub struct Sandbox {
     pub dev: PathBuf,
     /// TMPDIR for every process the sandbox starts, checked for leaks.
     pub tmpdir: PathBuf,
+    /// Head office's PostgreSQL database, when the test runs there ([`pg::on_postgres`]).
+    pub pg: Option<pg::TestDb>,
 }
 
 impl Sandbox {
     /// A head office with the example event, and nothing enrolled yet.
     pub fn headoffice() -> Sandbox {
+        Sandbox::headoffice_in(pg::active().then(pg::TestDb::new), None)
+    }
+
+    /// [`Sandbox::headoffice`] with head office on the PostgreSQL database at `url`.
+    pub fn headoffice_on(url: &str) -> Sandbox {
+        Sandbox::headoffice_in(None, Some(url.to_string()))
+    }
+
+    fn headoffice_in(db: Option<pg::TestDb>, url: Option<String>) -> Sandbox {
         require_keychain();
+        let url = url.or_else(|| db.as_ref().map(|d| d.url.clone()));
         let tmp = tempfile::tempdir().expect("tempdir");
         let sb = Sandbox {
             ho: tmp.path().join("ho"),
             dev: tmp.path().join("device"),
             tmpdir: tmp.path().join("tmp"),
             tmp,
+            pg: db,
         };
         std::fs::create_dir_all(&sb.tmpdir).unwrap();
+        if let Some(url) = &url {
+            std::fs::create_dir_all(&sb.ho).unwrap();
+            std::fs::write(sb.ho.join("config.toml"), pg::config_for(url)).unwrap();
+        }
         sb.ho_ok(&["init"]);
+        if let Some(url) = &url {
+            assert!(pg::has_schema(url), "head office is not on its database");
+        }
         let example = workspace().join("examples/trade-show.json");
         sb.ho_ok(&["event", "create", example.to_str().unwrap()]);
         sb
@@ -231,6 +252,8 @@ impl Sandbox {
             .env("LANG", "C.UTF-8")
             .env_remove("LC_ALL")
             .env_remove("LC_MESSAGES");
+        // Head office's database is the one its config.toml names.
+        c.env_remove("SEALBOX_HO_DATABASE_URL");
         c
     }
 

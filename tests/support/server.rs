@@ -156,6 +156,8 @@ fn try_spawn(
         .env("SEALBOX_HO_PASSPHRASE", PASSPHRASE)
         .stdout(Stdio::piped())
         .stderr(logf);
+    // Head office's database is the one its config.toml names.
+    cmd.env_remove("SEALBOX_HO_DATABASE_URL");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -195,6 +197,13 @@ impl Drop for HoServer {
 
 /// Counts at head office straight from its database: (entries, distinct ids).
 pub fn ho_counts(ho_dir: &Path) -> (u64, u64) {
+    if let Some(url) = crate::pg::url_of(ho_dir) {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let r = c
+            .query_one("SELECT count(*), count(DISTINCT id) FROM entries", &[])
+            .unwrap();
+        return (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64);
+    }
     let conn = rusqlite::Connection::open(ho_dir.join("headoffice.db")).unwrap();
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .unwrap();
@@ -204,4 +213,36 @@ pub fn ho_counts(ho_dir: &Path) -> (u64, u64) {
         |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
     )
     .unwrap()
+}
+
+/// One number from head office's database, on whichever backend the test runs (`sql` in the
+/// SQL both speak).
+pub fn ho_count(ho_dir: &Path, sql: &str) -> i64 {
+    if let Some(url) = crate::pg::url_of(ho_dir) {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        return c.query_one(sql, &[]).unwrap().get(0);
+    }
+    let conn = rusqlite::Connection::open(ho_dir.join("headoffice.db")).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// One text column of head office's database, on whichever backend the test runs.
+pub fn ho_strings(ho_dir: &Path, sql: &str) -> Vec<String> {
+    if let Some(url) = crate::pg::url_of(ho_dir) {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        return c
+            .query(sql, &[])
+            .unwrap()
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+    }
+    let conn = rusqlite::Connection::open(ho_dir.join("headoffice.db")).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    let mut stmt = conn.prepare(sql).unwrap();
+    let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+    rows.map(|r| r.unwrap()).collect()
 }

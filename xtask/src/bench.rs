@@ -36,6 +36,10 @@ pub fn bench(quick: bool) -> Result<()> {
         "--examples",
     ]))?;
     std::fs::create_dir_all("target/xtask")?;
+    // Head office's ingest on PostgreSQL beside the embedded database's: a private cluster.
+    ensure_packages(crate::pg::PG_PACKAGES)?;
+    let cluster = crate::pg::Cluster::start(std::path::Path::new("target/xtask/pg-bench"))?;
+    std::env::set_var("SEALBOX_TEST_PG_URL", &cluster.url);
     // cargo bench runs in the crate's directory: give it absolute paths.
     let work = std::fs::canonicalize("target/xtask")?;
     std::env::set_var("SEALBOX_BENCH_DIR", &work);
@@ -216,6 +220,11 @@ fn markdown(j: &serde_json::Value) -> String {
         s,
         "| {} entries device → head office over TLS on loopback, durable and erased | {:.0} entries/s | head office storing batches of the same size, in process, no network or device: {:.0} entries/s | | ≥ 20,000 entries/s |",
         j["sync_entries"], f("sync_entries_per_s"), f("headoffice_ingest_only_entries_per_s")
+    );
+    let _ = writeln!(
+        s,
+        "| head office storing batches of 500 on PostgreSQL 15 (TCP on 127.0.0.1, one transaction each, SERIALIZABLE) | {:.0} entries/s | the same into the embedded database: {:.0} entries/s | {:.2} | ≥ 0.5 |",
+        f("headoffice_ingest_only_postgres_entries_per_s"), f("headoffice_ingest_only_entries_per_s"), f("headoffice_ingest_only_postgres_entries_per_s") / f("headoffice_ingest_only_entries_per_s")
     );
     let _ = writeln!(
         s,

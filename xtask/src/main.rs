@@ -21,6 +21,7 @@ mod demo;
 mod dist;
 mod font;
 mod package_test;
+mod pg;
 
 /// Debian packages the build and the tests need.
 pub(crate) const BUILD_PACKAGES: &[&str] = &["pkg-config", "libssl-dev", "libdbus-1-dev"];
@@ -361,6 +362,7 @@ fn test(extra: &[String]) -> Result<()> {
         FAULT_TEST_PACKAGES,
         SPREADSHEET_TEST_PACKAGES,
         CONSOLE_TEST_PACKAGES,
+        pg::PG_PACKAGES,
     ]
     .concat();
     ensure_packages(&all)?;
@@ -373,6 +375,11 @@ fn test(extra: &[String]) -> Result<()> {
         dist::dist()?;
         std::env::set_var("SEALBOX_PACKAGE_TEST", "1");
     }
+    // Head office's tests run on both backends: the embedded one and this private PostgreSQL,
+    // stopped when the run ends (also when it fails).
+    let cluster = pg::Cluster::start(Path::new("target/xtask/pg"))?;
+    std::env::set_var("SEALBOX_TEST_PG_URL", &cluster.url);
+    std::env::set_var("SEALBOX_TEST_PG_BIN", pg::bin_dir()?);
     let keyring = Path::new("target/xtask/keyring-test");
     let mut cmd: Vec<String> = [
         "cargo",
@@ -386,7 +393,9 @@ fn test(extra: &[String]) -> Result<()> {
     .map(|s| s.to_string())
     .collect();
     cmd.extend(extra.iter().cloned());
-    with_keyring(keyring, true, &cmd)
+    let run = with_keyring(keyring, true, &cmd);
+    drop(cluster);
+    run
 }
 
 /// One build of everything, in the one dev profile, for both `test` and `run`: the same package

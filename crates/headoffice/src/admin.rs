@@ -5,8 +5,8 @@ use crate::db;
 use crate::error::{HoError, Result};
 use crate::keys::{self, HoDir, Passphrase};
 use crate::now_ms;
+use crate::store::{Audit, NewDevice, Store};
 use ed25519_dalek::SigningKey;
-use rusqlite::OptionalExtension;
 use sealbox_protocol::enrolment::ENROLMENT_FORMAT;
 use sealbox_protocol::entry::b64_encode;
 use sealbox_protocol::escrow::{
@@ -39,7 +39,11 @@ pub fn init(
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(HoError::io("setting permissions"))?;
         }
-        drop(db::open(&ho.db())?);
+        // A database already in use (another head office's, on PostgreSQL) is refused: its
+        // entries are sealed to other keys.
+        if Store::open(&ho)?.holds_data()? {
+            return Err(HoError::TargetNotEmpty("events, devices or audit".into()));
+        }
         keys::create(&ho, pass, kit, backup_recipient)
     })();
     let kit = match made {
@@ -128,14 +132,7 @@ pub fn event_create(dir: &Path, config_json: &str) -> Result<EventConfig> {
     ho.require_initialised()?;
     let config = EventConfig::from_json(config_json).map_err(HoError::BadEvent)?;
     let canonical = serde_json::to_string(&config).map_err(|e| HoError::Config(e.to_string()))?;
-    let conn = db::open(&ho.db())?;
-    let existing: Option<String> = conn
-        .query_row(
-            "SELECT config FROM events WHERE id = ?1",
-            [&config.id],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let mut store = Store::open(&ho)?;
     // Staff codes issued since (`event staff-code`) are not part of the file.
     let without_codes = |json: &str| {
         serde_json::from_str::<EventConfig>(json).ok().map(|mut c| {
@@ -143,19 +140,19 @@ pub fn event_create(dir: &Path, config_json: &str) -> Result<EventConfig> {
             c
         })
     };
-    match existing {
+    match store.event_json(&config.id)? {
         Some(c) if c == canonical || without_codes(&c) == Some(config.clone()) => {}
         Some(_) => return Err(HoError::EventExists(config.id.clone())),
         None => {
-            conn.execute(
-                "INSERT INTO events (id, config, created_at_ms) VALUES (?1, ?2, ?3)",
-                rusqlite::params![config.id, canonical, now_ms()],
-            )?;
-            crate::audit::append(
-                &conn,
+            store.add_event(
+                &config.id,
+                &canonical,
                 now_ms(),
-                "event.created",
-                &serde_json::json!({"event": config.id}),
+                Audit::new(
+                    now_ms(),
+                    "event.created",
+                    serde_json::json!({"event": config.id}),
+                ),
             )?;
             tracing::info!(event = %config.id, "event created");
         }
@@ -185,15 +182,8 @@ impl std::fmt::Debug for IssuedStaffCode {
 pub fn staff_code_issue(dir: &Path, event_id: &str) -> Result<IssuedStaffCode> {
     let ho = HoDir::new(dir);
     ho.require_initialised()?;
-    let conn = db::open(&ho.db())?;
-    let json: String = conn
-        .query_row("SELECT config FROM events WHERE id = ?1", [event_id], |r| {
-            r.get(0)
-        })
-        .optional()?
-        .ok_or_else(|| HoError::UnknownEvent(event_id.to_string()))?;
-    let mut config: EventConfig =
-        serde_json::from_str(&json).map_err(|e| HoError::Config(e.to_string()))?;
+    let mut store = Store::open(&ho)?;
+    let mut config = store.event(event_id)?;
     let n = config
         .staff_codes
         .iter()
@@ -230,15 +220,14 @@ pub fn staff_code_issue(dir: &Path, event_id: &str) -> Result<IssuedStaffCode> {
     });
     config.validate().map_err(HoError::BadEvent)?;
     let canonical = serde_json::to_string(&config).map_err(|e| HoError::Config(e.to_string()))?;
-    conn.execute(
-        "UPDATE events SET config = ?2 WHERE id = ?1",
-        rusqlite::params![event_id, canonical],
-    )?;
-    crate::audit::append(
-        &conn,
-        now_ms(),
-        "event.staff_code_issued",
-        &serde_json::json!({"event": event_id, "staff_code": id}),
+    store.update_event(
+        event_id,
+        &canonical,
+        Audit::new(
+            now_ms(),
+            "event.staff_code_issued",
+            serde_json::json!({"event": event_id, "staff_code": id}),
+        ),
     )?;
     tracing::info!(event = event_id, staff_code = %id, "staff code issued");
     Ok(IssuedStaffCode { id, code })
@@ -276,21 +265,9 @@ pub fn enroll(
     {
         return Err(HoError::BadDeviceName);
     }
-    let conn = db::open(&ho.db())?;
-    let event_json: String = conn
-        .query_row("SELECT config FROM events WHERE id = ?1", [event_id], |r| {
-            r.get(0)
-        })
-        .optional()?
-        .ok_or_else(|| HoError::UnknownEvent(event_id.to_string()))?;
-    let event: EventConfig =
-        serde_json::from_str(&event_json).map_err(|e| HoError::Config(e.to_string()))?;
-    let exists: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM devices WHERE name = ?1)",
-        [device],
-        |r| r.get(0),
-    )?;
-    if exists {
+    let mut store = Store::open(&ho)?;
+    let event = store.event(event_id)?;
+    if store.device_exists(device)? {
         return Err(HoError::DeviceExists(device.to_string()));
     }
     if out.exists() {
@@ -318,27 +295,26 @@ pub fn enroll(
     );
     // The file first: if writing it fails, no device row points at secrets nobody holds.
     keys::write_new_private(out, &json)?;
-    let inserted = conn.execute(
-        "INSERT INTO devices (name, event_id, token_sha256, verifying_key, enrolled_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        rusqlite::params![
-            device,
+    let token_sha256 = sealbox_protocol::sha256_hex(token.expose());
+    let verifying_key = b64_encode(verifying.as_bytes());
+    let inserted = store.add_device(
+        &NewDevice {
+            name: device,
             event_id,
-            sealbox_protocol::sha256_hex(token.expose()),
-            b64_encode(verifying.as_bytes()),
-            now_ms()
-        ],
+            token_sha256: &token_sha256,
+            verifying_key: &verifying_key,
+            enrolled_at_ms: now_ms(),
+        },
+        Audit::new(
+            now_ms(),
+            "device.enrolled",
+            serde_json::json!({"device": device, "event": event_id}),
+        ),
     );
     if let Err(e) = inserted {
         let _ = std::fs::remove_file(out);
-        return Err(e.into());
+        return Err(e);
     }
-    crate::audit::append(
-        &conn,
-        now_ms(),
-        "device.enrolled",
-        &serde_json::json!({"device": device, "event": event_id}),
-    )?;
     tracing::info!(device, event = event_id, "device enrolled");
     Ok(())
 }
@@ -417,38 +393,7 @@ pub struct DeviceCount {
 pub fn status(dir: &Path) -> Result<HoStatus> {
     let ho = HoDir::new(dir);
     ho.require_initialised()?;
-    let conn = db::open(&ho.db())?;
-    let mut stmt = conn.prepare(
-        "SELECT e.id,
-                (SELECT count(*) FROM entries x WHERE x.event_id = e.id),
-                (SELECT count(*) FROM quarantine q WHERE q.event_id = e.id),
-                (SELECT count(*) FROM tombstones t WHERE t.event_id = e.id)
-         FROM events e ORDER BY e.id",
-    )?;
-    let events = stmt
-        .query_map([], |r| {
-            Ok(EventCount {
-                id: r.get(0)?,
-                entries: r.get::<_, i64>(1)? as u64,
-                quarantined: r.get::<_, i64>(2)? as u64,
-                deleted: r.get::<_, i64>(3)? as u64,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut stmt = conn.prepare(
-        "SELECT d.name, d.event_id, (SELECT count(*) FROM entries x WHERE x.device = d.name), d.revoked
-         FROM devices d ORDER BY d.name",
-    )?;
-    let devices = stmt
-        .query_map([], |r| {
-            Ok(DeviceCount {
-                name: r.get(0)?,
-                event: r.get(1)?,
-                entries: r.get::<_, i64>(2)? as u64,
-                revoked: r.get(3)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+    let (events, devices) = Store::open(&ho)?.status()?;
     Ok(HoStatus { events, devices })
 }
 
@@ -456,17 +401,17 @@ pub fn status(dir: &Path) -> Result<HoStatus> {
 pub fn device_revoke(dir: &Path, device: &str) -> Result<()> {
     let ho = HoDir::new(dir);
     ho.require_initialised()?;
-    let conn = db::open(&ho.db())?;
-    let n = conn.execute("UPDATE devices SET revoked = 1 WHERE name = ?1", [device])?;
-    if n == 0 {
+    let found = Store::open(&ho)?.revoke_device(
+        device,
+        Audit::new(
+            now_ms(),
+            "device.revoked",
+            serde_json::json!({"device": device}),
+        ),
+    )?;
+    if !found {
         return Err(HoError::NoSuchDevice(device.to_string()));
     }
-    crate::audit::append(
-        &conn,
-        now_ms(),
-        "device.revoked",
-        &serde_json::json!({"device": device}),
-    )?;
     tracing::info!(device, "device revoked");
     Ok(())
 }
@@ -523,6 +468,26 @@ pub fn open_batch(
     sealed: &[u8],
     conn: &rusqlite::Connection,
 ) -> Result<OpenedBatch> {
+    open_batch_with(identity, sealed, &mut |name| db::device_keys(conn, name))
+}
+
+/// [`open_batch`] against head office's store.
+pub fn open_batch_in(
+    identity: &age::x25519::Identity,
+    sealed: &[u8],
+    store: &mut Store,
+) -> Result<OpenedBatch> {
+    open_batch_with(identity, sealed, &mut |name| store.device_keys(name))
+}
+
+/// A device's event, verifying key and revocation, by name.
+type DeviceKeys<'a> = dyn FnMut(&str) -> Result<Option<(String, String, bool)>> + 'a;
+
+fn open_batch_with(
+    identity: &age::x25519::Identity,
+    sealed: &[u8],
+    device_keys: &mut DeviceKeys<'_>,
+) -> Result<OpenedBatch> {
     use sealbox_protocol::batch::SignedBatch;
     let plain = Zeroizing::new(
         age::decrypt(identity, sealed)
@@ -534,13 +499,7 @@ pub fn open_batch(
         .payload_unverified()
         .map_err(|e| HoError::BadBatch(e.to_string()))?;
     let device = claimed.manifest.device.clone();
-    let found: Option<(String, String, bool)> = conn
-        .query_row(
-            "SELECT event_id, verifying_key, revoked FROM devices WHERE name = ?1",
-            [&device],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
+    let found = device_keys(&device)?;
     let (event_id, vk, revoked) = found.ok_or_else(|| HoError::UnknownDevice(device.clone()))?;
     let vk = sealbox_protocol::sync::verifying_key_from_b64(&vk)
         .ok_or_else(|| HoError::Config("a device's verifying key is damaged".into()))?;
@@ -590,13 +549,13 @@ pub fn import_with(
     };
     let identity = ho.load_identity(pass)?;
     let sealed = std::fs::read(file).map_err(HoError::io(format!("reading {}", file.display())))?;
-    let mut conn = db::open(&ho.db())?;
+    let mut store = Store::open(&ho)?;
     let OpenedBatch {
         device,
         event_id: _,
         revoked,
         payload,
-    } = open_batch(&identity, &sealed, &conn)?;
+    } = open_batch_in(&identity, &sealed, &mut store)?;
     if revoked && !opts.accept_revoked {
         return Err(HoError::RevokedDevice(device));
     }
@@ -650,22 +609,16 @@ pub fn import_with(
         ));
     }
     let ids: Vec<uuid::Uuid> = req.entries.iter().map(|e| e.id).collect();
-    let already_held = db::held_count(&conn, &ids)?;
+    let already_held = store.held_count(&ids)?;
     // Entries head office will not take as entries (an envelope over a limit, another version
     // of an id already held) are kept in the quarantine and acknowledged: this file is the
     // device's last word on them.
-    let stored = db::ingest(
-        &mut conn,
-        &device,
-        &req,
-        db::Source::BatchFile,
-        &key,
-        now_ms(),
-    )
-    .map_err(|e| match e {
-        db::IngestError::Storage(e) => HoError::Storage(e),
-        other => HoError::BadBatch(other.to_string()),
-    })?;
+    let stored = store
+        .ingest(&device, &req, db::Source::BatchFile, &key, now_ms())
+        .map_err(|e| match e {
+            db::IngestError::Storage(e) => HoError::Storage(e),
+            other => HoError::BadBatch(other.to_string()),
+        })?;
     let (receipt, fresh) = (stored.receipt, stored.fresh);
     if stored.quarantined > 0 {
         tracing::warn!(%device, batch = %req.batch_id, quarantined = stored.quarantined, "entries kept in the quarantine");
@@ -689,13 +642,12 @@ pub fn import_with(
             false
         }
     };
-    crate::audit::append(
-        &conn,
+    store.audit_append(Audit::new(
         now_ms(),
         "batch.imported",
-        &serde_json::json!({"device": device, "batch": req.batch_id, "entries": req.entries.len(),
+        serde_json::json!({"device": device, "batch": req.batch_id, "entries": req.entries.len(),
             "already_held": already_held, "quarantined": stored.quarantined, "duplicate": !fresh, "accepted_revoked": revoked}),
-    )?;
+    ))?;
     if revoked {
         tracing::warn!(%device, batch = %req.batch_id, "entries of a revoked device accepted");
     }
@@ -716,8 +668,7 @@ pub fn import_with(
 pub fn audit_verify(dir: &Path) -> Result<(u64, Option<i64>)> {
     let ho = HoDir::new(dir);
     ho.require_initialised()?;
-    let conn = db::open(&ho.db())?;
-    crate::audit::verify(&conn)
+    Store::open(&ho)?.audit_verify()
 }
 
 #[cfg(test)]

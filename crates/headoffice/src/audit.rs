@@ -1,61 +1,103 @@
 //! Head office's audit log: append-only and hash-chained like the device's (same hash, from
 //! `sealbox-protocol`). It records imports, exports, purges, deletions, revocations and events:
 //! ids, counts and salted hashes, never a visitor's value.
+//!
+//! The chain is made and checked here; the rows are stored by the backend
+//! ([`crate::store::Store::audit_append`], [`crate::store::Store::audit_verify`]).
 
 use crate::error::Result;
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 use sealbox_protocol::audit::{row_hash, GENESIS};
 
-/// Appends a row; call it inside the transaction whose effect it records.
+/// One row of the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub action: String,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The row that follows `last` (`(seq, hash)` of the chain's last row, if any).
+pub fn next_row(
+    last: Option<(i64, String)>,
+    at_ms: i64,
+    action: &str,
+    detail: &serde_json::Value,
+) -> AuditRow {
+    let (seq, prev) = last
+        .map(|(s, h)| (s + 1, h))
+        .unwrap_or((1, GENESIS.to_string()));
+    let detail = detail.to_string();
+    let hash = row_hash(&prev, seq, at_ms, action, &detail);
+    AuditRow {
+        seq,
+        at_ms,
+        action: action.to_string(),
+        detail,
+        prev_hash: prev,
+        hash,
+    }
+}
+
+/// Checks the chain row by row, as they are streamed in order.
+#[derive(Debug)]
+pub struct Chain {
+    prev: String,
+    expected: i64,
+    rows: u64,
+    broken: Option<i64>,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain {
+            prev: GENESIS.to_string(),
+            expected: 1,
+            rows: 0,
+            broken: None,
+        }
+    }
+}
+
+impl Chain {
+    /// Takes the next row; false once the chain is broken (no need to read on).
+    pub fn push(&mut self, r: &AuditRow) -> bool {
+        if r.seq != self.expected
+            || r.prev_hash != self.prev
+            || r.hash != row_hash(&r.prev_hash, r.seq, r.at_ms, &r.action, &r.detail)
+        {
+            self.broken = Some(r.seq);
+            return false;
+        }
+        self.prev = r.hash.clone();
+        self.expected += 1;
+        self.rows += 1;
+        true
+    }
+
+    /// `(rows, first broken row)`.
+    pub fn finish(self) -> (u64, Option<i64>) {
+        (self.rows, self.broken)
+    }
+}
+
+/// Appends a row to an embedded database; call it inside the transaction whose effect it
+/// records.
 pub fn append(
     conn: &Connection,
     at_ms: i64,
     action: &str,
     detail: &serde_json::Value,
 ) -> Result<()> {
-    let last: Option<(i64, String)> = conn
-        .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let (seq, prev) = last
-        .map(|(s, h)| (s + 1, h))
-        .unwrap_or((1, GENESIS.to_string()));
-    let detail = detail.to_string();
-    let hash = row_hash(&prev, seq, at_ms, action, &detail);
-    conn.execute(
-        "INSERT INTO audit (seq, at_ms, action, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        rusqlite::params![seq, at_ms, action, detail, prev, hash],
-    )?;
-    Ok(())
+    crate::store::sqlite::audit_append(conn, at_ms, action, detail)
 }
 
-/// `(rows, first broken row)`.
+/// `(rows, first broken row)` of an embedded database's chain.
 pub fn verify(conn: &Connection) -> Result<(u64, Option<i64>)> {
-    let mut stmt =
-        conn.prepare("SELECT seq, at_ms, action, detail, prev_hash, hash FROM audit ORDER BY seq")?;
-    let mut rows = stmt.query([])?;
-    let (mut prev, mut expected, mut n) = (GENESIS.to_string(), 1i64, 0u64);
-    while let Some(r) = rows.next()? {
-        let (seq, at, action, detail, prev_hash, hash): (i64, i64, String, String, String, String) = (
-            r.get(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-        );
-        if seq != expected
-            || prev_hash != prev
-            || hash != row_hash(&prev_hash, seq, at, &action, &detail)
-        {
-            return Ok((n, Some(seq)));
-        }
-        prev = hash;
-        expected += 1;
-        n += 1;
-    }
-    Ok((n, None))
+    let mut chain = Chain::default();
+    crate::store::sqlite::audit_rows(conn, &mut |r| chain.push(&r))?;
+    Ok(chain.finish())
 }

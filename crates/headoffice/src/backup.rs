@@ -221,70 +221,16 @@ fn sha256_file(path: &Path) -> Result<(u64, String)> {
     Ok((n, hex::encode(h.finalize())))
 }
 
-/// Copies the live database to `dst` with SQLite's online backup, in one step (so the copy
-/// is one consistent snapshot even while `serve` writes), retrying while it is busy.
+/// Copies the live database to `dst`: one consistent snapshot even while `serve` writes.
 fn snapshot_db(src: &Path, dst: &Path) -> Result<()> {
-    use rusqlite::backup::{Backup, StepResult};
-    let from = rusqlite::Connection::open(src)?;
-    from.busy_timeout(std::time::Duration::from_secs(10))?;
-    let mut to = rusqlite::Connection::open(dst)?;
-    {
-        let b = Backup::new(&from, &mut to)?;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            match b.step(-1)? {
-                StepResult::Done => break,
-                StepResult::More => {}
-                StepResult::Busy | StepResult::Locked if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(50))
-                }
-                _ => {
-                    return Err(HoError::Storage(rusqlite::Error::SqliteFailure(
-                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                        Some("the database stayed busy for a minute".into()),
-                    )))
-                }
-            }
-        }
-    }
-    // One self-contained file.
-    to.query_row("PRAGMA journal_mode = DELETE", [], |r| {
-        r.get::<_, String>(0)
-    })?;
-    Ok(())
+    crate::store::sqlite::snapshot_file(src, dst)
 }
 
 /// Row counts of every table, the audit chain's length and last hash; fails on a broken chain
 /// or a failed integrity check.
 fn check_db(path: &Path) -> std::result::Result<(BTreeMap<String, u64>, u64, String), String> {
-    let conn =
-        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| format!("database: {e}"))?;
-    let run = || -> rusqlite::Result<(String, BTreeMap<String, u64>, String)> {
-        let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-        let tables: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut counts = BTreeMap::new();
-        for t in tables {
-            let n: i64 = conn.query_row(
-                &format!("SELECT count(*) FROM \"{}\"", t.replace('"', "\"\"")),
-                [],
-                |r| r.get(0),
-            )?;
-            counts.insert(t, n as u64);
-        }
-        let head: String = conn
-            .query_row(
-                "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap_or_else(|_| sealbox_protocol::audit::GENESIS.to_string());
-        Ok((integrity, counts, head))
-    };
-    let (integrity, counts, head) = run().map_err(|e| format!("database: {e}"))?;
+    let (conn, integrity, counts, head) =
+        crate::store::sqlite::file_counts(path).map_err(|e| format!("database: {e}"))?;
     if integrity != "ok" {
         return Err("the database fails its integrity check".into());
     }
@@ -295,10 +241,23 @@ fn check_db(path: &Path) -> std::result::Result<(BTreeMap<String, u64>, u64, Str
     Ok((counts, rows, head))
 }
 
+/// Backups hold the embedded database: a head office on PostgreSQL backs its database up with
+/// PostgreSQL's own tools (and a synchronous standby), so `backup` says so instead of writing a
+/// backup without its data.
+fn refuse_on_postgres(config: &Config) -> Result<()> {
+    if config.database_url.is_some() {
+        return Err(HoError::Config(
+            "backup copies the embedded database; this head office runs on PostgreSQL (database_url): back it up with PostgreSQL's tools (pg_basebackup, WAL archiving) and a synchronous standby, and keep the data directory's keys as for `backup`".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// `backup --out FILE`: a consistent, encrypted snapshot of the data directory.
 pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport> {
     let ho = HoDir::new(dir);
     ho.require_initialised()?;
+    refuse_on_postgres(&Config::load(dir)?)?;
     let recipients = recipients(&ho)?;
     if out.exists() {
         return Err(HoError::OutputExists {
@@ -390,13 +349,11 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport> {
     })?;
     keys::sync_dir(parent)?;
     drop(staging);
-    let conn = crate::db::open(&ho.db())?;
-    crate::audit::append(
-        &conn,
+    crate::store::Store::open(&ho)?.audit_append(crate::store::Audit::new(
         crate::now_ms(),
         "backup.made",
-        &serde_json::json!({"entries": manifest.counts.get("entries"), "audit_rows": manifest.audit_rows, "bytes": bytes}),
-    )?;
+        serde_json::json!({"entries": manifest.counts.get("entries"), "audit_rows": manifest.audit_rows, "bytes": bytes}),
+    ))?;
     tracing::info!(bytes, entries = ?manifest.counts.get("entries"), "backup written");
     Ok(BackupReport {
         path: out.to_path_buf(),
@@ -533,13 +490,11 @@ pub fn restore(file: &Path, new: &Path, identity: &age::x25519::Identity) -> Res
         ))(e));
     }
     keys::sync_dir(parent)?;
-    let conn = crate::db::open(&HoDir::new(new).db())?;
-    crate::audit::append(
-        &conn,
+    crate::store::Store::open(&HoDir::new(new))?.audit_append(crate::store::Audit::new(
         crate::now_ms(),
         "backup.restored",
-        &serde_json::json!({"taken_at_ms": manifest.created_at_ms, "entries": manifest.counts.get("entries")}),
-    )?;
+        serde_json::json!({"taken_at_ms": manifest.created_at_ms, "entries": manifest.counts.get("entries")}),
+    ))?;
     tracing::info!("backup restored");
     Ok(RestoreReport { manifest })
 }
@@ -632,6 +587,7 @@ pub fn schedule(dir: &Path, config: &Config) -> Result<Option<std::thread::JoinH
     let Some(into) = config.backup_dir.as_ref() else {
         return Ok(None);
     };
+    refuse_on_postgres(config)?;
     let into = dir.join(into);
     recipients(&HoDir::new(dir))?;
     let every = std::time::Duration::from_secs_f64((config.backup_every_minutes * 60.0).max(1.0));

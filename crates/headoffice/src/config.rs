@@ -38,6 +38,12 @@ max_entries_per_batch = 1000
 device_rate_per_s = 20.0
 device_burst = 40.0
 
+# Where head office keeps its data: unset, the embedded database (headoffice.db in the data
+# directory); or a PostgreSQL URL, for several `serve` processes on one database and a
+# synchronous standby (see the README, "When one machine is not enough"). The URL may carry a
+# password: keep this file 0600, or set SEALBOX_HO_DATABASE_URL instead.
+# database_url = "postgres://sealbox@%2Fvar%2Frun%2Fpostgresql/sealbox"
+
 # How long a write waits for another before answering 503 "busy", in milliseconds.
 busy_timeout_ms = 5000
 
@@ -54,6 +60,24 @@ backup_every_minutes = 60.0
 backup_keep = 48
 "#;
 
+/// A PostgreSQL URL: it may carry a password, so it is its own type, `[redacted]` in Debug and
+/// wiped when dropped.
+#[derive(Clone, Serialize, Deserialize, PartialEq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl DatabaseUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl([redacted])")
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -67,6 +91,9 @@ pub struct Config {
     pub tls_cert: Option<String>,
     #[serde(default)]
     pub tls_key: Option<String>,
+    /// `postgres://…`: head office on PostgreSQL; unset: the embedded database.
+    #[serde(default)]
+    pub database_url: Option<DatabaseUrl>,
     pub max_body_bytes: usize,
     pub max_entries_per_batch: usize,
     pub device_rate_per_s: f64,
@@ -112,6 +139,7 @@ impl Default for Config {
             console_silent_alert_minutes: default_console_silent_alert_minutes(),
             tls_cert: None,
             tls_key: None,
+            database_url: None,
             max_body_bytes: 16 << 20,
             max_entries_per_batch: 1000,
             device_rate_per_s: 20.0,
@@ -149,6 +177,9 @@ impl Config {
         }
         if let Ok(v) = std::env::var("SEALBOX_HO_TLS_KEY") {
             c.tls_key = Some(v);
+        }
+        if let Ok(v) = std::env::var("SEALBOX_HO_DATABASE_URL") {
+            c.database_url = Some(v).filter(|v| !v.is_empty()).map(DatabaseUrl);
         }
         let num = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok());
         if let Some(v) = num("SEALBOX_HO_MAX_BODY_BYTES") {
@@ -189,6 +220,14 @@ impl Config {
         if c.device_rate_per_s <= 0.0 || c.device_burst < 1.0 || c.max_entries_per_batch == 0 {
             return Err(HoError::Config(
                 "device_rate_per_s must be positive, device_burst at least 1, max_entries_per_batch at least 1".into(),
+            ));
+        }
+        if c.database_url.as_ref().is_some_and(|u| {
+            !u.expose().starts_with("postgres://") && !u.expose().starts_with("postgresql://")
+        }) {
+            return Err(HoError::Config(
+                "database_url must start with postgres:// (or be unset: the embedded database)"
+                    .into(),
             ));
         }
         if !c.public_url.starts_with("https://") {

@@ -2,11 +2,10 @@
 //! otherwise), deletion when the retention period ends, and answering deletion requests.
 //! Entries are opened with head office's identity only here, and only in memory.
 
-use crate::db;
 use crate::error::{HoError, Result};
 use crate::keys::HoDir;
 use crate::now_ms;
-use rusqlite::Connection;
+use crate::store::{Audit, Store};
 use sealbox_protocol::entry::{
     mask, normalize_email, normalize_phone, FieldValue, PayloadPlaintext, LIST_SEPARATOR,
 };
@@ -24,90 +23,127 @@ struct Opened {
     payload: PayloadPlaintext,
 }
 
-fn event_config(conn: &Connection, id: &str) -> Result<EventConfig> {
-    use rusqlite::OptionalExtension;
-    let json: String = conn
-        .query_row("SELECT config FROM events WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
-        .optional()?
-        .ok_or_else(|| HoError::UnknownEvent(id.to_string()))?;
-    serde_json::from_str(&json).map_err(|e| HoError::Config(e.to_string()))
-}
-
 /// An entry that cannot be used: its id and why (a stable code).
 type Unreadable = (uuid::Uuid, &'static str);
 
-/// Opens every entry (of one event, or all), oldest first. An entry whose payload does not open
-/// or does not match its envelope (anyone holding a device token can post one) blocks nothing:
-/// it is returned apart, for [`quarantine_unreadable`].
-fn open_all(
-    conn: &Connection,
+/// How many sealed entries are opened together, in parallel on every core: no more than this
+/// many are held in memory at once, whatever the number of entries.
+const PAGE: usize = 512;
+
+/// Opens one stored entry, or says why it cannot be used.
+fn open_one(
+    identity: &age::x25519::Identity,
+    row: crate::store::StoredEntry,
+) -> std::result::Result<Opened, Unreadable> {
+    let env = row.env;
+    let Ok(plain) = age::decrypt(identity, &env.sealed).map(Zeroizing::new) else {
+        return Err((env.id, "does_not_open"));
+    };
+    let payload: PayloadPlaintext =
+        serde_json::from_slice(&plain).map_err(|_| (env.id, "damaged_payload"))?;
+    if !payload.matches(&env) {
+        return Err((env.id, "envelope_mismatch"));
+    }
+    Ok(Opened {
+        env,
+        device: row.device,
+        payload,
+    })
+}
+
+/// Opens a page of entries on every core; the results come back in the page's order.
+fn open_page(
+    identity: &age::x25519::Identity,
+    page: Vec<crate::store::StoredEntry>,
+) -> Vec<std::result::Result<Opened, Unreadable>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(page.len())
+        .max(1);
+    if threads == 1 {
+        return page.into_iter().map(|r| open_one(identity, r)).collect();
+    }
+    let size = page.len().div_ceil(threads);
+    let mut chunks = Vec::with_capacity(threads);
+    let mut rows = page.into_iter();
+    loop {
+        let chunk: Vec<_> = rows.by_ref().take(size).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        chunks.push(chunk);
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .into_iter()
+                        .map(|r| open_one(identity, r))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+/// Opens every entry (of one event, or all), oldest first, a page at a time, and hands each to
+/// `f` in order. An entry whose payload does not open or does not match its envelope (anyone
+/// holding a device token can post one) blocks nothing: it is returned apart, for
+/// [`quarantine_unreadable`].
+fn for_each_opened(
+    store: &mut Store,
     identity: &age::x25519::Identity,
     event: Option<&str>,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<(Vec<Opened>, Vec<Unreadable>)> {
-    let total: i64 = conn.query_row(
-        "SELECT count(*) FROM entries WHERE ?1 IS NULL OR event_id = ?1",
-        [event],
-        |r| r.get(0),
-    )?;
-    let mut stmt = conn.prepare(
-        "SELECT id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, device
-         FROM entries WHERE ?1 IS NULL OR event_id = ?1 ORDER BY captured_at_ms, id",
-    )?;
-    let mut rows = stmt.query([event])?;
-    let mut out = Vec::new();
+    f: &mut dyn FnMut(Opened) -> Result<()>,
+) -> Result<Vec<Unreadable>> {
+    let total = store.count_entries(event)?;
     let mut unreadable = Vec::new();
-    while let Some(r) = rows.next()? {
-        let id: String = r.get(0)?;
-        let env = EntryEnvelope {
-            id: uuid::Uuid::parse_str(&id)
-                .map_err(|_| HoError::Config("an entry id is damaged".into()))?,
-            event_id: r.get(1)?,
-            captured_at_ms: r.get(2)?,
-            consent_version: r.get(3)?,
-            consent_sha256: r.get(4)?,
-            sealed: r.get(5)?,
-        };
-        let Ok(plain) = age::decrypt(identity, &env.sealed).map(Zeroizing::new) else {
-            unreadable.push((env.id, "does_not_open"));
-            continue;
-        };
-        let payload: PayloadPlaintext = match serde_json::from_slice(&plain) {
-            Ok(p) => p,
-            Err(_) => {
-                unreadable.push((env.id, "damaged_payload"));
-                continue;
+    let mut done = 0u64;
+    let mut page = Vec::with_capacity(PAGE);
+    let mut drain = |page: &mut Vec<crate::store::StoredEntry>,
+                     unreadable: &mut Vec<Unreadable>|
+     -> Result<u64> {
+        let n = page.len() as u64;
+        for opened in open_page(identity, std::mem::take(page)) {
+            match opened {
+                Ok(o) => f(o)?,
+                Err(bad) => unreadable.push(bad),
             }
-        };
-        if !payload.matches(&env) {
-            unreadable.push((env.id, "envelope_mismatch"));
-            continue;
         }
-        out.push(Opened {
-            env,
-            device: r.get(6)?,
-            payload,
-        });
-        if out.len() % 500 == 0 {
-            progress(out.len() as u64, total as u64);
+        Ok(n)
+    };
+    store.for_each_entry(event, &mut |row| {
+        page.push(row);
+        if page.len() >= PAGE {
+            done += drain(&mut page, &mut unreadable)?;
+            progress(done, total);
         }
-    }
-    progress(out.len() as u64, total as u64);
-    Ok((out, unreadable))
+        Ok(())
+    })?;
+    done += drain(&mut page, &mut unreadable)?;
+    progress(done, total);
+    Ok(unreadable)
 }
 
 /// Moves entries that do not open to the quarantine (counted in `status`, never exported),
 /// audited with their ids and reasons, and warns: they block nothing else.
-fn quarantine_unreadable(conn: &mut Connection, bad: &[Unreadable]) -> Result<()> {
+fn quarantine_unreadable(store: &mut Store, bad: &[Unreadable]) -> Result<()> {
     for (id, reason) in bad {
-        db::quarantine_entry(conn, *id, reason)?;
-        crate::audit::append(
-            conn,
-            now_ms(),
-            "entry.quarantined",
-            &serde_json::json!({"entry": id, "reason": reason}),
+        store.quarantine_entry(
+            *id,
+            reason,
+            Audit::new(
+                now_ms(),
+                "entry.quarantined",
+                serde_json::json!({"entry": id, "reason": reason}),
+            ),
         )?;
         tracing::warn!(entry = %id, reason, "an entry does not open: moved to the quarantine and skipped");
     }
@@ -315,33 +351,9 @@ pub fn export_with(
             path: out.display().to_string(),
         });
     }
-    let mut conn = db::open(&ho.db())?;
-    let config = event_config(&conn, event)?;
+    let mut store = Store::open(&ho)?;
+    let config = store.event(event)?;
     let identity = ho.load_identity(pass)?;
-    let (entries, unreadable) = open_all(&conn, &identity, Some(event), progress)?;
-    quarantine_unreadable(&mut conn, &unreadable)?;
-    let originals = crate::duplicates::originals(
-        &entries
-            .iter()
-            .map(|e| crate::duplicates::contact_keys(&config, &e.payload.values))
-            .collect::<Vec<_>>(),
-    );
-    let duplicates = originals
-        .iter()
-        .enumerate()
-        .filter(|(i, o)| i != *o)
-        .count();
-    let duplicate_groups = {
-        let mut roots: Vec<usize> = originals
-            .iter()
-            .enumerate()
-            .filter(|(i, o)| i != *o)
-            .map(|(_, o)| *o)
-            .collect();
-        roots.sort_unstable();
-        roots.dedup();
-        roots.len()
-    };
     let mut header: Vec<String> = [
         "entry_id",
         "captured_at",
@@ -360,72 +372,70 @@ pub fn export_with(
             .map(|f| format!("{} ({} / {})", f.key, f.label.zh, f.label.en)),
     );
     header.extend(["duplicate_of".to_string(), "merged_entries".to_string()]);
-    let rows: Vec<Zeroizing<Vec<String>>> = entries
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !options.merge_duplicates || originals[*i] == *i)
-        .map(|(i, e)| {
-            let at = time_text(e.env.captured_at_ms);
-            // Merged: this entry and its later twins, oldest first.
-            let group: Vec<&Opened> = if options.merge_duplicates {
-                entries
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| originals[*j] == i)
-                    .map(|(_, x)| x)
-                    .collect()
-            } else {
-                vec![e]
-            };
-            let mut values = crate::duplicates::merge(group.iter().map(|x| &x.payload.values));
-            let mut row = vec![
-                e.env.id.to_string(),
-                at,
-                e.device.clone(),
-                e.env.consent_version.clone(),
-                e.env.consent_sha256.clone(),
-                group
-                    .iter()
-                    .find_map(|x| x.payload.staff_code.clone())
-                    .unwrap_or_default(),
-            ];
-            row.extend(config.fields.iter().map(|f| {
-                values
-                    .get(&f.key)
-                    .map(|v| shown(f.kind, f.display, v, unmasked))
-                    .unwrap_or_default()
-            }));
-            for v in values.values_mut() {
-                zeroize::Zeroize::zeroize(v);
-            }
-            row.push(if originals[i] == i {
-                String::new()
-            } else {
-                entries[originals[i]].env.id.to_string()
-            });
-            row.push(
-                group[1..]
-                    .iter()
-                    .map(|x| x.env.id.to_string())
-                    .collect::<Vec<_>>()
-                    .join(LIST_SEPARATOR),
-            );
-            Zeroizing::new(row)
-        })
-        .collect();
-    let bytes: Zeroizing<Vec<u8>> = Zeroizing::new(match format {
-        Format::Csv => {
-            // UTF-8 with a byte-order mark, so spreadsheet programs read Chinese correctly.
-            let mut b = vec![0xEF, 0xBB, 0xBF];
-            for row in std::iter::once(&header).chain(rows.iter().map(|r| &**r)) {
-                let line: Vec<String> = row.iter().map(|c| csv_field(&defuse(c))).collect();
-                b.extend_from_slice(line.join(",").as_bytes());
-                b.extend_from_slice(b"\r\n");
-            }
-            b
+    // One row: the entry (or, merged, it and its later twins, oldest first), who captured it,
+    // the earliest entry it repeats, the entries merged into it.
+    let row_of = |group: &[&Opened], duplicate_of: Option<uuid::Uuid>| -> Zeroizing<Vec<String>> {
+        let e = group[0];
+        let mut values = crate::duplicates::merge(group.iter().map(|x| &x.payload.values));
+        let mut row = vec![
+            e.env.id.to_string(),
+            time_text(e.env.captured_at_ms),
+            e.device.clone(),
+            e.env.consent_version.clone(),
+            e.env.consent_sha256.clone(),
+            group
+                .iter()
+                .find_map(|x| x.payload.staff_code.clone())
+                .unwrap_or_default(),
+        ];
+        row.extend(config.fields.iter().map(|f| {
+            values
+                .get(&f.key)
+                .map(|v| shown(f.kind, f.display, v, unmasked))
+                .unwrap_or_default()
+        }));
+        for v in values.values_mut() {
+            zeroize::Zeroize::zeroize(v);
         }
-        Format::Xlsx => xlsx(&header, &rows)?,
-    });
+        row.push(duplicate_of.map(|d| d.to_string()).unwrap_or_default());
+        row.push(
+            group[1..]
+                .iter()
+                .map(|x| x.env.id.to_string())
+                .collect::<Vec<_>>()
+                .join(LIST_SEPARATOR),
+        );
+        Zeroizing::new(row)
+    };
+    let csv_line = |row: &[String]| -> Zeroizing<Vec<u8>> {
+        let line: Vec<String> = row.iter().map(|c| csv_field(&defuse(c))).collect();
+        let mut b = Zeroizing::new(line.join(",").into_bytes());
+        b.extend_from_slice(b"\r\n");
+        b
+    };
+    // Unmerged, the file streams: an entry repeating an earlier one (same normalised phone or
+    // email) is marked with the earliest such entry, from a map of the contact keys seen so far
+    // (kept in memory only, as digests). Merged, the event is opened into memory first, so entries linked
+    // through a third one join the same row.
+    let mut first_with: std::collections::HashMap<String, uuid::Uuid> =
+        std::collections::HashMap::new();
+    let mut duplicates = 0usize;
+    let mut groups: std::collections::HashSet<uuid::Uuid> = std::collections::HashSet::new();
+    let mut mark = |e: &Opened| -> Option<uuid::Uuid> {
+        let keys: Vec<String> = crate::duplicates::contact_keys(&config, &e.payload.values)
+            .into_iter()
+            .map(|k| sealbox_protocol::sha256_hex(Zeroizing::new(k).as_bytes()))
+            .collect();
+        let earlier = keys.iter().filter_map(|k| first_with.get(k).copied()).min();
+        for k in keys {
+            first_with.entry(k).or_insert(e.env.id);
+        }
+        if let Some(d) = earlier {
+            duplicates += 1;
+            groups.insert(d);
+        }
+        earlier
+    };
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -434,31 +444,87 @@ pub fn export_with(
         .prefix(".sealbox-export-")
         .tempfile_in(parent)
         .map_err(HoError::io("creating the export file"))?;
-    tmp.write_all(&bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(HoError::io("writing the export file"))?;
+    let werr = HoError::io("writing the export file");
+    let mut rows = 0usize;
+    let mut all: Vec<Zeroizing<Vec<String>>> = Vec::new();
+    if format == Format::Csv {
+        // UTF-8 with a byte-order mark, so spreadsheet programs read Chinese correctly.
+        tmp.write_all(&[0xEF, 0xBB, 0xBF])
+            .and_then(|_| tmp.write_all(&csv_line(&header)))
+            .map_err(HoError::io("writing the export file"))?;
+    }
+    let mut emit = |row: Zeroizing<Vec<String>>, tmp: &mut tempfile::NamedTempFile| -> Result<()> {
+        rows += 1;
+        if format == Format::Csv {
+            tmp.write_all(&csv_line(&row))
+                .map_err(HoError::io("writing the export file"))
+        } else {
+            // The XLSX workbook is built in memory (its writer's low-memory mode would spill
+            // the cells to temp files, which personal data never reaches).
+            all.push(row);
+            Ok(())
+        }
+    };
+    let unreadable = if options.merge_duplicates {
+        let mut entries: Vec<Opened> = Vec::new();
+        let bad = for_each_opened(&mut store, &identity, Some(event), progress, &mut |e| {
+            entries.push(e);
+            Ok(())
+        })?;
+        let originals = crate::duplicates::originals(
+            &entries
+                .iter()
+                .map(|e| crate::duplicates::contact_keys(&config, &e.payload.values))
+                .collect::<Vec<_>>(),
+        );
+        for (i, o) in originals.iter().enumerate() {
+            if i != *o {
+                duplicates += 1;
+                groups.insert(entries[*o].env.id);
+            }
+        }
+        for (i, _) in entries
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| originals[*i] == *i)
+        {
+            let group: Vec<&Opened> = entries
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| originals[*j] == i)
+                .map(|(_, x)| x)
+                .collect();
+            emit(row_of(&group, None), &mut tmp)?;
+        }
+        bad
+    } else {
+        for_each_opened(&mut store, &identity, Some(event), progress, &mut |e| {
+            let d = mark(&e);
+            emit(row_of(&[&e], d), &mut tmp)
+        })?
+    };
+    if format == Format::Xlsx {
+        let bytes = Zeroizing::new(xlsx(&header, &all)?);
+        tmp.write_all(&bytes)
+            .map_err(HoError::io("writing the export file"))?;
+    }
+    tmp.as_file().sync_all().map_err(werr)?;
     tmp.persist_noclobber(out)
         .map_err(|e| HoError::io(format!("writing {}", out.display()))(e.error))?;
-    crate::audit::append(
-        &conn,
+    quarantine_unreadable(&mut store, &unreadable)?;
+    store.audit_append(Audit::new(
         now_ms(),
         "crm.exported",
-        &serde_json::json!({"event": event, "rows": rows.len(), "unmasked": unmasked,
+        serde_json::json!({"event": event, "rows": rows, "unmasked": unmasked,
             "format": if format == Format::Csv { "csv" } else { "xlsx" },
             "duplicates": duplicates, "merged": options.merge_duplicates}),
-    )?;
-    tracing::info!(
-        event,
-        rows = rows.len(),
-        unmasked,
-        duplicates,
-        "CRM export written"
-    );
+    ))?;
+    tracing::info!(event, rows, unmasked, duplicates, "CRM export written");
     Ok(ExportReport {
-        rows: rows.len(),
+        rows,
         unmasked,
         duplicates,
-        duplicate_groups,
+        duplicate_groups: groups.len(),
         merged: options.merge_duplicates,
     })
 }
@@ -475,12 +541,8 @@ const PURGE_CHUNK: usize = 1000;
 pub fn purge(dir: &Path, now_ms: i64) -> Result<Vec<(String, u64)>> {
     let ho = HoDir::new(dir);
     ho.require_initialised()?;
-    let mut conn = db::open(&ho.db())?;
-    let events: Vec<(String, String)> = {
-        let mut stmt = conn.prepare("SELECT id, config FROM events ORDER BY id")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
+    let mut store = Store::open(&ho)?;
+    let events = store.events()?;
     let mut report = Vec::new();
     for (id, json) in events {
         let config: EventConfig =
@@ -488,17 +550,13 @@ pub fn purge(dir: &Path, now_ms: i64) -> Result<Vec<(String, u64)>> {
         let cutoff = now_ms - config.consent.retention_days as i64 * 86_400_000;
         let mut n = 0u64;
         loop {
-            let ids = db::expired_ids(&conn, &id, cutoff, PURGE_CHUNK)?;
+            let ids = store.expired_ids(&id, cutoff, PURGE_CHUNK)?;
             if ids.is_empty() {
                 break;
             }
-            let tx = conn.transaction()?;
-            n += db::delete_with_tombstones(&tx, &ids, "retention", now_ms)?;
-            tx.commit()?;
+            n += store.delete_with_tombstones(&ids, "retention", now_ms, None)?;
         }
-        let tx = conn.transaction()?;
-        n += db::purge_quarantine(&tx, &id, cutoff, now_ms)?;
-        tx.commit()?;
+        n += store.purge_quarantine(&id, cutoff, now_ms)?;
         if n > 0 {
             tracing::info!(event = %id, entries = n, "purged at the end of retention");
         }
@@ -508,12 +566,11 @@ pub fn purge(dir: &Path, now_ms: i64) -> Result<Vec<(String, u64)>> {
         .iter()
         .map(|(e, n)| (e.clone(), serde_json::json!(n)))
         .collect();
-    crate::audit::append(
-        &conn,
+    store.audit_append(Audit::new(
         now_ms,
         "retention.purged",
-        &serde_json::json!({"entries": report.iter().map(|(_, n)| n).sum::<u64>(), "events": per_event}),
-    )?;
+        serde_json::json!({"entries": report.iter().map(|(_, n)| n).sum::<u64>(), "events": per_event}),
+    ))?;
     Ok(report)
 }
 
@@ -549,52 +606,53 @@ pub fn forget(
         ),
     };
     let wanted = Zeroizing::new(wanted);
-    let mut conn = db::open(&ho.db())?;
+    let mut store = Store::open(&ho)?;
     if let Some(e) = event {
-        event_config(&conn, e)?;
+        store.event(e)?;
     }
     let identity = ho.load_identity(pass)?;
-    let configs: std::collections::HashMap<String, EventConfig> = {
-        let mut stmt = conn.prepare("SELECT id, config FROM events")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        rows.filter_map(|r| r.ok())
-            .filter_map(|(id, c)| serde_json::from_str(&c).ok().map(|c| (id, c)))
-            .collect()
-    };
-    let (entries, unreadable) = open_all(&conn, &identity, event, &mut |_, _| {})?;
-    quarantine_unreadable(&mut conn, &unreadable)?;
-    let matches: Vec<uuid::Uuid> = entries
-        .iter()
-        .filter(|e| {
-            let Some(cfg) = configs.get(&e.env.event_id) else {
-                return false;
-            };
-            cfg.fields.iter().filter(|f| f.kind == kind).any(|f| {
-                match e.payload.values.get(&f.key) {
-                    Some(FieldValue::Text(v)) => {
-                        let norm = match kind {
-                            FieldKind::Phone => normalize_phone(v),
-                            _ => normalize_email(v).map(|v| v.to_lowercase()),
-                        };
-                        norm.as_deref() == Some(wanted.as_str())
-                    }
-                    _ => false,
-                }
-            })
-        })
-        .map(|e| e.env.id)
+    let configs: std::collections::HashMap<String, EventConfig> = store
+        .events()?
+        .into_iter()
+        .filter_map(|(id, c)| serde_json::from_str(&c).ok().map(|c| (id, c)))
         .collect();
+    // Every entry is opened (a page at a time, on every core); only the ids that match are
+    // kept.
+    let mut matches: Vec<uuid::Uuid> = Vec::new();
+    let unreadable = for_each_opened(&mut store, &identity, event, &mut |_, _| {}, &mut |e| {
+        let Some(cfg) = configs.get(&e.env.event_id) else {
+            return Ok(());
+        };
+        let hit = cfg.fields.iter().filter(|f| f.kind == kind).any(|f| {
+            match e.payload.values.get(&f.key) {
+                Some(FieldValue::Text(v)) => {
+                    let norm = match kind {
+                        FieldKind::Phone => normalize_phone(v),
+                        _ => normalize_email(v).map(|v| v.to_lowercase()),
+                    };
+                    norm.as_deref() == Some(wanted.as_str())
+                }
+                _ => false,
+            }
+        });
+        if hit {
+            matches.push(e.env.id);
+        }
+        Ok(())
+    })?;
+    quarantine_unreadable(&mut store, &unreadable)?;
     let digest = subject_digest(&identity, kind, &wanted);
     let now = now_ms();
-    let tx = conn.transaction()?;
-    db::delete_with_tombstones(&tx, &matches, "deletion_request", now)?;
-    crate::audit::append(
-        &tx,
+    store.delete_with_tombstones(
+        &matches,
+        "deletion_request",
         now,
-        "deletion.request",
-        &serde_json::json!({"subject_hash": digest, "kind": format!("{kind:?}").to_lowercase(), "event": event, "deleted": matches.len()}),
+        Some(Audit::new(
+            now,
+            "deletion.request",
+            serde_json::json!({"subject_hash": digest, "kind": format!("{kind:?}").to_lowercase(), "event": event, "deleted": matches.len()}),
+        )),
     )?;
-    tx.commit()?;
     tracing::info!(deleted = matches.len(), "deletion request answered");
     Ok(matches.len() as u64)
 }

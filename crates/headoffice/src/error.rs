@@ -69,6 +69,11 @@ pub enum HoError {
     Crypto(String),
     #[error("storage error: {0}")]
     Storage(#[from] rusqlite::Error),
+    /// A PostgreSQL failure (head office on `database_url`): the server's message and SQLSTATE.
+    #[error("database server error: {0}")]
+    Database(String),
+    #[error("the database already holds head office data ({0} not empty); nothing was written")]
+    TargetNotEmpty(String),
     #[error("{context}")]
     Io {
         context: String,
@@ -108,6 +113,8 @@ impl HoError {
             Backup(e) => e.code(),
             Crypto(_) => "crypto",
             Storage(_) => "storage",
+            Database(_) => "database",
+            TargetNotEmpty(_) => "target_not_empty",
             Io { .. } => "io",
         }
     }
@@ -146,6 +153,8 @@ impl HoError {
             Backup(e) => e.message(lang),
             Crypto(d) => format!("加密出错（{d}）"),
             Storage(e) => format!("数据库读写出错（{e}）"),
+            Database(e) => format!("数据库服务器出错（{e}）"),
+            TargetNotEmpty(t) => format!("数据库中已有总部数据（{t} 非空）；未写入任何内容"),
             Io { context, source } => format!("文件读写出错（{context}）：{}", io_kind_zh(source)),
         }
     }
@@ -210,6 +219,8 @@ mod tests {
             Backup(e) => e.code(),
             Crypto(_) => "Crypto",
             Storage(_) => "Storage",
+            Database(_) => "Database",
+            TargetNotEmpty(_) => "TargetNotEmpty",
             Io { .. } => "Io",
         }
     }
@@ -274,6 +285,8 @@ mod tests {
             Backup(crate::backup::BackupError::NotEmpty("/new".into())),
             Crypto("rng".into()),
             Storage(rusqlite::Error::QueryReturnedNoRows),
+            Database("connection refused".into()),
+            TargetNotEmpty("entries".into()),
             Io {
                 context: "reading x".into(),
                 source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),

@@ -214,9 +214,8 @@ impl HoDir {
 
     /// Records a key ceremony in the audit log, when there is a database.
     fn audit(&self, action: &str, detail: serde_json::Value) -> Result<()> {
-        if self.db().exists() {
-            let conn = crate::db::open(&self.db())?;
-            crate::audit::append(&conn, crate::now_ms(), action, &detail)?;
+        if let Some(mut store) = crate::store::Store::open_if_present(self)? {
+            store.audit_append(crate::store::Audit::new(crate::now_ms(), action, detail))?;
         }
         Ok(())
     }

@@ -10,8 +10,10 @@
 //! - [`recovery`]: the recovery kit: the identity split into k-of-n shares, and rebuilding it.
 //! - [`backup`]: encrypted, verified backups of the data directory, and their restore.
 //! - [`audit`]: head office's own hash-chained audit log.
-//! - [`db`]: head office's SQLite store: events, devices (token hashes and verifying keys
-//!   only), entries as received (sealed).
+//! - [`store`]: head office's storage, one interface over the embedded SQLite database (the
+//!   default) and PostgreSQL: events, devices (token hashes and verifying keys only), entries as
+//!   received (sealed), tombstones, the quarantine, the audit chain. The one home of its SQL.
+//! - [`db`]: the embedded backend's functions under their former name.
 //! - [`admin`]: the admin commands: init, event create, enroll, escrow open, status.
 //! - [`server`]: the axum + rustls sync server; takes a listener and a shutdown future.
 //! - [`crm`]: CSV/XLSX hand-off (masked unless asked), retention purge, deletion requests.
@@ -32,6 +34,7 @@ pub mod error;
 pub mod keys;
 pub mod recovery;
 pub mod server;
+pub mod store;
 
 pub use error::HoError;
 pub use keys::Passphrase;

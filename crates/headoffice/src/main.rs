@@ -94,6 +94,15 @@ enum Command {
         #[arg(long)]
         console_listen: Option<String>,
     },
+    /// Copy this head office's embedded database to an empty PostgreSQL database, verified
+    /// table by table (counts and digests, the audit chain checked); the embedded database is
+    /// only read. Then set `database_url` in config.toml to the same URL.
+    Migrate {
+        /// The PostgreSQL URL (`postgres://…`); better from SEALBOX_HO_MIGRATE_TO when it
+        /// carries a password, so it stays out of the process list.
+        #[arg(long, env = "SEALBOX_HO_MIGRATE_TO")]
+        to: String,
+    },
     /// Devices.
     #[command(subcommand)]
     Device(DeviceCmd),
@@ -823,6 +832,25 @@ fn run(cli: Cli) -> Result<()> {
                 format!("deleted {n} entries; the request is in the audit log as a salted hash"),
             );
         }
+        Command::Migrate { to } => {
+            let r = sealbox_headoffice::store::migrate::migrate(dir, &to)?;
+            for (table, c) in &r.tables {
+                say(
+                    format!("{table}：{} 行，sha256 {}", c.rows, c.sha256),
+                    format!("{table}: {} rows, sha256 {}", c.rows, c.sha256),
+                );
+            }
+            say(
+                format!(
+                    "已复制并核对；审计链完好（{} 行）。请在 config.toml 中设置 database_url 为该地址，然后重启 serve",
+                    r.audit_rows
+                ),
+                format!(
+                    "copied and verified; the audit chain holds ({} rows). Set database_url in config.toml to that URL, then restart serve",
+                    r.audit_rows
+                ),
+            );
+        }
         Command::Audit(AuditCmd::Verify) => match admin::audit_verify(dir)? {
             (rows, None) => say(
                 format!("审计链完好：共 {rows} 行"),
@@ -881,6 +909,11 @@ fn serve(dir: &Path, listen: Option<String>, console_listen: Option<String>) -> 
                     tracing::error!(error = %e, "the console stopped");
                 }
             });
+        } else if cfg.database_url.is_some() {
+            say(
+                "控制台未启动：它目前只支持内嵌数据库（使用 PostgreSQL 时请用命令行）",
+                "console not started: it works with the embedded database only for now (with PostgreSQL, use the command line)",
+            );
         } else {
             say(
                 "控制台未启动：还没有管理员账户（`sealbox-headoffice admin add 名字 --role operator`）",
@@ -936,6 +969,10 @@ fn console_listener(
     listen: Option<String>,
 ) -> Result<Option<ConsoleParts>> {
     use sealbox_headoffice::console::{store, web};
+    // The console keeps its tables in the embedded database and reads head office's from it.
+    if cfg.database_url.is_some() {
+        return Ok(None);
+    }
     let conn = sealbox_headoffice::db::open(&ho.db())?;
     store::migrate(&conn)?;
     if store::admin_count(&conn)? == 0 {

@@ -383,14 +383,12 @@ pub fn recover(dir: &Path, shares: &[Zeroizing<String>], new_pass: &Passphrase) 
         )?;
     }
     ho.write_identity(&identity, new_pass)?;
-    if ho.db().exists() {
-        let conn = crate::db::open(&ho.db())?;
-        crate::audit::append(
-            &conn,
+    if let Some(mut store) = crate::store::Store::open_if_present(&ho)? {
+        store.audit_append(crate::store::Audit::new(
             crate::now_ms(),
             "identity.recovered",
-            &serde_json::json!({"shares": shares.len()}),
-        )?;
+            serde_json::json!({"shares": shares.len()}),
+        ))?;
     }
     tracing::info!("head office's identity was rebuilt from recovery shares");
     Ok(())

@@ -7,13 +7,13 @@ use crate::config::Config;
 use crate::db::{self, DeviceAuth, IngestError};
 use crate::error::{HoError, Result};
 use crate::keys::HoDir;
+use crate::store::Store;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ed25519_dalek::SigningKey;
-use rusqlite::Connection;
 use sealbox_protocol::sync::{ApiError, RefusedEntry, SyncRequest};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -57,7 +57,7 @@ const GROUP_MAX_ENTRIES: usize = 20_000;
 /// The writer: one thread owning the write connection. It takes every batch that is waiting
 /// and stores them with one group commit, so concurrent devices share an fsync instead of
 /// queueing for one each; while it commits, the next group gathers. No batch waits for a timer.
-fn writer_loop(mut conn: Connection, key: SigningKey, jobs: std::sync::mpsc::Receiver<Job>) {
+fn writer_loop(mut store: Store, key: SigningKey, jobs: std::sync::mpsc::Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         let mut entries = group[0].req.entries.len();
@@ -72,8 +72,7 @@ fn writer_loop(mut conn: Connection, key: SigningKey, jobs: std::sync::mpsc::Rec
         }
         let batches: Vec<(&str, &SyncRequest)> =
             group.iter().map(|j| (j.device.as_str(), &j.req)).collect();
-        let results =
-            db::ingest_group(&mut conn, &batches, db::Source::Sync, &key, crate::now_ms());
+        let results = store.ingest_group(&batches, db::Source::Sync, &key, crate::now_ms());
         tracing::debug!(batches = group.len(), entries, "group commit");
         for (job, result) in group.into_iter().zip(results) {
             // A device that hung up meanwhile gets its receipt on its retry (same batch id).
@@ -82,12 +81,29 @@ fn writer_loop(mut conn: Connection, key: SigningKey, jobs: std::sync::mpsc::Rec
     }
 }
 
+/// A token hash to look up, and where the device found goes.
+type Lookup = (
+    String,
+    tokio::sync::oneshot::Sender<Result<Option<DeviceAuth>>>,
+);
+
+/// The reader: one thread owning the read connection, answering token lookups in turn.
+fn reader_loop(mut store: Store, lookups: std::sync::mpsc::Receiver<Lookup>) {
+    while let Ok((hash, reply)) = lookups.recv() {
+        let _ = reply.send(store.device_by_token(&hash));
+    }
+}
+
 /// What the handlers share.
 pub struct ServerState {
     /// The queue to the writer thread (SQLite has one writer at a time anyway).
     writer: std::sync::mpsc::Sender<Job>,
-    /// Reads for authentication, beside the writer (WAL).
-    reader: Mutex<Connection>,
+    /// Token lookups, on their own connection and thread beside the writer (the PostgreSQL
+    /// client blocks, so it never runs on the async runtime's threads).
+    reader: std::sync::mpsc::Sender<Lookup>,
+    /// The console's tables (health reports among them), in the embedded database; none when
+    /// head office runs on PostgreSQL, where the console is not available yet.
+    console_db: Option<Mutex<rusqlite::Connection>>,
     limits: Limits,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
     /// Bounds the request bodies being read at once ([`MAX_BODIES_IN_FLIGHT`]).
@@ -100,21 +116,31 @@ impl ServerState {
     pub fn open(dir: &HoDir, config: &Config) -> Result<ServerState> {
         dir.require_initialised()?;
         let busy = Duration::from_millis(config.busy_timeout_ms);
-        let conn = db::open_with_timeout(&dir.db(), busy)?;
+        let store = Store::open_configured(dir, config, busy)?;
         let key = dir.load_signing_key()?;
         let (writer, jobs) = std::sync::mpsc::channel();
         // Ends when the state (the last sender) is dropped.
         std::thread::Builder::new()
             .name("sealbox-ho-writer".into())
-            .spawn(move || writer_loop(conn, key, jobs))
+            .spawn(move || writer_loop(store, key, jobs))
             .map_err(HoError::io("starting the writer thread"))?;
+        let read = Store::open_configured(dir, config, busy)?;
+        let (reader, lookups) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("sealbox-ho-reader".into())
+            .spawn(move || reader_loop(read, lookups))
+            .map_err(HoError::io("starting the reader thread"))?;
         Ok(ServerState {
             writer,
-            reader: Mutex::new({
-                let c = db::open_with_timeout(&dir.db(), busy)?;
-                crate::console::store::migrate(&c)?;
-                c
-            }),
+            reader,
+            console_db: match config.database_url {
+                Some(_) => None,
+                None => Some(Mutex::new({
+                    let c = db::open_with_timeout(&dir.db(), busy)?;
+                    crate::console::store::migrate(&c)?;
+                    c
+                })),
+            },
             limits: Limits::from_config(config),
             buckets: Mutex::new(HashMap::new()),
             bodies: tokio::sync::Semaphore::new(MAX_BODIES_IN_FLIGHT),
@@ -208,7 +234,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
 }
 
 /// The device behind the request's bearer token.
-fn authenticate(
+async fn authenticate(
     state: &ServerState,
     headers: &HeaderMap,
 ) -> std::result::Result<DeviceAuth, Refusal> {
@@ -227,8 +253,14 @@ fn authenticate(
         .filter(|t| t.len() == 32)
         .ok_or_else(unauthorized)?;
     let hash = sealbox_protocol::sha256_hex(&token);
-    let conn = state.reader.lock().unwrap_or_else(|e| e.into_inner());
-    match db::device_by_token(&conn, &hash) {
+    let (reply, found) = tokio::sync::oneshot::channel();
+    let found = match state.reader.send((hash, reply)) {
+        Ok(()) => found
+            .await
+            .unwrap_or_else(|_| Err(HoError::Config("the reader stopped".into()))),
+        Err(_) => Err(HoError::Config("the reader stopped".into())),
+    };
+    match found {
         Ok(Some(d)) if !d.revoked => Ok(d),
         Ok(_) => Err(unauthorized()),
         Err(e) => {
@@ -303,7 +335,7 @@ async fn sync(
 ) -> Response {
     // The token first, from the headers alone: an unauthenticated request is answered before a
     // byte of its body is read.
-    let device = match authenticate(&state, &headers) {
+    let device = match authenticate(&state, &headers).await {
         Ok(d) => d,
         Err(r) => {
             tracing::warn!(code = r.code, "sync refused before reading the body");
@@ -414,6 +446,22 @@ async fn sync(
                 "this batch id was already used for other entries",
             )
         }
+        Ok(Err(IngestError::Busy(e))) => {
+            tracing::warn!(device = %device.name, error = %e, "the database stayed busy");
+            api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "head office is busy; try again",
+            )
+        }
+        Ok(Err(IngestError::Database(e))) => {
+            tracing::error!(device = %device.name, error = %e, "storing a batch failed");
+            api_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "storing the batch failed; nothing was stored",
+            )
+        }
         Ok(Err(IngestError::Storage(e))) => {
             tracing::error!(device = %device.name, error = %e, "storing a batch failed");
             if matches!(
@@ -448,7 +496,7 @@ async fn health_report(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let device = match authenticate(&state, &headers) {
+    let device = match authenticate(&state, &headers).await {
         Ok(d) => d,
         Err(r) => return r.into_response(),
     };
@@ -476,8 +524,16 @@ async fn health_report(
     if let Err(e) = report.validate() {
         return api_error(StatusCode::BAD_REQUEST, e.code(), e.to_string());
     }
+    // On PostgreSQL, head office answers as one without health reports does: the device stops.
+    let Some(console_db) = state.console_db.as_ref() else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this head office keeps no health reports",
+        );
+    };
     let stored = {
-        let conn = state.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = console_db.lock().unwrap_or_else(|e| e.into_inner());
         crate::console::store::record_health(&conn, &device.name, &report, crate::now_ms())
     };
     match stored {

@@ -1,0 +1,360 @@
+//! Head office's storage: one interface, [`Store`], over two backends, the one home of head
+//! office's SQL. Handlers and admin commands call it and never see SQL.
+//!
+//! - [`sqlite`]: the embedded default, `headoffice.db` in the data directory.
+//! - [`postgres`]: PostgreSQL, chosen by `database_url = "postgres://…"`.
+//!
+//! Every operation that changes something and is audited takes its audit row with it, and the
+//! backend writes both in one transaction.
+
+pub mod migrate;
+pub mod postgres;
+pub mod sqlite;
+
+use crate::config::Config;
+use crate::error::{HoError, Result};
+use crate::keys::HoDir;
+use sealbox_protocol::{EntryEnvelope, EventConfig};
+use std::time::Duration;
+
+pub use sqlite::{DeviceAuth, IngestError, Ingested, Source, Stored};
+
+/// A device being enrolled: only the hash of its token and its verifying key are kept.
+#[derive(Debug, Clone)]
+pub struct NewDevice<'a> {
+    pub name: &'a str,
+    pub event_id: &'a str,
+    pub token_sha256: &'a str,
+    pub verifying_key: &'a str,
+    pub enrolled_at_ms: i64,
+}
+
+/// One stored entry, still sealed.
+#[derive(Debug, Clone)]
+pub struct StoredEntry {
+    pub env: EntryEnvelope,
+    pub device: String,
+}
+
+/// An audit row to write with the change it records.
+#[derive(Debug, Clone)]
+pub struct Audit<'a> {
+    pub at_ms: i64,
+    pub action: &'a str,
+    pub detail: serde_json::Value,
+}
+
+impl<'a> Audit<'a> {
+    pub fn new(at_ms: i64, action: &'a str, detail: serde_json::Value) -> Audit<'a> {
+        Audit {
+            at_ms,
+            action,
+            detail,
+        }
+    }
+}
+
+/// Head office's storage.
+pub enum Store {
+    /// The embedded SQLite database.
+    Sqlite(rusqlite::Connection),
+    /// A PostgreSQL database.
+    Postgres(Box<postgres::PgStore>),
+}
+
+/// How long a writer waits for another by default.
+const DEFAULT_BUSY: Duration = Duration::from_secs(10);
+
+impl Store {
+    /// The store head office's config (`database_url`) names, opened and migrated; the embedded
+    /// database in the data directory by default.
+    pub fn open(ho: &HoDir) -> Result<Store> {
+        let config = Config::load(ho.root())?;
+        Store::open_configured(ho, &config, DEFAULT_BUSY)
+    }
+
+    /// [`Store::open`] with a loaded config and a busy timeout.
+    pub fn open_configured(ho: &HoDir, config: &Config, busy: Duration) -> Result<Store> {
+        match &config.database_url {
+            Some(url) => Store::open_url(url.expose()),
+            None => Ok(Store::Sqlite(sqlite::open_with_timeout(&ho.db(), busy)?)),
+        }
+    }
+
+    /// A PostgreSQL database by its URL, migrated.
+    pub fn open_url(url: &str) -> Result<Store> {
+        Ok(Store::Postgres(Box::new(postgres::PgStore::connect(url)?)))
+    }
+
+    /// Which backend this is: `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The store, when head office has one yet (the embedded file exists, or a database is
+    /// configured): for the key ceremonies, which audit when they can.
+    pub fn open_if_present(ho: &HoDir) -> Result<Option<Store>> {
+        let config = Config::load(ho.root())?;
+        if config.database_url.is_some() || ho.db().exists() {
+            return Store::open_configured(ho, &config, DEFAULT_BUSY).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// Whether the store already holds a head office's data (events, devices or audit rows):
+    /// `init` refuses to put a second head office into a database in use.
+    pub fn holds_data(&mut self) -> Result<bool> {
+        match self {
+            Store::Sqlite(c) => sqlite::holds_data(c),
+            Store::Postgres(p) => p.holds_data(),
+        }
+    }
+
+    /// An event's config as stored (canonical JSON), if it exists.
+    pub fn event_json(&mut self, id: &str) -> Result<Option<String>> {
+        match self {
+            Store::Sqlite(c) => sqlite::event_config(c, id),
+            Store::Postgres(p) => p.event_config(id),
+        }
+    }
+
+    /// An event's config: the one event lookup.
+    pub fn event(&mut self, id: &str) -> Result<EventConfig> {
+        let json = self
+            .event_json(id)?
+            .ok_or_else(|| HoError::UnknownEvent(id.to_string()))?;
+        serde_json::from_str(&json).map_err(|e| HoError::Config(e.to_string()))
+    }
+
+    /// Every event, `(id, config JSON)`, by id.
+    pub fn events(&mut self) -> Result<Vec<(String, String)>> {
+        match self {
+            Store::Sqlite(c) => sqlite::events(c),
+            Store::Postgres(p) => p.events(),
+        }
+    }
+
+    /// Stores a new event, audited.
+    pub fn add_event(&mut self, id: &str, config: &str, now_ms: i64, audit: Audit) -> Result<()> {
+        match self {
+            Store::Sqlite(c) => sqlite_tx(c, |tx| {
+                sqlite::add_event(tx, id, config, now_ms)?;
+                sqlite::audit_append(tx, audit.at_ms, audit.action, &audit.detail)
+            }),
+            Store::Postgres(p) => p.add_event(id, config, now_ms, &audit),
+        }
+    }
+
+    /// Replaces an event's stored config (a staff code issued), audited.
+    pub fn update_event(&mut self, id: &str, config: &str, audit: Audit) -> Result<()> {
+        match self {
+            Store::Sqlite(c) => sqlite_tx(c, |tx| {
+                sqlite::update_event(tx, id, config)?;
+                sqlite::audit_append(tx, audit.at_ms, audit.action, &audit.detail)
+            }),
+            Store::Postgres(p) => p.update_event(id, config, &audit),
+        }
+    }
+
+    pub fn device_exists(&mut self, name: &str) -> Result<bool> {
+        match self {
+            Store::Sqlite(c) => sqlite::device_exists(c, name),
+            Store::Postgres(p) => p.device_exists(name),
+        }
+    }
+
+    /// Stores a newly enrolled device, audited.
+    pub fn add_device(&mut self, d: &NewDevice<'_>, audit: Audit) -> Result<()> {
+        match self {
+            Store::Sqlite(c) => sqlite_tx(c, |tx| {
+                sqlite::add_device(tx, d)?;
+                sqlite::audit_append(tx, audit.at_ms, audit.action, &audit.detail)
+            }),
+            Store::Postgres(p) => p.add_device(d, &audit),
+        }
+    }
+
+    /// The device whose token hashes to `token_sha256`, if any.
+    pub fn device_by_token(&mut self, token_sha256: &str) -> Result<Option<DeviceAuth>> {
+        match self {
+            Store::Sqlite(c) => sqlite::device_by_token(c, token_sha256),
+            Store::Postgres(p) => p.device_by_token(token_sha256),
+        }
+    }
+
+    /// A device's event, verifying key (base64) and whether it is revoked.
+    pub fn device_keys(&mut self, name: &str) -> Result<Option<(String, String, bool)>> {
+        match self {
+            Store::Sqlite(c) => sqlite::device_keys(c, name),
+            Store::Postgres(p) => p.device_keys(name),
+        }
+    }
+
+    /// Revokes a device, audited; false when there is no such device (nothing audited).
+    pub fn revoke_device(&mut self, name: &str, audit: Audit) -> Result<bool> {
+        match self {
+            Store::Sqlite(c) => sqlite_tx(c, |tx| {
+                let found = sqlite::revoke_device(tx, name)?;
+                if found {
+                    sqlite::audit_append(tx, audit.at_ms, audit.action, &audit.detail)?;
+                }
+                Ok(found)
+            }),
+            Store::Postgres(p) => p.revoke_device(name, &audit),
+        }
+    }
+
+    /// Counts per event and per device.
+    pub fn status(
+        &mut self,
+    ) -> Result<(
+        Vec<crate::admin::EventCount>,
+        Vec<crate::admin::DeviceCount>,
+    )> {
+        match self {
+            Store::Sqlite(c) => sqlite::status(c),
+            Store::Postgres(p) => p.status(),
+        }
+    }
+
+    /// How many of `ids` are held as entries.
+    pub fn held_count(&mut self, ids: &[uuid::Uuid]) -> Result<usize> {
+        match self {
+            Store::Sqlite(c) => sqlite::held_count(c, ids),
+            Store::Postgres(p) => p.held_count(ids),
+        }
+    }
+
+    /// Stores batches with one group commit (see [`sqlite::ingest_group`]).
+    pub fn ingest_group(
+        &mut self,
+        batches: &[(&str, &sealbox_protocol::sync::SyncRequest)],
+        source: Source,
+        key: &ed25519_dalek::SigningKey,
+        now_ms: i64,
+    ) -> Vec<Ingested> {
+        match self {
+            Store::Sqlite(c) => sqlite::ingest_group(c, batches, source, key, now_ms),
+            Store::Postgres(p) => p.ingest_group(batches, source, key, now_ms),
+        }
+    }
+
+    /// Stores one batch.
+    pub fn ingest(
+        &mut self,
+        device: &str,
+        req: &sealbox_protocol::sync::SyncRequest,
+        source: Source,
+        key: &ed25519_dalek::SigningKey,
+        now_ms: i64,
+    ) -> Ingested {
+        let mut out = self.ingest_group(&[(device, req)], source, key, now_ms);
+        out.pop().unwrap_or(Err(IngestError::BatchConflict))
+    }
+
+    /// How many entries are held (of one event, or all).
+    pub fn count_entries(&mut self, event: Option<&str>) -> Result<u64> {
+        match self {
+            Store::Sqlite(c) => sqlite::count_entries(c, event),
+            Store::Postgres(p) => p.count_entries(event),
+        }
+    }
+
+    /// Streams the held entries (of one event, or all), oldest first: one row in memory at a
+    /// time.
+    pub fn for_each_entry(
+        &mut self,
+        event: Option<&str>,
+        f: &mut dyn FnMut(StoredEntry) -> Result<()>,
+    ) -> Result<()> {
+        match self {
+            Store::Sqlite(c) => sqlite::for_each_entry(c, event, f),
+            Store::Postgres(p) => p.for_each_entry(event, f),
+        }
+    }
+
+    /// Moves an entry that does not open to the quarantine, audited.
+    pub fn quarantine_entry(&mut self, id: uuid::Uuid, reason: &str, audit: Audit) -> Result<()> {
+        match self {
+            Store::Sqlite(c) => {
+                sqlite::quarantine_entry(c, id, reason)?;
+                sqlite::audit_append(c, audit.at_ms, audit.action, &audit.detail)
+            }
+            Store::Postgres(p) => p.quarantine_entry(id, reason, &audit),
+        }
+    }
+
+    /// Ids of one event's entries whose retention ended before `cutoff_ms`, at most `limit`.
+    pub fn expired_ids(
+        &mut self,
+        event_id: &str,
+        cutoff_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<uuid::Uuid>> {
+        match self {
+            Store::Sqlite(c) => sqlite::expired_ids(c, event_id, cutoff_ms, limit),
+            Store::Postgres(p) => p.expired_ids(event_id, cutoff_ms, limit),
+        }
+    }
+
+    /// Deletes entries with a tombstone each, and writes `audit` (if any) in the same
+    /// transaction. Returns how many entries were deleted.
+    pub fn delete_with_tombstones(
+        &mut self,
+        ids: &[uuid::Uuid],
+        reason: &str,
+        now_ms: i64,
+        audit: Option<Audit>,
+    ) -> Result<u64> {
+        match self {
+            Store::Sqlite(c) => sqlite_tx(c, |tx| {
+                let n = sqlite::delete_with_tombstones(tx, ids, reason, now_ms)?;
+                if let Some(a) = &audit {
+                    sqlite::audit_append(tx, a.at_ms, a.action, &a.detail)?;
+                }
+                Ok(n)
+            }),
+            Store::Postgres(p) => p.delete_with_tombstones(ids, reason, now_ms, audit.as_ref()),
+        }
+    }
+
+    /// Deletes one event's quarantined rows received before `cutoff_ms`, with tombstones.
+    pub fn purge_quarantine(&mut self, event_id: &str, cutoff_ms: i64, now_ms: i64) -> Result<u64> {
+        match self {
+            Store::Sqlite(c) => sqlite_tx(c, |tx| {
+                sqlite::purge_quarantine(tx, event_id, cutoff_ms, now_ms)
+            }),
+            Store::Postgres(p) => p.purge_quarantine(event_id, cutoff_ms, now_ms),
+        }
+    }
+
+    /// Appends an audit row on its own.
+    pub fn audit_append(&mut self, audit: Audit) -> Result<()> {
+        match self {
+            Store::Sqlite(c) => sqlite::audit_append(c, audit.at_ms, audit.action, &audit.detail),
+            Store::Postgres(p) => p.audit_append(&audit),
+        }
+    }
+
+    /// Checks the audit chain: `(rows, first broken row)`.
+    pub fn audit_verify(&mut self) -> Result<(u64, Option<i64>)> {
+        match self {
+            Store::Sqlite(c) => crate::audit::verify(c),
+            Store::Postgres(p) => p.audit_verify(),
+        }
+    }
+}
+
+/// Runs `f` in one SQLite transaction: committed when it returns Ok, rolled back otherwise.
+fn sqlite_tx<T>(
+    conn: &mut rusqlite::Connection,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,
+) -> Result<T> {
+    let tx = conn.transaction()?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
+}

@@ -1,0 +1,878 @@
+//! Head office on PostgreSQL, chosen by `database_url = "postgres://…"` (or
+//! `SEALBOX_HO_DATABASE_URL`). The same tables as the embedded backend; ids are UUIDs (never a
+//! sequence a distributed engine would have to serialise on), no advisory locks, every write
+//! transaction `SERIALIZABLE`, retried on a serialization failure (SQLSTATE 40001) or a
+//! deadlock (40P01). Several `serve` processes may share one database.
+//!
+//! Migrations are versioned in `sealbox_schema`; each runs in its own transaction.
+
+use crate::error::{HoError, Result};
+use crate::store::sqlite::{IngestError, Ingested, Source, Stored, FUTURE_SKEW_MS, PAST_SKEW_MS};
+use crate::store::{DeviceAuth, NewDevice, StoredEntry};
+use postgres::error::SqlState;
+use postgres::{Client, IsolationLevel, NoTls, Transaction};
+use sealbox_protocol::sync::{Receipt, SyncRequest};
+
+/// The migrations, in order: `(version, SQL)`.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    "
+CREATE TABLE events (
+    id TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL
+);
+CREATE TABLE devices (
+    name TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL REFERENCES events (id),
+    token_sha256 TEXT NOT NULL UNIQUE,
+    verifying_key TEXT NOT NULL,
+    revoked BOOLEAN NOT NULL DEFAULT false,
+    enrolled_at_ms BIGINT NOT NULL
+);
+CREATE TABLE audit (
+    seq BIGINT PRIMARY KEY,
+    at_ms BIGINT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE FUNCTION sealbox_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the audit log is append-only';
+END
+$$;
+CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit
+    FOR EACH ROW EXECUTE FUNCTION sealbox_audit_append_only();
+CREATE TABLE settings (
+    k TEXT PRIMARY KEY,
+    v BYTEA NOT NULL
+);
+CREATE TABLE batches (
+    batch_id UUID PRIMARY KEY,
+    device TEXT NOT NULL,
+    ids_digest TEXT NOT NULL,
+    receipt TEXT NOT NULL,
+    received_at_ms BIGINT NOT NULL
+);
+CREATE TABLE entries (
+    id UUID PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    device TEXT NOT NULL,
+    captured_at_ms BIGINT NOT NULL,
+    consent_version TEXT NOT NULL,
+    consent_sha256 TEXT NOT NULL,
+    sealed BYTEA NOT NULL,
+    received_at_ms BIGINT NOT NULL,
+    retain_from_ms BIGINT NOT NULL
+);
+CREATE INDEX entries_retention ON entries (event_id, retain_from_ms);
+CREATE INDEX entries_device ON entries (device);
+CREATE INDEX entries_order ON entries (event_id, captured_at_ms, id);
+CREATE TABLE tombstones (
+    id UUID PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    deleted_at_ms BIGINT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX tombstones_event ON tombstones (event_id);
+CREATE TABLE quarantine (
+    qid UUID PRIMARY KEY,
+    id UUID NOT NULL,
+    event_id TEXT NOT NULL,
+    device TEXT NOT NULL,
+    captured_at_ms BIGINT NOT NULL,
+    consent_version TEXT NOT NULL,
+    consent_sha256 TEXT NOT NULL,
+    sealed BYTEA NOT NULL,
+    reason TEXT NOT NULL,
+    received_at_ms BIGINT NOT NULL
+);
+CREATE INDEX quarantine_id ON quarantine (id);
+CREATE INDEX quarantine_event ON quarantine (event_id, received_at_ms);
+",
+)];
+
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How often a transaction that lost a serialization conflict or a deadlock is tried again.
+const RETRIES: u32 = 20;
+
+/// Head office's PostgreSQL connection.
+pub struct PgStore {
+    client: Client,
+}
+
+/// Whether `e` is worth trying again: another transaction won (40001, 40P01), or two processes
+/// created the same thing at once (a migration racing another).
+fn retryable(e: &postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+    )
+}
+
+fn backoff(attempt: u32) {
+    let jitter = u64::from(getrandom_u8()) % 8;
+    std::thread::sleep(std::time::Duration::from_millis(
+        (2u64 << attempt.min(6)) + jitter,
+    ));
+}
+
+fn getrandom_u8() -> u8 {
+    let mut b = [0u8; 1];
+    let _ = getrandom::getrandom(&mut b);
+    b[0]
+}
+
+impl From<postgres::Error> for HoError {
+    fn from(e: postgres::Error) -> HoError {
+        // The server's message (a constraint, a connection refused); never a row's values:
+        // head office's rows hold sealed payloads and ids only.
+        HoError::Database(match e.as_db_error() {
+            Some(db) => format!("{} ({})", db.message(), db.code().code()),
+            None => e.to_string(),
+        })
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` and brings the schema up to date.
+    pub fn connect(url: &str) -> Result<PgStore> {
+        let config: postgres::Config = url
+            .parse()
+            .map_err(|_| HoError::Config("database_url is not a PostgreSQL URL".into()))?;
+        let client = config.connect(NoTls)?;
+        let mut store = PgStore { client };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The client, for the tests and the migration's copy.
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            match self.migrate_once() {
+                Ok(()) => return Ok(()),
+                // Two processes migrating at once: one wins, the other finds it done.
+                Err(Migrate::Db(e))
+                    if attempt < RETRIES
+                        && (retryable(&e)
+                            || e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                            || e.code() == Some(&SqlState::DUPLICATE_TABLE)
+                            || e.code() == Some(&SqlState::DUPLICATE_FUNCTION)
+                            || e.code() == Some(&SqlState::DUPLICATE_OBJECT)) =>
+                {
+                    attempt += 1;
+                    backoff(attempt);
+                }
+                Err(Migrate::Db(e)) => return Err(e.into()),
+                Err(Migrate::Ho(e)) => return Err(e),
+            }
+        }
+    }
+
+    fn migrate_once(&mut self) -> std::result::Result<(), Migrate> {
+        self.client.batch_execute(
+            "CREATE TABLE IF NOT EXISTS sealbox_schema (
+                version BIGINT PRIMARY KEY,
+                applied_at_ms BIGINT NOT NULL
+            )",
+        )?;
+        let mut tx = self
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::Serializable)
+            .start()?;
+        let version: i64 = tx
+            .query_one("SELECT coalesce(max(version), 0) FROM sealbox_schema", &[])?
+            .get(0);
+        if version > SCHEMA_VERSION {
+            return Err(Migrate::Ho(HoError::Config(format!(
+                "the database has schema version {version}, newer than this program understands ({SCHEMA_VERSION}); update Sealbox"
+            ))));
+        }
+        for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > version) {
+            tx.batch_execute(sql)?;
+            tx.execute(
+                "INSERT INTO sealbox_schema (version, applied_at_ms) VALUES ($1, $2)",
+                &[v, &crate::now_ms()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Runs `f` in a SERIALIZABLE transaction, tried again from the start when it loses a
+    /// serialization conflict or a deadlock.
+    fn write<T>(
+        &mut self,
+        mut f: impl FnMut(&mut Transaction<'_>) -> std::result::Result<T, postgres::Error>,
+    ) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            let run = (|| {
+                let mut tx = self
+                    .client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::Serializable)
+                    .start()?;
+                let out = f(&mut tx)?;
+                tx.commit()?;
+                Ok(out)
+            })();
+            match run {
+                Ok(out) => return Ok(out),
+                Err(e) if retryable(&e) && attempt < RETRIES => {
+                    attempt += 1;
+                    backoff(attempt);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    pub fn holds_data(&mut self) -> Result<bool> {
+        Ok(self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM events) OR EXISTS (SELECT 1 FROM devices) OR EXISTS (SELECT 1 FROM audit)",
+                &[],
+            )?
+            .get(0))
+    }
+
+    pub fn event_config(&mut self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .client
+            .query_opt("SELECT config FROM events WHERE id = $1", &[&id])?
+            .map(|r| r.get(0)))
+    }
+
+    pub fn events(&mut self) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .client
+            .query("SELECT id, config FROM events ORDER BY id", &[])?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    pub fn add_event(
+        &mut self,
+        id: &str,
+        config: &str,
+        now_ms: i64,
+        audit: &crate::store::Audit,
+    ) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO events (id, config, created_at_ms) VALUES ($1, $2, $3)",
+                &[&id, &config, &now_ms],
+            )?;
+            audit_append(tx, audit)
+        })
+    }
+
+    pub fn update_event(
+        &mut self,
+        id: &str,
+        config: &str,
+        audit: &crate::store::Audit,
+    ) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE events SET config = $2 WHERE id = $1",
+                &[&id, &config],
+            )?;
+            audit_append(tx, audit)
+        })
+    }
+
+    pub fn device_exists(&mut self, name: &str) -> Result<bool> {
+        Ok(self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM devices WHERE name = $1)",
+                &[&name],
+            )?
+            .get(0))
+    }
+
+    pub fn add_device(&mut self, d: &NewDevice<'_>, audit: &crate::store::Audit) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO devices (name, event_id, token_sha256, verifying_key, enrolled_at_ms)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &d.name,
+                    &d.event_id,
+                    &d.token_sha256,
+                    &d.verifying_key,
+                    &d.enrolled_at_ms,
+                ],
+            )?;
+            audit_append(tx, audit)
+        })
+    }
+
+    pub fn device_by_token(&mut self, token_sha256: &str) -> Result<Option<DeviceAuth>> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT name, event_id, revoked FROM devices WHERE token_sha256 = $1",
+                &[&token_sha256],
+            )?
+            .map(|r| DeviceAuth {
+                name: r.get(0),
+                event_id: r.get(1),
+                revoked: r.get(2),
+            }))
+    }
+
+    pub fn device_keys(&mut self, name: &str) -> Result<Option<(String, String, bool)>> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT event_id, verifying_key, revoked FROM devices WHERE name = $1",
+                &[&name],
+            )?
+            .map(|r| (r.get(0), r.get(1), r.get(2))))
+    }
+
+    pub fn revoke_device(&mut self, name: &str, audit: &crate::store::Audit) -> Result<bool> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE devices SET revoked = true WHERE name = $1",
+                &[&name],
+            )?;
+            if n > 0 {
+                audit_append(tx, audit)?;
+            }
+            Ok(n > 0)
+        })
+    }
+
+    pub fn status(
+        &mut self,
+    ) -> Result<(
+        Vec<crate::admin::EventCount>,
+        Vec<crate::admin::DeviceCount>,
+    )> {
+        use crate::admin::{DeviceCount, EventCount};
+        let events = self
+            .client
+            .query(
+                "SELECT e.id,
+                    (SELECT count(*) FROM entries x WHERE x.event_id = e.id),
+                    (SELECT count(*) FROM quarantine q WHERE q.event_id = e.id),
+                    (SELECT count(*) FROM tombstones t WHERE t.event_id = e.id)
+                 FROM events e ORDER BY e.id",
+                &[],
+            )?
+            .into_iter()
+            .map(|r| EventCount {
+                id: r.get(0),
+                entries: r.get::<_, i64>(1) as u64,
+                quarantined: r.get::<_, i64>(2) as u64,
+                deleted: r.get::<_, i64>(3) as u64,
+            })
+            .collect();
+        let devices = self
+            .client
+            .query(
+                "SELECT d.name, d.event_id, (SELECT count(*) FROM entries x WHERE x.device = d.name), d.revoked
+                 FROM devices d ORDER BY d.name",
+                &[],
+            )?
+            .into_iter()
+            .map(|r| DeviceCount {
+                name: r.get(0),
+                event: r.get(1),
+                entries: r.get::<_, i64>(2) as u64,
+                revoked: r.get(3),
+            })
+            .collect();
+        Ok((events, devices))
+    }
+
+    pub fn held_count(&mut self, ids: &[uuid::Uuid]) -> Result<usize> {
+        let n: i64 = self
+            .client
+            .query_one(
+                "SELECT count(*) FROM entries WHERE id = ANY($1)",
+                &[&ids.to_vec()],
+            )?
+            .get(0);
+        Ok(n as usize)
+    }
+
+    /// Group commit, as the embedded backend's: every batch in its own savepoint inside one
+    /// SERIALIZABLE transaction; the whole group is tried again if it loses a conflict with
+    /// another server (the same batch sent to both: the loser then finds it stored and answers
+    /// with the same receipt).
+    pub fn ingest_group(
+        &mut self,
+        batches: &[(&str, &SyncRequest)],
+        source: Source,
+        key: &ed25519_dalek::SigningKey,
+        now_ms: i64,
+    ) -> Vec<Ingested> {
+        let mut attempt = 0;
+        loop {
+            match self.ingest_group_once(batches, source, key, now_ms) {
+                Ok(out) => return out,
+                Err(e) if retryable(&e) && attempt < RETRIES => {
+                    attempt += 1;
+                    backoff(attempt);
+                }
+                Err(e) => {
+                    let busy = retryable(&e);
+                    let msg = HoError::from(e).to_string();
+                    return batches
+                        .iter()
+                        .map(|_| {
+                            Err(if busy {
+                                IngestError::Busy(msg.clone())
+                            } else {
+                                IngestError::Database(msg.clone())
+                            })
+                        })
+                        .collect();
+                }
+            }
+        }
+    }
+
+    fn ingest_group_once(
+        &mut self,
+        batches: &[(&str, &SyncRequest)],
+        source: Source,
+        key: &ed25519_dalek::SigningKey,
+        now_ms: i64,
+    ) -> std::result::Result<Vec<Ingested>, postgres::Error> {
+        let mut tx = self
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::Serializable)
+            .start()?;
+        let mut out = Vec::with_capacity(batches.len());
+        for (device, req) in batches {
+            let mut sp = tx.savepoint("batch")?;
+            match ingest_one(&mut sp, device, req, source, key, now_ms) {
+                Ok(Ok(r)) => {
+                    sp.commit()?;
+                    out.push(Ok(r));
+                }
+                // Refused on its own: this batch is rolled back, the group goes on.
+                Ok(Err(refused)) => {
+                    sp.rollback()?;
+                    out.push(Err(refused));
+                }
+                // A conflict with another transaction aborts the whole group (tried again).
+                Err(e) if retryable(&e) => return Err(e),
+                Err(e) => {
+                    sp.rollback()?;
+                    out.push(Err(IngestError::Database(HoError::from(e).to_string())));
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub fn count_entries(&mut self, event: Option<&str>) -> Result<u64> {
+        let n: i64 = self
+            .client
+            .query_one(
+                "SELECT count(*) FROM entries WHERE $1::text IS NULL OR event_id = $1",
+                &[&event],
+            )?
+            .get(0);
+        Ok(n as u64)
+    }
+
+    /// Streams the entries a page at a time through a portal, in one read-only snapshot.
+    pub fn for_each_entry(
+        &mut self,
+        event: Option<&str>,
+        f: &mut dyn FnMut(StoredEntry) -> Result<()>,
+    ) -> Result<()> {
+        let mut tx = self
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let portal = tx.bind(
+            "SELECT id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, device
+             FROM entries WHERE $1::text IS NULL OR event_id = $1 ORDER BY captured_at_ms, id",
+            &[&event],
+        )?;
+        loop {
+            let rows = tx.query_portal(&portal, 256)?;
+            if rows.is_empty() {
+                break;
+            }
+            for r in rows {
+                f(StoredEntry {
+                    env: sealbox_protocol::EntryEnvelope {
+                        id: r.get(0),
+                        event_id: r.get(1),
+                        captured_at_ms: r.get(2),
+                        consent_version: r.get(3),
+                        consent_sha256: r.get(4),
+                        sealed: r.get(5),
+                    },
+                    device: r.get(6),
+                })?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn quarantine_entry(
+        &mut self,
+        id: uuid::Uuid,
+        reason: &str,
+        audit: &crate::store::Audit,
+    ) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO quarantine
+                 (qid, id, event_id, device, captured_at_ms, consent_version, consent_sha256, sealed, reason, received_at_ms)
+                 SELECT $3, id, event_id, device, captured_at_ms, consent_version, consent_sha256, sealed, $2, received_at_ms
+                 FROM entries WHERE id = $1",
+                &[&id, &reason, &uuid::Uuid::now_v7()],
+            )?;
+            tx.execute("DELETE FROM entries WHERE id = $1", &[&id])?;
+            audit_append(tx, audit)
+        })
+    }
+
+    pub fn expired_ids(
+        &mut self,
+        event_id: &str,
+        cutoff_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<uuid::Uuid>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT id FROM entries WHERE event_id = $1 AND retain_from_ms < $2 LIMIT $3",
+                &[&event_id, &cutoff_ms, &(limit as i64)],
+            )?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    pub fn delete_with_tombstones(
+        &mut self,
+        ids: &[uuid::Uuid],
+        reason: &str,
+        now_ms: i64,
+        audit: Option<&crate::store::Audit>,
+    ) -> Result<u64> {
+        let ids = ids.to_vec();
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO tombstones (id, event_id, deleted_at_ms, reason)
+                 SELECT id, event_id, $2, $3 FROM entries WHERE id = ANY($1)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&ids, &now_ms, &reason],
+            )?;
+            let n = tx.execute("DELETE FROM entries WHERE id = ANY($1)", &[&ids])?;
+            tx.execute("DELETE FROM quarantine WHERE id = ANY($1)", &[&ids])?;
+            if let Some(a) = audit {
+                audit_append(tx, a)?;
+            }
+            Ok(n)
+        })
+    }
+
+    pub fn purge_quarantine(&mut self, event_id: &str, cutoff_ms: i64, now_ms: i64) -> Result<u64> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO tombstones (id, event_id, deleted_at_ms, reason)
+                 SELECT DISTINCT id, event_id, $3::bigint, 'retention' FROM quarantine
+                 WHERE event_id = $1 AND received_at_ms < $2
+                 ON CONFLICT (id) DO NOTHING",
+                &[&event_id, &cutoff_ms, &now_ms],
+            )?;
+            tx.execute(
+                "DELETE FROM quarantine WHERE event_id = $1 AND received_at_ms < $2",
+                &[&event_id, &cutoff_ms],
+            )
+        })
+    }
+
+    pub fn audit_append(&mut self, audit: &crate::store::Audit) -> Result<()> {
+        self.write(|tx| audit_append(tx, audit))
+    }
+
+    pub fn audit_verify(&mut self) -> Result<(u64, Option<i64>)> {
+        let mut chain = crate::audit::Chain::default();
+        let mut tx = self
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let portal = tx.bind(
+            "SELECT seq, at_ms, action, detail, prev_hash, hash FROM audit ORDER BY seq",
+            &[],
+        )?;
+        'rows: loop {
+            let rows = tx.query_portal(&portal, 1000)?;
+            if rows.is_empty() {
+                break;
+            }
+            for r in rows {
+                let row = crate::audit::AuditRow {
+                    seq: r.get(0),
+                    at_ms: r.get(1),
+                    action: r.get(2),
+                    detail: r.get(3),
+                    prev_hash: r.get(4),
+                    hash: r.get(5),
+                };
+                if !chain.push(&row) {
+                    break 'rows;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(chain.finish())
+    }
+}
+
+enum Migrate {
+    Db(postgres::Error),
+    Ho(HoError),
+}
+
+impl From<postgres::Error> for Migrate {
+    fn from(e: postgres::Error) -> Migrate {
+        Migrate::Db(e)
+    }
+}
+
+/// Appends an audit row inside `tx`. Two servers appending at once both read the same last row;
+/// SERIALIZABLE makes one of them fail (and be tried again), so the chain never forks.
+fn audit_append(
+    tx: &mut Transaction<'_>,
+    audit: &crate::store::Audit,
+) -> std::result::Result<(), postgres::Error> {
+    let last = tx
+        .query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])?
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)));
+    let row = crate::audit::next_row(last, audit.at_ms, audit.action, &audit.detail);
+    tx.execute(
+        "INSERT INTO audit (seq, at_ms, action, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&row.seq, &row.at_ms, &row.action, &row.detail, &row.prev_hash, &row.hash],
+    )?;
+    Ok(())
+}
+
+/// Keeps an envelope in the quarantine (once per id and content).
+fn quarantine_envelope(
+    tx: &mut Transaction<'_>,
+    device: &str,
+    e: &sealbox_protocol::EntryEnvelope,
+    reason: &str,
+    now_ms: i64,
+) -> std::result::Result<(), postgres::Error> {
+    let held: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM quarantine WHERE id = $1 AND sealed = $2)",
+            &[&e.id, &e.sealed],
+        )?
+        .get(0);
+    if !held {
+        tx.execute(
+            "INSERT INTO quarantine
+             (qid, id, event_id, device, captured_at_ms, consent_version, consent_sha256, sealed, reason, received_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &[
+                &uuid::Uuid::now_v7(),
+                &e.id,
+                &e.event_id,
+                &device,
+                &e.captured_at_ms,
+                &e.consent_version,
+                &e.consent_sha256,
+                &e.sealed,
+                &reason,
+                &now_ms,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// One batch inside the group's transaction: a handful of statements per batch, not per entry
+/// (each is a round trip to the server). `Ok(Err(_))`: the batch is refused on its own.
+fn ingest_one(
+    tx: &mut Transaction<'_>,
+    device: &str,
+    req: &SyncRequest,
+    source: Source,
+    key: &ed25519_dalek::SigningKey,
+    now_ms: i64,
+) -> std::result::Result<Ingested, postgres::Error> {
+    use std::collections::{HashMap, HashSet};
+    let ids: Vec<uuid::Uuid> = req.entries.iter().map(|e| e.id).collect();
+    let digest = Receipt::digest_of(&ids);
+    if let Some(r) = tx.query_opt(
+        "SELECT device, ids_digest, receipt FROM batches WHERE batch_id = $1",
+        &[&req.batch_id],
+    )? {
+        let (dev, d, receipt): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        if dev == device && d == digest {
+            let Ok(r) = serde_json::from_str::<Receipt>(&receipt) else {
+                return Ok(Err(IngestError::BatchConflict));
+            };
+            // Signed again with the current key (see the embedded backend).
+            let r = Receipt::sign(r.batch_id, &r.device, r.ids, r.issued_at_ms, key);
+            return Ok(Ok(Stored {
+                receipt: r,
+                fresh: false,
+                quarantined: 0,
+            }));
+        }
+        return Ok(Err(IngestError::BatchConflict));
+    }
+    let row = tx.query_one(
+        "SELECT d.event_id, coalesce(e.created_at_ms, 0) FROM devices d
+         LEFT JOIN events e ON e.id = d.event_id WHERE d.name = $1",
+        &[&device],
+    )?;
+    let (event_id, created_at_ms): (String, i64) = (row.get(0), row.get(1));
+    let tombstoned: HashSet<uuid::Uuid> = tx
+        .query("SELECT id FROM tombstones WHERE id = ANY($1)", &[&ids])?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut in_quarantine: HashMap<uuid::Uuid, Vec<Vec<u8>>> = HashMap::new();
+    for r in tx.query(
+        "SELECT id, sealed FROM quarantine WHERE id = ANY($1)",
+        &[&ids],
+    )? {
+        in_quarantine.entry(r.get(0)).or_default().push(r.get(1));
+    }
+    let mut quarantined = 0;
+    let mut take = Vec::with_capacity(req.entries.len());
+    for e in &req.entries {
+        // Deleted before: acknowledged (the device may erase its copy), never stored again.
+        if tombstoned.contains(&e.id) {
+            continue;
+        }
+        if in_quarantine
+            .get(&e.id)
+            .is_some_and(|s| s.contains(&e.sealed))
+        {
+            continue;
+        }
+        if let Err(problem) = sealbox_protocol::limits::check_envelope(e, &event_id) {
+            quarantine_envelope(tx, device, e, problem.code(), now_ms)?;
+            quarantined += 1;
+            continue;
+        }
+        take.push(e);
+    }
+    let retain = |e: &sealbox_protocol::EntryEnvelope| {
+        if e.captured_at_ms > now_ms + FUTURE_SKEW_MS
+            || e.captured_at_ms < created_at_ms - PAST_SKEW_MS
+        {
+            now_ms
+        } else {
+            e.captured_at_ms
+        }
+    };
+    let inserted: HashSet<uuid::Uuid> = tx
+        .query(
+            "INSERT INTO entries
+             (id, event_id, device, captured_at_ms, consent_version, consent_sha256, sealed, received_at_ms, retain_from_ms)
+             SELECT id, ev, $3, cap, cv, cs, sealed, $4, ret
+             FROM unnest($1::uuid[], $2::text[], $5::bigint[], $6::text[], $7::text[], $8::bytea[], $9::bigint[])
+                  AS t (id, ev, cap, cv, cs, sealed, ret)
+             ON CONFLICT (id) DO NOTHING
+             RETURNING id",
+            &[
+                &take.iter().map(|e| e.id).collect::<Vec<_>>(),
+                &take.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(),
+                &device,
+                &now_ms,
+                &take.iter().map(|e| e.captured_at_ms).collect::<Vec<_>>(),
+                &take
+                    .iter()
+                    .map(|e| e.consent_version.as_str())
+                    .collect::<Vec<_>>(),
+                &take
+                    .iter()
+                    .map(|e| e.consent_sha256.as_str())
+                    .collect::<Vec<_>>(),
+                &take.iter().map(|e| e.sealed.as_slice()).collect::<Vec<_>>(),
+                &take.iter().map(|e| retain(e)).collect::<Vec<_>>(),
+            ],
+        )?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    let held_before: Vec<&&sealbox_protocol::EntryEnvelope> =
+        take.iter().filter(|e| !inserted.contains(&e.id)).collect();
+    let mut conflicts = Vec::new();
+    if !held_before.is_empty() {
+        let existing: HashMap<uuid::Uuid, (String, i64, String, String, Vec<u8>)> = tx
+            .query(
+                "SELECT id, event_id, captured_at_ms, consent_version, consent_sha256, sealed
+                 FROM entries WHERE id = ANY($1)",
+                &[&held_before.iter().map(|e| e.id).collect::<Vec<_>>()],
+            )?
+            .into_iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))))
+            .collect();
+        for e in held_before {
+            let same = existing.get(&e.id).is_some_and(|x| {
+                x.0 == e.event_id
+                    && x.1 == e.captured_at_ms
+                    && x.2 == e.consent_version
+                    && x.3 == e.consent_sha256
+                    && x.4 == e.sealed
+            });
+            if !same {
+                match source {
+                    Source::Sync => conflicts.push(e.id),
+                    Source::BatchFile => {
+                        quarantine_envelope(tx, device, e, "conflict", now_ms)?;
+                        quarantined += 1;
+                    }
+                }
+            }
+        }
+    }
+    if !conflicts.is_empty() {
+        return Ok(Err(IngestError::Conflict(conflicts)));
+    }
+    let receipt = Receipt::sign(req.batch_id, device, ids, now_ms, key);
+    let Ok(receipt_json) = serde_json::to_string(&receipt) else {
+        return Ok(Err(IngestError::BatchConflict));
+    };
+    tx.execute(
+        "INSERT INTO batches (batch_id, device, ids_digest, receipt, received_at_ms) VALUES ($1, $2, $3, $4, $5)",
+        &[&req.batch_id, &device, &digest, &receipt_json, &now_ms],
+    )?;
+    Ok(Ok(Stored {
+        receipt,
+        fresh: true,
+        quarantined,
+    }))
+}

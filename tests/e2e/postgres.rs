@@ -1,0 +1,417 @@
+//! Head office at scale on PostgreSQL: two `serve` processes on one database, a synchronous
+//! standby that holds every receipted entry when the primary dies, and writers that conflict
+//! under SERIALIZABLE. The private cluster (and the tools for a test's own clusters) come from
+//! `cargo xtask test`.
+
+use sealbox_device::{Device, OsKeychain};
+use sealbox_headoffice::store::{Audit, Source, Store};
+use sealbox_protocol::sync::SyncRequest;
+use sealbox_tests::pg::{on_postgres, Cluster, TestDb};
+use sealbox_tests::server::{ho_counts, HoServer};
+use sealbox_tests::*;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// An HTTPS client that trusts head office's CA only.
+fn client(sb: &Sandbox) -> reqwest::blocking::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(sb.ho.join("ca.pem")).unwrap()).unwrap();
+    reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// Posts a batch as the device would: `(status, body)`.
+fn post(
+    http: &reqwest::blocking::Client,
+    server: &HoServer,
+    token: &str,
+    req: &SyncRequest,
+) -> (u16, serde_json::Value) {
+    let r = http
+        .post(format!("{}/v1/sync", server.url()))
+        .header("authorization", format!("Bearer {token}"))
+        .json(req)
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(serde_json::Value::Null))
+}
+
+/// Points the device in `dir` at another head office address.
+fn repoint(dir: &std::path::Path, url: &str) {
+    let dev = Device::open(dir, &OsKeychain).unwrap();
+    dev.connection()
+        .execute(
+            "UPDATE settings SET v = ?1 WHERE k = 'server_url'",
+            [url.as_bytes()],
+        )
+        .unwrap();
+}
+
+/// Two `serve` processes on one PostgreSQL database: the same batch sent to both (one after the
+/// other, and both at the same moment) gets the same receipt from each and is stored once;
+/// devices syncing to either server all get their receipts, and every entry is held once.
+#[test]
+fn two_servers_on_one_database_store_each_entry_once() {
+    on_postgres(|| {
+        let sb = Sandbox::headoffice();
+        let a = HoServer::start(&sb.ho, &[]);
+        let b = HoServer::start(&sb.ho, &[]);
+        let token = sb.enrol_at(&a.url());
+        sb.add_many(0, 50);
+        let envs = Device::open(&sb.dev, &OsKeychain)
+            .unwrap()
+            .pending_envelopes(50)
+            .unwrap();
+        let http = client(&sb);
+        // One after the other: to A, then the very same batch to B.
+        let first = SyncRequest {
+            batch_id: uuid::Uuid::now_v7(),
+            entries: envs[..10].to_vec(),
+        };
+        let (sa, ra) = post(&http, &a, &token, &first);
+        let (sb_, rb) = post(&http, &b, &token, &first);
+        assert_eq!((sa, sb_), (200, 200), "{ra} {rb}");
+        assert_eq!(ra, rb, "the other server answers with the same receipt");
+        assert_eq!(ho_counts(&sb.ho), (10, 10));
+        // At the same moment: each batch to both servers at once, from two threads.
+        for chunk in envs[10..].chunks(10) {
+            let req = SyncRequest {
+                batch_id: uuid::Uuid::now_v7(),
+                entries: chunk.to_vec(),
+            };
+            let (r1, r2) = std::thread::scope(|s| {
+                let t1 = s.spawn(|| post(&http, &a, &token, &req));
+                let t2 = s.spawn(|| post(&http, &b, &token, &req));
+                (t1.join().unwrap(), t2.join().unwrap())
+            });
+            assert_eq!((r1.0, r2.0), (200, 200), "{} {}", r1.1, r2.1);
+            assert_eq!(r1.1, r2.1, "both servers give the same receipt");
+        }
+        assert_eq!(ho_counts(&sb.ho), (50, 50), "each entry stored once");
+        // The device itself syncs to B (its entries are all held: acknowledged, not stored
+        // again); a second device syncs to A.
+        repoint(&sb.dev, &b.url());
+        sb.dev_ok(&["sync"]);
+        assert_eq!(sb.pending(), 0);
+        let dev2 = sb.enrol_second(EVENT);
+        repoint(&dev2, &a.url());
+        let lines: Vec<String> = (100..120)
+            .map(|i| {
+                serde_json::json!({"name": format!("Second {i}"), "phone": format!("139{:08}", i), "consent": true})
+                    .to_string()
+            })
+            .collect();
+        sb.add_lines_in(&dev2, &lines);
+        ok(sb.dev_cmd_in(&dev2, &["sync"]).output().unwrap(), &["sync"]);
+        assert_eq!(ho_counts(&sb.ho), (70, 70));
+        // Both servers read the same audit chain, and it holds.
+        assert!(sb.ho_ok(&["audit", "verify"]).contains("ok"));
+        drop((a, b));
+        // A second head office (other keys) is not put into this database.
+        let other = sb.tmp.path().join("other-ho");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::copy(sb.ho.join("config.toml"), other.join("config.toml")).unwrap();
+        let out = Command::new(bin("sealbox-headoffice"))
+            .arg("--data-dir")
+            .arg(&other)
+            .arg("init")
+            .env("SEALBOX_HO_PASSPHRASE", PASSPHRASE)
+            .env_remove("SEALBOX_HO_DATABASE_URL")
+            .output()
+            .unwrap();
+        let err = fail(out, &["init"]);
+        assert!(err.contains("not empty"), "{err}");
+        assert!(!other.join("identity.age").exists(), "nothing left behind");
+    });
+}
+
+/// Writers that conflict under SERIALIZABLE: eight connections store overlapping batches (the
+/// same batch ids and entries from several at once) and append to the audit chain together.
+/// Every call succeeds after its retries, each entry is stored once, each batch has one
+/// receipt, and the chain is unbroken.
+#[test]
+fn conflicting_writers_under_serializable_are_retried_and_store_once() {
+    let db = TestDb::new();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    {
+        let mut s = Store::open_url(&db.url).unwrap();
+        s.add_event(
+            "e",
+            "{}",
+            1,
+            Audit::new(1, "event.created", serde_json::json!({})),
+        )
+        .unwrap();
+        let d = sealbox_headoffice::store::NewDevice {
+            name: "d",
+            event_id: "e",
+            token_sha256: "t",
+            verifying_key: "k",
+            enrolled_at_ms: 1,
+        };
+        s.add_device(&d, Audit::new(1, "device.enrolled", serde_json::json!({})))
+            .unwrap();
+    }
+    let envelope = |i: u64| sealbox_protocol::EntryEnvelope {
+        id: uuid::Uuid::now_v7(),
+        event_id: "e".into(),
+        captured_at_ms: 1_700_000_000_000 + i as i64,
+        consent_version: "v".into(),
+        consent_sha256: "0".repeat(64),
+        sealed: format!("age-encryption.org/v1\nbody {i}").into_bytes(),
+    };
+    let batches: Vec<SyncRequest> = (0..40)
+        .map(|b| SyncRequest {
+            batch_id: uuid::Uuid::now_v7(),
+            entries: (0..5).map(|i| envelope(b * 5 + i)).collect(),
+        })
+        .collect();
+    let receipts = std::sync::Mutex::new(std::collections::HashMap::new());
+    std::thread::scope(|s| {
+        for w in 0..8 {
+            let (batches, receipts, key, url) = (&batches, &receipts, &key, &db.url);
+            s.spawn(move || {
+                let mut store = Store::open_url(url).unwrap();
+                // Each writer goes through the batches from another start: the same batch from
+                // several writers at once.
+                for k in 0..batches.len() {
+                    let req = &batches[(k + w * 5) % batches.len()];
+                    let stored = store
+                        .ingest("d", req, Source::Sync, key, 1_700_000_000_000)
+                        .unwrap_or_else(|e| panic!("writer {w}: {e}"));
+                    let json = serde_json::to_string(&stored.receipt).unwrap();
+                    let mut r = receipts.lock().unwrap();
+                    let seen = r.entry(req.batch_id).or_insert_with(|| json.clone());
+                    assert_eq!(*seen, json, "one receipt per batch");
+                    drop(r);
+                    store
+                        .audit_append(Audit::new(
+                            1,
+                            "test.write",
+                            serde_json::json!({"writer": w, "k": k}),
+                        ))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let mut c = db.client();
+    let one =
+        |c: &mut postgres::Client, sql: &str| -> i64 { c.query_one(sql, &[]).unwrap().get(0) };
+    assert_eq!(one(&mut c, "SELECT count(*) FROM entries"), 200);
+    assert_eq!(one(&mut c, "SELECT count(DISTINCT id) FROM entries"), 200);
+    assert_eq!(one(&mut c, "SELECT count(*) FROM batches"), 40);
+    let mut store = Store::open_url(&db.url).unwrap();
+    assert_eq!(store.audit_verify().unwrap(), (2 + 8 * 40, None));
+}
+
+/// With a synchronous standby (`synchronous_commit = on`, `synchronous_standby_names`), a
+/// receipt means two machines hold the entry: devices sync, the primary is killed right after
+/// their receipts, the standby is promoted, and every receipted entry is there; head office on
+/// the promoted standby takes the next syncs.
+#[test]
+fn every_receipted_entry_survives_the_primary_dying() {
+    require_keychain();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut primary = Cluster::init(
+        &tmp.path().join("primary"),
+        "wal_level = replica\nmax_wal_senders = 4\nsynchronous_commit = on\nsynchronous_standby_names = 'FIRST 1 (standby1)'\n",
+    );
+    primary.start();
+    let mut standby = Cluster::standby_of(&primary, &tmp.path().join("standby"), "standby1");
+    standby.start();
+    {
+        let mut c = postgres::Client::connect(&primary.url("postgres"), postgres::NoTls).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let sync: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'standby1' AND sync_state = 'sync'",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            if sync == 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the standby never became synchronous"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Committed once the standby holds it too.
+        c.batch_execute("CREATE DATABASE sealbox").unwrap();
+    }
+    let sb = Sandbox::headoffice_on(&primary.url("sealbox"));
+    let mut server = HoServer::start(&sb.ho, &[]);
+    sb.enrol_at(&server.url());
+    let dev2 = sb.enrol_second(EVENT);
+    repoint(&dev2, &server.url());
+    let mut receipted = std::collections::BTreeSet::new();
+    for round in 0..3 {
+        sb.add_many(round * 40, 40);
+        let lines: Vec<String> = (0..15)
+            .map(|i| {
+                serde_json::json!({"name": format!("Two {round} {i}"), "phone": format!("137{:08}", round * 100 + i), "consent": true})
+                    .to_string()
+            })
+            .collect();
+        sb.add_lines_in(&dev2, &lines);
+        for dir in [&sb.dev, &dev2] {
+            let dev = Device::open(dir, &OsKeychain).unwrap();
+            receipted.extend(dev.pending_envelopes(1000).unwrap().iter().map(|e| e.id));
+        }
+        sb.dev_ok(&["sync", "--page", "15"]);
+        ok(sb.dev_cmd_in(&dev2, &["sync"]).output().unwrap(), &["sync"]);
+    }
+    // Every one of them receipted: the devices erased them all.
+    assert_eq!(sb.pending(), 0);
+    assert_eq!(receipted.len(), 3 * 55);
+    // With the standby down, a commit waits for it: the sync gets no receipt and the device
+    // keeps its entries. Once the standby is back, the commit completes.
+    standby.stop();
+    sb.add_many(500, 5);
+    let out = sb.dev_cmd(&["sync", "--timeout", "5"]).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "no receipt while the standby is down"
+    );
+    assert_eq!(sb.pending(), 5, "nothing erased without a receipt");
+    let waiting: Vec<uuid::Uuid> = Device::open(&sb.dev, &OsKeychain)
+        .unwrap()
+        .pending_envelopes(10)
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    standby.start();
+    sb.dev_ok(&["sync"]);
+    assert_eq!(sb.pending(), 0);
+    receipted.extend(waiting);
+    // The primary's machine dies right after the receipts.
+    primary.kill();
+    server.kill();
+    standby.promote();
+    let mut c = postgres::Client::connect(&standby.url("sealbox"), postgres::NoTls).unwrap();
+    let held: std::collections::BTreeSet<uuid::Uuid> = c
+        .query("SELECT id FROM entries", &[])
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    let missing = receipted.difference(&held).count();
+    assert_eq!(
+        missing, 0,
+        "{missing} receipted entries are not on the standby"
+    );
+    // Head office goes on from the promoted standby. It inherited the primary's
+    // synchronous_standby_names and would wait for a standby of its own: until one is attached,
+    // it commits alone, as the admin decides here.
+    c.batch_execute("ALTER SYSTEM SET synchronous_standby_names = ''")
+        .unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    std::fs::write(
+        sb.ho.join("config.toml"),
+        sealbox_tests::pg::config_for(&standby.url("sealbox")),
+    )
+    .unwrap();
+    server.restart();
+    sb.add_many(1000, 5);
+    sb.dev_ok(&["sync"]);
+    assert_eq!(ho_counts(&sb.ho).0 as usize, receipted.len() + 5);
+    assert!(sb.ho_ok(&["audit", "verify"]).contains("ok"));
+    drop(server);
+}
+
+/// A file's SHA-256; a missing file reads as empty (SQLite leaves an empty WAL file behind a
+/// reader of a database in WAL mode).
+fn file_sha256(p: &std::path::Path) -> String {
+    sealbox_protocol::sha256_hex(&std::fs::read(p).unwrap_or_default())
+}
+
+/// `migrate --to URL` moves an embedded head office to PostgreSQL: everything copied (events,
+/// devices, entries, tombstones, batches and their receipts, the audit chain), counted and
+/// digested on both sides; the embedded files are not changed by a byte; head office then runs
+/// on PostgreSQL with the same status and an unbroken chain, and devices go on syncing. A
+/// target that already holds data is refused and left as it was.
+#[test]
+fn migrate_copies_everything_verified_and_leaves_the_source_untouched() {
+    let sb = Sandbox::headoffice();
+    let server = HoServer::start(&sb.ho, &[]);
+    sb.enrol_at(&server.url());
+    sb.add_many(0, 30);
+    sb.dev_ok(&["sync", "--page", "7"]);
+    sb.ho_ok(&["forget", "--phone", "13900000001"]);
+    sb.ho_ok(&["device", "revoke", "booth-1"]);
+    drop(server);
+    let status = sb.ho_ok(&["status", "--json"]);
+    let files = ["headoffice.db", "headoffice.db-wal"].map(|f| file_sha256(&sb.ho.join(f)));
+    let db = TestDb::new();
+    let out = sb
+        .ho_cmd(&["migrate"])
+        .env("SEALBOX_HO_MIGRATE_TO", &db.url)
+        .output()
+        .unwrap();
+    let said = ok(out, &["migrate"]);
+    assert!(said.contains("entries: 29 rows"), "{said}");
+    assert!(said.contains("tombstones: 1 rows"), "{said}");
+    assert_eq!(
+        ["headoffice.db", "headoffice.db-wal"].map(|f| file_sha256(&sb.ho.join(f))),
+        files,
+        "the embedded database is not changed by a byte"
+    );
+    // The same head office on PostgreSQL.
+    std::fs::write(
+        sb.ho.join("config.toml"),
+        sealbox_tests::pg::config_for(&db.url),
+    )
+    .unwrap();
+    assert_eq!(sb.ho_ok(&["status", "--json"]), status);
+    let verified = sb.ho_ok(&["audit", "verify"]);
+    assert!(verified.contains("ok"), "{verified}");
+    let mut c = db.client();
+    let migrated: i64 = c
+        .query_one(
+            "SELECT count(*) FROM audit WHERE action = 'database.migrated'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(migrated, 1);
+    // A second device syncs to head office on PostgreSQL; the batches of the first are there
+    // (a resend gets its receipt from the copied row).
+    let server = HoServer::start(&sb.ho, &[]);
+    let dev2 = sb.enrol_second(EVENT);
+    repoint(&dev2, &server.url());
+    sb.add_lines_in(
+        &dev2,
+        &[
+            serde_json::json!({"name": "After", "phone": "13700000000", "consent": true})
+                .to_string(),
+        ],
+    );
+    ok(sb.dev_cmd_in(&dev2, &["sync"]).output().unwrap(), &["sync"]);
+    assert_eq!(ho_counts(&sb.ho), (30, 30));
+    drop(server);
+    // Migrating again into the same database is refused, and changes nothing there.
+    std::fs::remove_file(sb.ho.join("config.toml")).unwrap();
+    let out = sb
+        .ho_cmd(&["migrate"])
+        .env("SEALBOX_HO_MIGRATE_TO", &db.url)
+        .output()
+        .unwrap();
+    let err = fail(out, &["migrate"]);
+    assert!(err.contains("not empty"), "{err}");
+    let entries: i64 = c
+        .query_one("SELECT count(*) FROM entries", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(entries, 30);
+}
