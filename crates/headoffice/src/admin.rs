@@ -303,6 +303,8 @@ pub fn escrow_open(
 /// Counts for `status`: no personal data.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct HoStatus {
+    /// The database's schema version (an upgrade shows it migrated).
+    pub schema: i64,
     pub events: Vec<EventCount>,
     pub devices: Vec<DeviceCount>,
 }
@@ -361,7 +363,11 @@ pub fn status(dir: &Path) -> Result<HoStatus> {
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
-    Ok(HoStatus { events, devices })
+    Ok(HoStatus {
+        schema: db::schema_version(&conn)?,
+        events,
+        devices,
+    })
 }
 
 /// Revokes a device: its token stops working at once (401).

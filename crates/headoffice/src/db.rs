@@ -159,6 +159,11 @@ fn migrate(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// The schema version the open database carries (after [`open`], [`SCHEMA_VERSION`]).
+pub fn schema_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
 /// A device as authenticated by its token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceAuth {
