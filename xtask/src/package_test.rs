@@ -711,6 +711,8 @@ fn drive_installed_kiosk(root: &Root) -> Result<()> {
     );
     let display = format!("DISPLAY={}", display.to_string_lossy());
     let data = format!("SEALBOX_DATA_DIR={DEVICE}");
+    let failure_png = Path::new(OUT).join("installed-kiosk-failure.png");
+    let _ = std::fs::remove_file(&failure_png);
     let log_path = std::fs::canonicalize(OUT)?.join("installed-kiosk.log");
     let log = std::fs::File::create(&log_path)?;
     let mut child = root
@@ -749,7 +751,7 @@ fn drive_installed_kiosk(root: &Root) -> Result<()> {
         let driven = drive_form(&s);
         if driven.is_err() {
             if let Ok(png) = s.screenshot() {
-                let _ = std::fs::write(Path::new(OUT).join("installed-kiosk-failure.png"), png);
+                let _ = std::fs::write(&failure_png, png);
             }
         }
         let _ = s.close();
