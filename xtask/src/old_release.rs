@@ -37,6 +37,14 @@ pub fn binaries() -> Result<PathBuf> {
     if PROGRAMS.iter().all(|p| bin.join(p).exists()) {
         return Ok(bin);
     }
+    crate::ensure_packages(
+        &[
+            crate::BUILD_PACKAGES,
+            crate::TAURI_PACKAGES,
+            &["binutils", "git"],
+        ]
+        .concat(),
+    )?;
     let t = Instant::now();
     let src = std::fs::canonicalize(".")?.join(cache()).join("src");
     let _ = std::fs::remove_dir_all(&src);
@@ -59,6 +67,7 @@ pub fn binaries() -> Result<PathBuf> {
         bail!("unpacking commit {COMMIT} failed: is the clone shallow? (git fetch --unshallow)");
     }
     let target = std::fs::canonicalize("target")?;
+    let started = std::time::SystemTime::now();
     // The same two cargo runs as `cargo xtask dist`: the command lines, then the app the way
     // `cargo tauri build` builds it (its bins, Tauri's custom protocol).
     let build = |args: &[&str]| -> Result<()> {
@@ -84,6 +93,7 @@ pub fn binaries() -> Result<PathBuf> {
         sh(Command::new("strip").arg("--strip-debug").arg(tmp.join(p)))?;
     }
     std::fs::rename(&tmp, &bin)?;
+    forget_build(&target.join("release/deps"), started)?;
     std::fs::remove_dir_all(&src)?;
     println!(
         "xtask: the earlier release ({}) built in {:.0} s, cached in {}",
@@ -92,6 +102,26 @@ pub fn binaries() -> Result<PathBuf> {
         bin.display()
     );
     Ok(bin)
+}
+
+/// Deletes what the earlier release's own crates left in `deps` (about 350 MB: their libraries
+/// and programs, all named `sealbox…`, written since `since`); the dependencies it shares with the
+/// current build stay, and the current build's own crates, whose names hash their other source
+/// path, are not touched. After a first build everything of them was written then; a build
+/// that found some of them still fresh (the cache deleted, `target/` kept) leaves those.
+fn forget_build(deps: &Path, since: std::time::SystemTime) -> Result<()> {
+    for e in std::fs::read_dir(deps)? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = name
+            .strip_prefix("lib")
+            .unwrap_or(&name)
+            .starts_with("sealbox");
+        if ours && e.metadata()?.modified()? >= since {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// The earlier release's two packages, from the cached binaries and the current packages.
