@@ -1,16 +1,20 @@
 //! The packages as a person installs them: into a fresh Debian 12 root made by debootstrap
-//! (`target/dist/root-base`, made once; each run works on a fresh copy), with
-//! `apt-get install ./….deb` inside a chroot, so a run-time dependency the packages forgot to
+//! (`target/dist/root-base`, made once; each run works on a fresh copy, deleted when it passes),
+//! with `apt-get install ./….deb` inside a chroot, so a run-time dependency the packages forgot to
 //! declare fails here instead of being found on the build machine.
 //!
-//! Head office runs as its system user, the way its unit runs it (the `serve` wrapper, the
-//! passphrase from a credentials directory, the data under /var/lib, the config from /etc). The
-//! installed `sealbox` CLI enrols, records entries on stdin and syncs, against the real Secret
-//! Service (gnome-keyring, which the kiosk package pulls in) in a D-Bus session inside the root.
-//! The installed kiosk starts under Xvfb and shows its form. Then both packages are upgraded to a
-//! higher version (no entry lost on either side, the pending one still delivered after), removed
-//! (head office's data, the device's data and its keychain entry survive), and head office's
-//! package purged (it says what it deletes and what it keeps).
+//! First an earlier release (`old_release.rs`: device store schema 3, head office's first schema)
+//! is installed and used: head office runs as its system user, the way its unit runs it (the
+//! `serve` wrapper, the passphrase from a credentials directory, the data under /var/lib, the
+//! config from /etc); the installed `sealbox` CLI enrols, records entries on stdin and syncs,
+//! against the real Secret Service (gnome-keyring, which the kiosk package pulls in) in a D-Bus
+//! session inside the root, and leaves two entries waiting. Both packages are then upgraded to
+//! these: no entry lost on either side, both audit chains whole, both stores on the new schema,
+//! the waiting entries delivered. The installed kiosk starts under Xvfb and shows its form; then,
+//! with tauri-driver and WebKitWebDriver put into the root, it is driven through WebDriver: the
+//! glyph check, a visitor through the real form, delivered to the installed head office. Last,
+//! both packages are removed (head office's data, the device's data and its keychain entry
+//! survive) and head office's purged (it says what it deletes and what it keeps).
 
 use crate::dist::{Debs, OUT};
 use crate::old_release;
