@@ -315,60 +315,8 @@ async fn type_pin(c: &Client, pin: &str) {
 /// font has: a character that draws nothing, or draws like that one, is a missing glyph (an empty
 /// box on screen). The check first proves it can see a missing glyph: "中" in the system's own
 /// `sans-serif`, on this machine without a CJK font, must count as missing.
-const GLYPH_CHECK: &str = r#"
-const done = arguments[arguments.length - 1];
-(async () => {
-  const family = getComputedStyle(document.documentElement).fontFamily;
-  const canvas = document.createElement('canvas');
-  canvas.width = 64; canvas.height = 64;
-  const ctx = canvas.getContext('2d', { willReadFrequently: true });
-  const draw = (font, ch) => {
-    ctx.font = font;
-    ctx.clearRect(0, 0, 64, 64);
-    ctx.fillStyle = '#000';
-    ctx.textBaseline = 'middle';
-    ctx.fillText(ch, 8, 32);
-    return { width: ctx.measureText(ch).width, pixels: ctx.getImageData(0, 0, 64, 64).data };
-  };
-  const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
-  const texts = [];
-  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
-    if (n.textContent.trim() && n.parentElement) {
-      const st = getComputedStyle(n.parentElement);
-      texts.push([n.textContent.trim(), `${st.fontWeight} 20px ${st.fontFamily}`]);
-    }
-  }
-  for (const lang of Object.keys(window.SEALBOX_TEXT)) {
-    for (const v of Object.values(window.SEALBOX_TEXT[lang])) {
-      const str = typeof v === 'function' ? v(12, 34) : v;
-      for (const weight of [400, 700]) texts.push([String(str), `${weight} 20px ${family}`]);
-    }
-  }
-  const fonts = [...new Set(texts.map(t => t[1]))];
-  for (const f of fonts) await document.fonts.load(f, texts.filter(t => t[1] === f).map(t => t[0]).join(''));
-  await document.fonts.ready;
-  const nothing = new Map();
-  const missingLike = (font, ch) => {
-    if (!nothing.has(font)) nothing.set(font, draw(font, '\u{10FFFD}').pixels);
-    const got = draw(font, ch);
-    return got.width === 0 || same(got.pixels, nothing.get(font));
-  };
-  if (!missingLike('400 20px sans-serif', '中')) {
-    return done({ error: 'the check cannot see a missing glyph: a system font draws 中' });
-  }
-  const seen = new Set();
-  const missing = [];
-  for (const [text, font] of texts) {
-    for (const ch of text) {
-      if (/\s/.test(ch) || seen.has(font + ch)) continue;
-      seen.add(font + ch);
-      if (missingLike(font, ch)) missing.push({ ch, text: text.slice(0, 40), font });
-    }
-  }
-  done({ checked: seen.size, strings: texts.length, missing: missing.slice(0, 20), missingCount: missing.length });
-})().catch(e => done({ error: String(e) }));
-"#;
+/// (In its own file: the package test runs it on the installed kiosk too.)
+const GLYPH_CHECK: &str = include_str!("../support/glyph_check.js");
 
 /// Fails when a character in the DOM or in the UI's strings has no glyph (draws as a box).
 async fn assert_glyphs(c: &Client, screen: &str) -> Result<(), String> {

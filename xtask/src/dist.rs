@@ -108,6 +108,13 @@ pub fn dist() -> Result<Debs> {
 
 /// Writes `sealbox-headoffice_VERSION_amd64.deb` into `out` from the release binary.
 pub fn headoffice_deb(version: &str, out: &Path) -> Result<PathBuf> {
+    headoffice_deb_from(Path::new("target/release/sealbox-headoffice"), version, out)
+}
+
+/// The same package around another build of the binary (an earlier release's, for the upgrade
+/// test): this tree's unit, wrapper, maintainer scripts and control file, the binary's own
+/// default config.
+pub fn headoffice_deb_from(bin: &Path, version: &str, out: &Path) -> Result<PathBuf> {
     let root = Path::new(OUT).join(format!("headoffice-{version}"));
     if root.exists() {
         std::fs::remove_dir_all(&root)?;
@@ -124,7 +131,7 @@ pub fn headoffice_deb(version: &str, out: &Path) -> Result<PathBuf> {
     let read = |name: &str| std::fs::read(pkg.join(name)).with_context(|| name.to_string());
     put(
         "usr/bin/sealbox-headoffice",
-        &std::fs::read("target/release/sealbox-headoffice")?,
+        &std::fs::read(bin).with_context(|| bin.display().to_string())?,
         0o755,
     )?;
     strip(&root.join("usr/bin/sealbox-headoffice"))?;
@@ -135,9 +142,7 @@ pub fn headoffice_deb(version: &str, out: &Path) -> Result<PathBuf> {
         0o644,
     )?;
     // The config admins edit: the built-in commented example, as a conffile.
-    let config = Command::new("target/release/sealbox-headoffice")
-        .arg("default-config")
-        .output()?;
+    let config = Command::new(bin).arg("default-config").output()?;
     if !config.status.success() {
         bail!("sealbox-headoffice default-config failed");
     }
@@ -188,15 +193,30 @@ fn dir_size(dir: &Path) -> Result<u64> {
     Ok(total)
 }
 
-/// The same package with a higher version (for the upgrade test): unpacked, its control file's
-/// version raised, packed again.
-pub fn with_version(deb: &Path, version: &str, out: &Path) -> Result<PathBuf> {
-    repack(deb, version, out, false)
+/// The same package around other builds of its programs (an earlier release's, for the upgrade
+/// test), under another version: `bins` maps a path in the package to the file to put there.
+pub fn with_binaries(
+    deb: &Path,
+    version: &str,
+    out: &Path,
+    bins: &[(&str, PathBuf)],
+) -> Result<PathBuf> {
+    repack_with(deb, version, out, true, bins)
 }
 
 /// Unpacks a package, sets its version, strips its binaries if asked, and packs it again as
 /// `out/NAME_VERSION_amd64.deb` (NAME from the control file).
 fn repack(deb: &Path, version: &str, out: &Path, strip_bins: bool) -> Result<PathBuf> {
+    repack_with(deb, version, out, strip_bins, &[])
+}
+
+fn repack_with(
+    deb: &Path,
+    version: &str,
+    out: &Path,
+    strip_bins: bool,
+    bins: &[(&str, PathBuf)],
+) -> Result<PathBuf> {
     let work = Path::new(OUT).join("repack");
     if work.exists() {
         std::fs::remove_dir_all(&work)?;
@@ -221,6 +241,13 @@ fn repack(deb: &Path, version: &str, out: &Path, strip_bins: bool) -> Result<Pat
         .trim()
         .to_string();
     std::fs::write(&control, text)?;
+    for (at, from) in bins {
+        let to = work.join(at.trim_start_matches('/'));
+        if !to.exists() {
+            bail!("{} has no {at} to replace", deb.display());
+        }
+        std::fs::copy(from, &to).with_context(|| from.display().to_string())?;
+    }
     if strip_bins {
         for e in std::fs::read_dir(work.join("usr/bin"))? {
             strip(&e?.path())?;

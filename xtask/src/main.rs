@@ -8,8 +8,9 @@
 //!   sending them, both sides' status (see `demo.rs`).
 //! - `bench [--quick]`: release-build benchmarks; prints JSON and rewrites `BENCHMARKS.md`.
 //! - `lint`: `cargo fmt --check` and `cargo clippy -- -D warnings`.
-//! - `dist [--test]`: the kiosk's and head office's .deb packages, in release; `--test` installs,
-//!   upgrades and removes them in a fresh Debian root (`package_test.rs`).
+//! - `dist [--test]`: the kiosk's and head office's .deb packages, in release; `--test` installs
+//!   an earlier release (`old_release.rs`) in a fresh Debian root, upgrades it to them, drives the
+//!   installed kiosk through WebDriver, and removes them (`package_test.rs`).
 //! - `font`: regenerates the kiosk's bundled CJK font subset in `ui/fonts/` (committed).
 
 use anyhow::{bail, Context, Result};
@@ -20,8 +21,10 @@ mod bench;
 mod demo;
 mod dist;
 mod font;
+mod old_release;
 mod package_test;
 mod pg;
+mod webdriver;
 
 /// Debian packages the build and the tests need.
 pub(crate) const BUILD_PACKAGES: &[&str] = &["pkg-config", "libssl-dev", "libdbus-1-dev"];
@@ -289,14 +292,18 @@ fn in_keyring_session(args: &[String]) -> Result<()> {
     std::process::exit(code);
 }
 
+/// Where `cargo install` puts tauri-driver (the end-to-end tests look there too).
+pub(crate) fn tauri_driver_path() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_default()
+        .join("bin/tauri-driver")
+}
+
 /// `tauri-driver` (WebDriver for Tauri apps), installed with cargo when missing.
-fn ensure_tauri_driver() -> Result<()> {
-    let installed = Command::new("tauri-driver")
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
+pub(crate) fn ensure_tauri_driver() -> Result<()> {
+    let installed = tauri_driver_path().exists();
     if !installed {
         eprintln!("xtask: installing tauri-driver {TAURI_DRIVER_VERSION}");
         sh(cargo().args([
@@ -372,6 +379,9 @@ fn test(extra: &[String]) -> Result<()> {
     // A full run (no filter) also builds the release packages and, after the tests, installs,
     // upgrades and removes them in a fresh Debian root. SEALBOX_SKIP_PACKAGES=1 leaves that out.
     if extra.is_empty() && std::env::var_os("SEALBOX_SKIP_PACKAGES").is_none() {
+        // The earlier release the upgrade starts from, first (cached after one build): its build
+        // writes target/release/ too, and the current one must be what is left there.
+        old_release::binaries()?;
         dist::dist()?;
         std::env::set_var("SEALBOX_PACKAGE_TEST", "1");
     }

@@ -1,19 +1,24 @@
 //! The packages as a person installs them: into a fresh Debian 12 root made by debootstrap
-//! (`target/dist/root-base`, made once; each run works on a fresh copy), with
-//! `apt-get install ./….deb` inside a chroot, so a run-time dependency the packages forgot to
+//! (`target/dist/root-base`, made once; each run works on a fresh copy, deleted when it passes),
+//! with `apt-get install ./….deb` inside a chroot, so a run-time dependency the packages forgot to
 //! declare fails here instead of being found on the build machine.
 //!
-//! Head office runs as its system user, the way its unit runs it (the `serve` wrapper, the
-//! passphrase from a credentials directory, the data under /var/lib, the config from /etc). The
-//! installed `sealbox` CLI enrols, records entries on stdin and syncs, against the real Secret
-//! Service (gnome-keyring, which the kiosk package pulls in) in a D-Bus session inside the root.
-//! The installed kiosk starts under Xvfb and shows its form. Then both packages are upgraded to a
-//! higher version (no entry lost on either side, the pending one still delivered after), removed
-//! (head office's data, the device's data and its keychain entry survive), and head office's
-//! package purged (it says what it deletes and what it keeps).
+//! First an earlier release (`old_release.rs`: device store schema 3, head office's first schema)
+//! is installed and used: head office runs as its system user, the way its unit runs it (the
+//! `serve` wrapper, the passphrase from a credentials directory, the data under /var/lib, the
+//! config from /etc); the installed `sealbox` CLI enrols, records entries on stdin and syncs,
+//! against the real Secret Service (gnome-keyring, which the kiosk package pulls in) in a D-Bus
+//! session inside the root, and leaves two entries waiting. Both packages are then upgraded to
+//! these: no entry lost on either side, both audit chains whole, both stores on the new schema,
+//! the waiting entries delivered. The installed kiosk starts under Xvfb and shows its form; then,
+//! with tauri-driver and WebKitWebDriver put into the root, it is driven through WebDriver: the
+//! glyph check, a visitor through the real form, delivered to the installed head office. Last,
+//! both packages are removed (head office's data, the device's data and its keychain entry
+//! survive) and head office's purged (it says what it deletes and what it keeps).
 
-use crate::dist::{self, Debs, OUT};
-use crate::sh;
+use crate::dist::{Debs, OUT};
+use crate::old_release;
+use crate::{sh, webdriver};
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
@@ -158,6 +163,17 @@ impl Root {
         self.run(None, &all, stdin)
     }
 
+    /// Unmounts and deletes the root.
+    fn discard(self) -> Result<()> {
+        let dir = self.dir.clone();
+        drop(self);
+        let mounts = std::fs::read_to_string("/proc/mounts")?;
+        if mounts.contains(&*dir.to_string_lossy()) {
+            bail!("{} still has a mount; not removing it", dir.display());
+        }
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))
+    }
+
     fn path(&self, p: &str) -> PathBuf {
         self.dir.join(p.trim_start_matches('/'))
     }
@@ -283,6 +299,26 @@ fn check(what: &str, ok: bool) -> Result<()> {
     Ok(())
 }
 
+/// Two entries that wait on the device across the upgrade.
+const WAITING: &str = concat!(
+    r#"{"name":"赵六","phone":"13700001111","consent":true}"#,
+    "\n",
+    r#"{"name":"Bob Example","phone":"+1 202 555 0143","consent":true}"#,
+    "\n",
+);
+
+/// The visitor typed into the installed kiosk's form.
+const KIOSK_VISITOR: &str = "Qzinstalled Visitor";
+
+/// The schema version a store module of this tree writes (`pub const SCHEMA_VERSION: i64 = N;`).
+fn schema_in_source(file: &str) -> Result<i64> {
+    std::fs::read_to_string(file)?
+        .lines()
+        .find_map(|l| l.strip_prefix("pub const SCHEMA_VERSION: i64 = "))
+        .and_then(|v| v.trim_end_matches(';').parse().ok())
+        .with_context(|| format!("SCHEMA_VERSION in {file}"))
+}
+
 const SAMPLES: &str = concat!(
     r#"{"name":"王小明","phone":"13800138000","consent":true}"#,
     "\n",
@@ -292,7 +328,8 @@ const SAMPLES: &str = concat!(
     "\n",
 );
 
-/// Installs, uses, upgrades and removes the packages in a fresh Debian root.
+/// Installs an earlier release, uses it, upgrades to these packages, drives the installed kiosk
+/// through WebDriver, then removes and purges, in a fresh Debian root.
 pub fn package_test(debs: &Debs) -> Result<()> {
     let started = Instant::now();
     let root = Root::fresh()?;
@@ -302,9 +339,7 @@ pub fn package_test(debs: &Debs) -> Result<()> {
     );
     let debs_in_root = root.path("/tmp/debs");
     std::fs::create_dir_all(&debs_in_root)?;
-    let higher = format!("{}+test1", debs.version);
-    let upgrade_kiosk = dist::with_version(&debs.kiosk, &higher, &debs_in_root)?;
-    let upgrade_ho = dist::with_version(&debs.headoffice, &higher, &debs_in_root)?;
+    let old = old_release::debs(debs, &debs_in_root)?;
     for d in [&debs.kiosk, &debs.headoffice] {
         std::fs::copy(d, debs_in_root.join(d.file_name().context("name")?))?;
     }
@@ -325,36 +360,22 @@ pub fn package_test(debs: &Debs) -> Result<()> {
         root.run(None, &all, None)
     };
     apt(&["update"])?;
+
+    // The earlier release (device store schema 3, head office's first schema), installed and used.
     let t = Instant::now();
     apt(&[
         "install",
         "--no-install-recommends",
-        &in_root(&debs.headoffice),
-        &in_root(&debs.kiosk),
+        &in_root(&old.headoffice),
+        &in_root(&old.kiosk),
     ])?;
     println!(
-        "  apt-get install of both packages: {:.0} s",
+        "  apt-get install of the earlier release ({}): {:.0} s",
+        old.version,
         t.elapsed().as_secs_f64()
     );
-    let files = root.run(None, &["dpkg", "-L", "sealbox"], None)?;
-    check(
-        "the kiosk package holds the app, the sealbox CLI and a desktop entry",
-        files.contains("/usr/bin/sealbox-kiosk")
-            && files.lines().any(|l| l == "/usr/bin/sealbox")
-            && files.contains(".desktop"),
-    )?;
-    let passwd = std::fs::read_to_string(root.path("/etc/passwd"))?;
-    check(
-        "head office has its own system user with no login shell",
-        passwd
-            .lines()
-            .any(|l| l.starts_with(&format!("{HO_USER}:")) && l.ends_with("/usr/sbin/nologin")),
-    )?;
-
     // Head office, as its user: init, the event, then serve the way the unit does.
-    // The recovery kit goes where the service's user may write; the admin hands the shares out
-    // and deletes it (beside the data directory, its default, is /var/lib: root's).
-    root.ho(&["init", "--kit-dir", &format!("{HO_DATA}/recovery-kit")])?;
+    root.ho(&["init"])?;
     root.ho(&["event", "create", "/tmp/trade-show.json"])?;
     check(
         "head office's data is under /var/lib, its config under /etc",
@@ -378,27 +399,35 @@ pub fn package_test(debs: &Debs) -> Result<()> {
         &enrol,
     ])?;
     root.run(None, &["mv", &enrol, "/root/booth-1.enrol.json"], None)?;
-
-    // The installed CLI: enrol, three entries on stdin, sync.
+    // The earlier CLI: enrol, three entries on stdin, sync; two more wait on the device.
     root.device(&["enroll", "/root/booth-1.enrol.json", "--shred"], None)?;
     root.device(&["pin", "set"], None)?;
     root.device(&["add", "--ndjson", "-"], Some(SAMPLES))?;
     root.device(&["sync"], None)?;
     check(
-        "the installed CLI delivered 3 entries and erased them",
+        "the earlier release delivered 3 entries and erased them",
         device_counts(&root)? == (0, 3) && ho_entries(&root)? == 3,
     )?;
-
-    // The installed kiosk starts under Xvfb, on the same device and keychain, and shows its form.
-    kiosk_starts(&root)?;
-
-    // One more entry waits on the device; then both packages are upgraded.
-    root.device(
-        &["add", "--ndjson", "-"],
-        Some("{\"name\":\"赵六\",\"phone\":\"13700001111\",\"consent\":true}\n"),
-    )?;
+    root.device(&["add", "--ndjson", "-"], Some(WAITING))?;
+    let audit_rows = ho_audit_rows(&root)?;
+    let old_status = json(&root.device(&["status", "--json"], None)?)?;
     serve.stop()?;
-    apt(&["install", &in_root(&upgrade_ho), &in_root(&upgrade_kiosk)])?;
+    let ho_db = root.path(&format!("{HO_DATA}/headoffice.db"));
+    check(
+        "the earlier release wrote these stores: head office's file has its first, unnumbered schema, the device's status knows no schema field",
+        sqlite_user_version(&ho_db)? == 0 && old_status.get("schema").is_none(),
+    )?;
+
+    // The upgrade: both packages at once, head office stopped (as its unit's prerm would not,
+    // but a planned upgrade does).
+    let t = Instant::now();
+    apt(&["install", &in_root(&debs.headoffice), &in_root(&debs.kiosk)])?;
+    println!(
+        "  apt-get upgrade from {} to {}: {:.0} s",
+        old.version,
+        debs.version,
+        t.elapsed().as_secs_f64()
+    );
     let versions = root.run(
         None,
         &[
@@ -411,18 +440,102 @@ pub fn package_test(debs: &Debs) -> Result<()> {
         None,
     )?;
     check(
-        &format!("both packages upgraded to {higher}"),
-        versions.lines().filter(|l| l.ends_with(&higher)).count() == 2,
+        &format!(
+            "both packages upgraded from {} to {}",
+            old.version, debs.version
+        ),
+        versions
+            .lines()
+            .filter(|l| l.ends_with(&format!(" {}", debs.version)))
+            .count()
+            == 2,
+    )?;
+    let files = root.run(None, &["dpkg", "-L", "sealbox"], None)?;
+    check(
+        "the kiosk package holds the app, the sealbox CLI and a desktop entry",
+        files.contains("/usr/bin/sealbox-kiosk")
+            && files.lines().any(|l| l == "/usr/bin/sealbox")
+            && files.contains(".desktop"),
+    )?;
+    let passwd = std::fs::read_to_string(root.path("/etc/passwd"))?;
+    check(
+        "head office has its own system user with no login shell",
+        passwd
+            .lines()
+            .any(|l| l.starts_with(&format!("{HO_USER}:")) && l.ends_with("/usr/sbin/nologin")),
+    )?;
+    let ho = json(&root.ho(&["status", "--json"])?)?;
+    let dev = json(&root.device(&["status", "--json"], None)?)?;
+    let (dev_schema, ho_schema) = (
+        schema_in_source("crates/device/src/store/mod.rs")?,
+        schema_in_source("crates/headoffice/src/db.rs")?,
+    );
+    check(
+        &format!(
+            "after the upgrade both stores report the new schema (device {} from {}, head office {} from {})",
+            dev["schema"],
+            old_release::DEVICE_SCHEMA,
+            ho["schema"],
+            old_release::HO_SCHEMA
+        ),
+        dev["schema"] == dev_schema
+            && ho["schema"] == ho_schema
+            && dev_schema > old_release::DEVICE_SCHEMA
+            && ho_schema > old_release::HO_SCHEMA,
     )?;
     check(
-        "after the upgrade no entry is lost: 3 at head office, 1 pending and 3 erased on the device",
-        ho_entries(&root)? == 3 && device_counts(&root)? == (1, 3),
+        "head office's database file now carries the new schema number",
+        sqlite_user_version(&ho_db)? == ho_schema,
     )?;
+    check(
+        "no entry is lost: 3 at head office, 2 waiting and 3 erased on the device",
+        ho_entries(&root)? == 3 && device_counts(&root)? == (2, 3),
+    )?;
+    let rows = ho_audit_rows(&root)?;
+    check(
+        &format!("head office's audit chain is whole across the upgrade ({audit_rows} rows before, {rows} after)"),
+        rows >= audit_rows,
+    )?;
+    let dev_audit = json(&root.device(&["audit", "verify", "--json"], None)?)?;
+    check(
+        "the device's audit chain is whole across the upgrade",
+        dev_audit["broken_at"].is_null(),
+    )?;
+
+    // The upgraded kiosk starts under Xvfb with only what its package declared, and draws its
+    // form (before any test tool is installed in the root).
+    kiosk_starts(&root)?;
+    // Head office's upgraded server on the address the device was enrolled with; the waiting
+    // entries go first, through the CLI.
     let serve = Serve::start(&root, &addr)?;
     root.device(&["sync"], None)?;
     check(
-        "the upgraded pair delivers the waiting entry",
-        ho_entries(&root)? == 4 && device_counts(&root)? == (0, 4),
+        "the upgraded pair delivers the 2 entries that waited across the upgrade",
+        ho_entries(&root)? == 5 && device_counts(&root)? == (0, 5),
+    )?;
+    // A visitor through the installed kiosk's real form, driven through WebDriver inside the
+    // root, delivered to the installed head office.
+    drive_installed_kiosk(&root)?;
+    check(
+        "the visitor typed into the kiosk reached head office and was erased on the device",
+        ho_entries(&root)? == 6 && device_counts(&root)? == (0, 6),
+    )?;
+    let csv = format!("{HO_DATA}/package-test-export.csv");
+    root.ho(&[
+        "export",
+        "--event",
+        "trade-show-2026",
+        "--format",
+        "csv",
+        "--out",
+        &csv,
+        "--unmasked",
+    ])?;
+    let exported = std::fs::read_to_string(root.path(&csv))?;
+    std::fs::remove_file(root.path(&csv))?;
+    check(
+        "head office's CRM export holds the name typed into the kiosk",
+        exported.contains(KIOSK_VISITOR),
     )?;
     serve.stop()?;
 
@@ -454,10 +567,34 @@ pub fn package_test(debs: &Debs) -> Result<()> {
             && root.path(&format!("{HO_DATA}/headoffice.db")).exists(),
     )?;
     println!(
-        "== packages: install, use, upgrade, remove and purge passed in {:.0} s",
+        "== packages: the earlier release installed and used, upgraded, the kiosk driven, removed and purged in {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    // Passed: the root goes (about 1 GB); a failed run leaves it to look into.
+    root.discard()
+}
+
+/// `PRAGMA user_version` of a plain SQLite file, from its header (bytes 60-63, big-endian), so the
+/// test reads it without any program of either release.
+fn sqlite_user_version(path: &Path) -> Result<i64> {
+    let mut header = [0u8; 64];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .with_context(|| path.display().to_string())?;
+    if !header.starts_with(b"SQLite format 3\0") {
+        bail!("{} is not a plain SQLite file", path.display());
+    }
+    Ok(i64::from(u32::from_be_bytes([
+        header[60], header[61], header[62], header[63],
+    ])))
+}
+
+/// The rows `audit verify` found whole at head office (it fails on a broken chain).
+fn ho_audit_rows(root: &Root) -> Result<u64> {
+    let out = root.ho(&["audit", "verify"])?;
+    out.split_whitespace()
+        .find_map(|w| w.parse::<u64>().ok())
+        .with_context(|| format!("audit verify said {out:?}"))
 }
 
 /// Starts the installed kiosk under the session's Xvfb (reached through its abstract socket) and
@@ -530,9 +667,164 @@ fn kiosk_starts(root: &Root) -> Result<()> {
     )
 }
 
+/// The installed kiosk through WebDriver inside the root: tauri-driver (the host's binary, which
+/// needs only libc and libgcc) and Debian's WebKitWebDriver installed in the root as test tools,
+/// after the kiosk has shown it starts without them. The kiosk runs as its package installed it,
+/// on the device enrolled above, with the keychain in a D-Bus session of its own; the test checks
+/// that no CJK font is installed, that every character on the form has a glyph (the kiosk's own
+/// font), enters a visitor through the real form, and waits until head office holds the entry.
+fn drive_installed_kiosk(root: &Root) -> Result<()> {
+    let Some(display) = std::env::var_os("DISPLAY") else {
+        bail!("the package test needs a display (it runs under Xvfb in `cargo xtask test`)");
+    };
+    let t = Instant::now();
+    crate::ensure_tauri_driver()?;
+    let driver = crate::tauri_driver_path();
+    std::fs::copy(&driver, root.path("/usr/local/bin/tauri-driver"))
+        .with_context(|| format!("copying {}", driver.display()))?;
+    let apt = |args: &[&str]| -> Result<String> {
+        let mut all = vec!["DEBIAN_FRONTEND=noninteractive", "apt-get", "-q", "-y"];
+        all.extend_from_slice(args);
+        root.run(None, &all, None)
+    };
+    apt(&[
+        "install",
+        "--no-install-recommends",
+        "webkit2gtk-driver",
+        "fontconfig",
+    ])?;
+    let zh = root.run(None, &["fc-list", ":lang=zh"], None)?;
+    check(
+        "the root has no CJK font (fc-list :lang=zh is empty)",
+        zh.trim().is_empty(),
+    )?;
+    println!(
+        "  WebDriver tools in the root: {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let free_port = || -> Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let (port, native) = (free_port()?, free_port()?);
+    let script = format!(
+        "{}exec /usr/local/bin/tauri-driver --port {port} --native-port {native} --native-driver /usr/bin/WebKitWebDriver",
+        keyring_prelude()
+    );
+    let display = format!("DISPLAY={}", display.to_string_lossy());
+    let data = format!("SEALBOX_DATA_DIR={DEVICE}");
+    let failure_png = Path::new(OUT).join("installed-kiosk-failure.png");
+    let _ = std::fs::remove_file(&failure_png);
+    let log_path = std::fs::canonicalize(OUT)?.join("installed-kiosk.log");
+    let log = std::fs::File::create(&log_path)?;
+    let mut child = root
+        .cmd(
+            None,
+            &[
+                &display,
+                &data,
+                "NO_AT_BRIDGE=1",
+                "dbus-run-session",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ],
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()?;
+    let outcome = (|| -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for p in [port, native] {
+            while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
+                if let Ok(Some(st)) = child.try_wait() {
+                    bail!("tauri-driver in the root exited ({st})");
+                }
+                if Instant::now() > deadline {
+                    bail!("tauri-driver (or its WebKitWebDriver on {native}) did not listen in the root");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let s = webdriver::Session::new(port, "/usr/bin/sealbox-kiosk")?;
+        let driven = drive_form(&s);
+        if driven.is_err() {
+            if let Ok(png) = s.screenshot() {
+                let _ = std::fs::write(&failure_png, png);
+            }
+        }
+        let _ = s.close();
+        driven
+    })();
+    // The whole process group: dbus-run-session, gnome-keyring, the drivers, the app.
+    let _ = Command::new("kill")
+        .args(["-TERM", "--"])
+        .arg(format!("-{}", child.id()))
+        .status();
+    let _ = child.wait();
+    outcome.map_err(|e| {
+        e.context(format!(
+            "driving the installed kiosk (its log: {})",
+            log_path.display()
+        ))
+    })
+}
+
+/// On the installed kiosk's form: glyphs, then one visitor, then the wait for delivery.
+fn drive_form(s: &webdriver::Session) -> Result<()> {
+    s.wait_for("the form", "document.querySelector('input[name=\"name\"]')")?;
+    let glyphs = s.js_async(GLYPH_CHECK)?;
+    check(
+        &format!(
+            "every character on the installed kiosk's form has a glyph ({} checked)",
+            glyphs["checked"]
+        ),
+        glyphs.get("error").is_none()
+            && glyphs["missingCount"] == 0
+            && glyphs["checked"].as_u64().unwrap_or(0) >= 100,
+    )
+    .with_context(|| format!("the glyph check said {glyphs}"))?;
+    s.fill("input[name=\"name\"]", KIOSK_VISITOR)?;
+    s.fill("input[name=\"phone\"]", "13912345678")?;
+    if s.js("return document.querySelector('input[name=consent]').checked;")? != true {
+        s.click("input[name=consent]")?;
+    }
+    s.click("#submit")?;
+    s.wait_for(
+        "thank you",
+        "!document.getElementById('screen-thanks').hidden",
+    )?;
+    check("a visitor entered through the installed kiosk's form", true)?;
+    // The kiosk sends on its own: its status line (what the window shows) goes back to online
+    // and 0 waiting once head office's receipt is in and the entry erased.
+    const STATUS: &str = "const done = arguments[arguments.length - 1]; \
+        window.__TAURI__.core.invoke('status_line').then(s => done(s), e => done({ error: String(e) }));";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = s.js_async(STATUS)?;
+        if st["pending"] == 0 && st["sync"]["online"] == true {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the installed kiosk did not deliver the visitor within 60 s (its status: {st})");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Ok(())
+}
+
+/// The end-to-end tests' glyph check (see tests/e2e/kiosk.rs).
+const GLYPH_CHECK: &str = include_str!("../../tests/support/glyph_check.js");
+
 /// `cargo xtask dist --test`: build, then test the packages inside a keyring session with Xvfb.
 pub fn dist_and_test() -> Result<()> {
-    dist::dist()?;
+    old_release::binaries()?;
+    crate::dist::dist()?;
     std::env::set_var("SEALBOX_XVFB", "1");
     crate::with_keyring(
         Path::new("target/xtask/keyring-dist"),

@@ -61,6 +61,8 @@ pub struct Status {
     /// `ok`, `not_enrolled`, `key_lost`, `wrong_key`, `database_corrupt`, `database_missing`,
     /// `orphan_database`, `locked` (the keychain could not be asked).
     pub database: String,
+    /// The database's schema version, when it opened.
+    pub schema: Option<i64>,
     /// `ok`, `missing`, `unavailable`, `not_checked`.
     pub keychain: String,
     /// The one-line reason when `database` is not `ok`.
@@ -300,6 +302,7 @@ impl Device {
             oldest_waiting_ms: None,
             waiting_too_long: false,
             database: "ok".into(),
+            schema: None,
             keychain: "not_checked".into(),
             problem: None,
             problem_zh: None,
@@ -307,6 +310,7 @@ impl Device {
         match Device::open(dir, keys) {
             Ok(dev) => {
                 st.keychain = "ok".into();
+                st.schema = dev.schema_version().ok();
                 match dev.counts() {
                     Ok(c) => {
                         st.pending = Some(c.pending);
@@ -478,6 +482,11 @@ impl Device {
             id,
             summary_sealed,
         })
+    }
+
+    /// The database's schema version (status reports it: an upgrade shows it migrated).
+    pub fn schema_version(&self) -> Result<i64> {
+        store::schema_version(&self.conn)
     }
 
     /// Counts for `status` and the manager's overview.

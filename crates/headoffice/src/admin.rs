@@ -367,6 +367,8 @@ pub fn escrow_open(
 /// Counts for `status`: no personal data.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct HoStatus {
+    /// The database's schema version (an upgrade shows it migrated).
+    pub schema: i64,
     pub events: Vec<EventCount>,
     pub devices: Vec<DeviceCount>,
 }
@@ -393,8 +395,13 @@ pub struct DeviceCount {
 pub fn status(dir: &Path) -> Result<HoStatus> {
     let ho = HoDir::new(dir);
     ho.require_initialised()?;
-    let (events, devices) = Store::open(&ho)?.status()?;
-    Ok(HoStatus { events, devices })
+    let mut store = Store::open(&ho)?;
+    let (events, devices) = store.status()?;
+    Ok(HoStatus {
+        schema: store.schema_version()?,
+        events,
+        devices,
+    })
 }
 
 /// Revokes a device: its token stops working at once (401).

@@ -181,6 +181,11 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
+/// The schema version the open database carries (after [`migrate`], [`SCHEMA_VERSION`]).
+pub fn schema_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
 /// `PRAGMA integrity_check` is `ok`.
 pub fn integrity_ok(conn: &Connection) -> Result<bool> {
     let s: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;

@@ -220,6 +220,14 @@ impl Store {
         }
     }
 
+    /// The schema version the database carries (an upgrade shows it migrated).
+    pub fn schema_version(&mut self) -> Result<i64> {
+        match self {
+            Store::Sqlite(c) => Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?),
+            Store::Postgres(p) => p.schema_version(),
+        }
+    }
+
     /// How many of `ids` are held as entries.
     pub fn held_count(&mut self, ids: &[uuid::Uuid]) -> Result<usize> {
         match self {

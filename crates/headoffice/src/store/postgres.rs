@@ -295,6 +295,13 @@ impl PgStore {
         })
     }
 
+    pub fn schema_version(&mut self) -> Result<i64> {
+        Ok(self
+            .client
+            .query_one("SELECT coalesce(max(version), 0) FROM sealbox_schema", &[])?
+            .get(0))
+    }
+
     pub fn device_exists(&mut self, name: &str) -> Result<bool> {
         Ok(self
             .client
