@@ -526,9 +526,14 @@ async fn the_console_in_a_real_browser() {
     // A deletion request: the phone typed is never shown back.
     goto(&c, &mut seen, &format!("{base}/forget")).await;
     fill(&c, "#forget-subject", "13900000001").await;
+    fill(&c, "#forget-passphrase", PASSPHRASE).await;
     submit(&c, "#forget button").await;
     seen.record(&c).await;
     shot(&c, "forget-confirm-zh").await;
+    // The count comes before the confirmation, and nothing is deleted yet.
+    let count = text_of(&c, "#forget-count").await;
+    assert!(count.contains(" 1 条"), "{count}");
+    assert_eq!(status(&sb)["events"][1]["deleted"], 0);
     fill(&c, "#forget-confirm input[name=passphrase]", PASSPHRASE).await;
     submit(&c, "#forget-confirm button").await;
     seen.record(&c).await;

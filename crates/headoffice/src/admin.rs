@@ -242,6 +242,27 @@ pub fn enroll(
     url: Option<&str>,
     out: &Path,
 ) -> Result<()> {
+    enroll_to(dir, device, event_id, url, Some(out)).map(|_| ())
+}
+
+/// [`enroll`], the enrolment file kept in memory (the console hands it to the browser once)
+/// instead of written to disk.
+pub fn enroll_bytes(
+    dir: &Path,
+    device: &str,
+    event_id: &str,
+    url: Option<&str>,
+) -> Result<Zeroizing<Vec<u8>>> {
+    Ok(enroll_to(dir, device, event_id, url, None)?.unwrap_or_default())
+}
+
+fn enroll_to(
+    dir: &Path,
+    device: &str,
+    event_id: &str,
+    url: Option<&str>,
+    out: Option<&Path>,
+) -> Result<Option<Zeroizing<Vec<u8>>>> {
     let ho = HoDir::new(dir);
     ho.require_initialised()?;
     let config = Config::load(dir)?;
@@ -270,7 +291,7 @@ pub fn enroll(
     if store.device_exists(device)? {
         return Err(HoError::DeviceExists(device.to_string()));
     }
-    if out.exists() {
+    if let Some(out) = out.filter(|o| o.exists()) {
         return Err(HoError::OutputExists {
             path: out.display().to_string(),
         });
@@ -294,7 +315,9 @@ pub fn enroll(
         serde_json::to_vec_pretty(&file).map_err(|e| HoError::Crypto(e.to_string()))?,
     );
     // The file first: if writing it fails, no device row points at secrets nobody holds.
-    keys::write_new_private(out, &json)?;
+    if let Some(out) = out {
+        keys::write_new_private(out, &json)?;
+    }
     let token_sha256 = sealbox_protocol::sha256_hex(token.expose());
     let verifying_key = b64_encode(verifying.as_bytes());
     let inserted = store.add_device(
@@ -312,11 +335,16 @@ pub fn enroll(
         ),
     );
     if let Err(e) = inserted {
-        let _ = std::fs::remove_file(out);
+        if let Some(out) = out {
+            let _ = std::fs::remove_file(out);
+        }
         return Err(e);
     }
     tracing::info!(device, event = event_id, "device enrolled");
-    Ok(())
+    Ok(match out {
+        Some(_) => None,
+        None => Some(json),
+    })
 }
 
 /// What an opened escrow file held.

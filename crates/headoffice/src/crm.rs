@@ -343,10 +343,62 @@ pub fn export_with(
     options: ExportOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ExportReport> {
+    export_to(dir, pass, event, format, Some(out), options, progress).map(|(r, _)| r)
+}
+
+/// [`export_with`] into memory: the file's bytes (the console hands them to the browser), never
+/// on disk. Audited the same way.
+pub fn export_bytes(
+    dir: &Path,
+    pass: &crate::Passphrase,
+    event: &str,
+    format: Format,
+    options: ExportOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Zeroizing<Vec<u8>>, ExportReport)> {
+    let (report, bytes) = export_to(dir, pass, event, format, None, options, progress)?;
+    Ok((bytes.unwrap_or_default(), report))
+}
+
+/// Where an export goes: a temp file beside the output (renamed into place when complete), or
+/// memory.
+enum Sink {
+    File(tempfile::NamedTempFile),
+    Memory(Zeroizing<Vec<u8>>),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::File(f) => f.write(buf),
+            Sink::Memory(v) => {
+                v.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::File(f) => f.flush(),
+            Sink::Memory(_) => Ok(()),
+        }
+    }
+}
+
+fn export_to(
+    dir: &Path,
+    pass: &crate::Passphrase,
+    event: &str,
+    format: Format,
+    out: Option<&Path>,
+    options: ExportOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(ExportReport, Option<Zeroizing<Vec<u8>>>)> {
     let unmasked = options.unmasked;
     let ho = HoDir::new(dir);
     ho.require_initialised()?;
-    if out.exists() {
+    if let Some(out) = out.filter(|o| o.exists()) {
         return Err(HoError::OutputExists {
             path: out.display().to_string(),
         });
@@ -436,15 +488,21 @@ pub fn export_with(
         }
         earlier
     };
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".sealbox-export-")
-        .tempfile_in(parent)
-        .map_err(HoError::io("creating the export file"))?;
-    let werr = HoError::io("writing the export file");
+    let mut tmp = match out {
+        Some(out) => {
+            let parent = out
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            Sink::File(
+                tempfile::Builder::new()
+                    .prefix(".sealbox-export-")
+                    .tempfile_in(parent)
+                    .map_err(HoError::io("creating the export file"))?,
+            )
+        }
+        None => Sink::Memory(Zeroizing::new(Vec::new())),
+    };
     let mut rows = 0usize;
     let mut all: Vec<Zeroizing<Vec<String>>> = Vec::new();
     if format == Format::Csv {
@@ -453,7 +511,7 @@ pub fn export_with(
             .and_then(|_| tmp.write_all(&csv_line(&header)))
             .map_err(HoError::io("writing the export file"))?;
     }
-    let mut emit = |row: Zeroizing<Vec<String>>, tmp: &mut tempfile::NamedTempFile| -> Result<()> {
+    let mut emit = |row: Zeroizing<Vec<String>>, tmp: &mut Sink| -> Result<()> {
         rows += 1;
         if format == Format::Csv {
             tmp.write_all(&csv_line(&row))
@@ -508,9 +566,18 @@ pub fn export_with(
         tmp.write_all(&bytes)
             .map_err(HoError::io("writing the export file"))?;
     }
-    tmp.as_file().sync_all().map_err(werr)?;
-    tmp.persist_noclobber(out)
-        .map_err(|e| HoError::io(format!("writing {}", out.display()))(e.error))?;
+    let bytes = match (tmp, out) {
+        (Sink::File(tmp), Some(out)) => {
+            tmp.as_file()
+                .sync_all()
+                .map_err(HoError::io("writing the export file"))?;
+            tmp.persist_noclobber(out)
+                .map_err(|e| HoError::io(format!("writing {}", out.display()))(e.error))?;
+            None
+        }
+        (Sink::Memory(v), _) => Some(v),
+        (Sink::File(_), None) => None,
+    };
     quarantine_unreadable(&mut store, &unreadable)?;
     store.audit_append(Audit::new(
         now_ms(),
@@ -520,13 +587,16 @@ pub fn export_with(
             "duplicates": duplicates, "merged": options.merge_duplicates}),
     ))?;
     tracing::info!(event, rows, unmasked, duplicates, "CRM export written");
-    Ok(ExportReport {
-        rows,
-        unmasked,
-        duplicates,
-        duplicate_groups: groups.len(),
-        merged: options.merge_duplicates,
-    })
+    Ok((
+        ExportReport {
+            rows,
+            unmasked,
+            duplicates,
+            duplicate_groups: groups.len(),
+            merged: options.merge_duplicates,
+        },
+        bytes,
+    ))
 }
 
 /// How many entries one purge transaction deletes: a large purge holds the write lock for a
@@ -589,6 +659,55 @@ pub fn forget(
     subject: &Subject,
     event: Option<&str>,
 ) -> Result<u64> {
+    let Matches {
+        mut store,
+        identity,
+        kind,
+        wanted,
+        ids: matches,
+    } = matching(dir, pass, subject, event)?;
+    let digest = subject_digest(&identity, kind, &wanted);
+    let now = now_ms();
+    store.delete_with_tombstones(
+        &matches,
+        "deletion_request",
+        now,
+        Some(Audit::new(
+            now,
+            "deletion.request",
+            serde_json::json!({"subject_hash": digest, "kind": format!("{kind:?}").to_lowercase(), "event": event, "deleted": matches.len()}),
+        )),
+    )?;
+    tracing::info!(deleted = matches.len(), "deletion request answered");
+    Ok(matches.len() as u64)
+}
+
+/// How many entries a deletion request would delete (the console shows it before the admin
+/// confirms); deletes nothing.
+pub fn count_matches(
+    dir: &Path,
+    pass: &crate::Passphrase,
+    subject: &Subject,
+    event: Option<&str>,
+) -> Result<u64> {
+    Ok(matching(dir, pass, subject, event)?.ids.len() as u64)
+}
+
+/// The entries matching a deletion request's subject, with what deleting them needs.
+struct Matches {
+    store: Store,
+    identity: age::x25519::Identity,
+    kind: FieldKind,
+    wanted: Zeroizing<String>,
+    ids: Vec<uuid::Uuid>,
+}
+
+fn matching(
+    dir: &Path,
+    pass: &crate::Passphrase,
+    subject: &Subject,
+    event: Option<&str>,
+) -> Result<Matches> {
     let ho = HoDir::new(dir);
     ho.require_initialised()?;
     let (kind, wanted) = match subject {
@@ -641,20 +760,13 @@ pub fn forget(
         Ok(())
     })?;
     quarantine_unreadable(&mut store, &unreadable)?;
-    let digest = subject_digest(&identity, kind, &wanted);
-    let now = now_ms();
-    store.delete_with_tombstones(
-        &matches,
-        "deletion_request",
-        now,
-        Some(Audit::new(
-            now,
-            "deletion.request",
-            serde_json::json!({"subject_hash": digest, "kind": format!("{kind:?}").to_lowercase(), "event": event, "deleted": matches.len()}),
-        )),
-    )?;
-    tracing::info!(deleted = matches.len(), "deletion request answered");
-    Ok(matches.len() as u64)
+    Ok(Matches {
+        store,
+        identity,
+        kind,
+        wanted,
+        ids: matches,
+    })
 }
 
 /// The audit log's name for a deletion request's subject: HMAC-SHA256 under a key derived from

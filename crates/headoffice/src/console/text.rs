@@ -109,7 +109,7 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("all_events", "全部活动", "all events"),
     ("a_phone", "这个手机号", "this phone number"),
     ("an_email", "这个电子邮箱", "this email address"),
-    ("forget_confirm", "将删除 {scope} 中与{kind}匹配的全部登记，且无法恢复。请输入总部口令确认。", "Every entry in {scope} matching {kind} will be deleted, for good. Type head office's passphrase to confirm."),
+    ("forget_confirm", "将删除 {scope} 中与{kind}匹配的 {n} 条登记，且无法恢复。请再次输入总部口令确认。", "{n} entries in {scope} match {kind} and will be deleted, for good. Type head office's passphrase again to confirm."),
     ("delete", "删除", "Delete"),
     ("forget_again", "请重新输入要删除的手机号或电子邮箱", "Enter the phone or email to delete again"),
     ("forgotten", "已删除 {n} 条登记；此请求以加盐哈希记入审计日志", "Deleted {n} entries; the request is in the audit log as a salted hash"),

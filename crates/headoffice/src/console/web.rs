@@ -908,19 +908,6 @@ struct EnrolForm {
     event: String,
 }
 
-/// A private folder in memory (`/dev/shm` where there is one) for a file a library call writes
-/// and the console reads back at once.
-fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
-    let shm = std::path::Path::new("/dev/shm");
-    let mut b = tempfile::Builder::new();
-    b.prefix("sealbox-console-");
-    if shm.is_dir() {
-        b.tempdir_in(shm)
-    } else {
-        b.tempdir()
-    }
-}
-
 async fn enrol(
     State(c): State<Arc<Console>>,
     headers: HeaderMap,
@@ -937,14 +924,7 @@ async fn enrol(
     let (device, event) = (f.device.clone(), f.event.clone());
     let made =
         tokio::task::spawn_blocking(move || -> Result<Zeroizing<Vec<u8>>, crate::HoError> {
-            let tmp = scratch_dir().map_err(crate::HoError::io("making a private folder"))?;
-            let out = tmp.path().join("enrolment.json");
-            admin::enroll(&dir, &device, &event, None, &out)?;
-            let bytes = Zeroizing::new(
-                std::fs::read(&out).map_err(crate::HoError::io("reading the enrolment file"))?,
-            );
-            let _ = std::fs::remove_file(&out);
-            Ok(bytes)
+            admin::enroll_bytes(&dir, &device, &event, None)
         })
         .await;
     match made {
@@ -1364,8 +1344,7 @@ struct MaskedForm {
     passphrase: String,
 }
 
-/// Runs the CRM export into memory: the library writes into a private folder in memory
-/// (`/dev/shm`), which is read back and removed at once.
+/// Runs the CRM export into memory: nothing of it is written to disk.
 async fn export_bytes(
     c: &Console,
     event: &str,
@@ -1389,12 +1368,12 @@ async fn export_bytes(
         if unmasked { "-unmasked" } else { "-masked" }
     );
     tokio::task::spawn_blocking(move || {
-        let tmp = scratch_dir().map_err(crate::HoError::io("making a private folder"))?;
-        let out = tmp.path().join("export");
-        crm::export(&dir, &pass, &event, fmt, &out, unmasked, &mut |_, _| {})?;
-        let bytes = std::fs::read(&out).map_err(crate::HoError::io("reading the export"))?;
-        let _ = std::fs::remove_file(&out);
-        Ok((bytes, name, mime))
+        let options = crm::ExportOptions {
+            unmasked,
+            ..crm::ExportOptions::default()
+        };
+        let (bytes, _) = crm::export_bytes(&dir, &pass, &event, fmt, options, &mut |_, _| {})?;
+        Ok((bytes.to_vec(), name, mime))
     })
     .await
     .map_err(|e| crate::HoError::Config(e.to_string()))?
@@ -1638,6 +1617,8 @@ fn forget_form(c: &Console, l: Lang, w: &Who, notice: Option<Markup>) -> Respons
                     option value="" { (t(l, "all_events")) }
                     @for e in &events { option value=(e.id) { (e.id) } }
                 } }
+                // Counting the matches opens every entry: the passphrase, used in memory only.
+                label { (t(l, "passphrase")) input #forget-passphrase type="password" name="passphrase" autocomplete="off" required; }
                 button type="submit" { (t(l, "continue")) }
             }
         },
@@ -1649,6 +1630,7 @@ struct ForgetForm {
     csrf: String,
     subject: String,
     event: String,
+    passphrase: String,
 }
 
 async fn forget_check(
@@ -1678,6 +1660,25 @@ async fn forget_check(
     let scope = event
         .clone()
         .unwrap_or_else(|| t(l, "all_events").to_string());
+    // How many entries match, before anything is deleted.
+    let counted = {
+        let (dir, pass, subject, event) = (
+            c.dir.clone(),
+            Passphrase::new(f.passphrase),
+            subject.clone(),
+            event.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            crm::count_matches(&dir, &pass, &subject, event.as_deref())
+        })
+        .await
+        .map_err(|e| crate::HoError::Config(e.to_string()))
+        .and_then(|r| r)
+    };
+    let n = match counted {
+        Ok(n) => n,
+        Err(e) => return forget_form(&c, l, &w, Some(html! { p.error { (e.message(l)) } })),
+    };
     if let Some(s) = lock(&c.sessions).get_mut(&w.id) {
         s.forget = Some(PendingForget { subject, event });
     }
@@ -1687,7 +1688,7 @@ async fn forget_check(
         "/forget",
         t(l, "nav_forget"),
         html! {
-            p.warning { (t(l, "forget_confirm").replace("{kind}", kind).replace("{scope}", &scope)) }
+            p.warning #forget-count { (t(l, "forget_confirm").replace("{kind}", kind).replace("{scope}", &scope).replace("{n}", &n.to_string())) }
             form #forget-confirm method="post" action="/forget/confirm" {
                 input type="hidden" name="csrf" value=(w.csrf);
                 label { (t(l, "passphrase")) input type="password" name="passphrase" autocomplete="off" required; }
