@@ -415,3 +415,33 @@ fn migrate_copies_everything_verified_and_leaves_the_source_untouched() {
         .get(0);
     assert_eq!(entries, 30);
 }
+
+/// What is not on PostgreSQL yet says so: with an admin account made, `serve` on PostgreSQL does
+/// not start the console and says why, and a device's health report after its sync gets 404 (an
+/// older head office's answer, after which the device stops sending them); the sync itself is
+/// received and erased.
+#[test]
+fn on_postgres_the_console_does_not_start_and_health_reports_get_404() {
+    on_postgres(|| {
+        let sb = Sandbox::headoffice();
+        let mut add = sb.ho_cmd(&["admin", "add", "li.na", "--role", "operator"]);
+        add.env("SEALBOX_HO_ADMIN_PASSWORD", "a console password");
+        ok(add.output().unwrap(), &["admin", "add"]);
+        let server = HoServer::start(&sb.ho, &[]);
+        sb.enrol_at(&server.url());
+        sb.add_many(0, 3);
+        sb.dev_ok(&["sync"]);
+        assert_eq!(sb.pending(), 0, "delivered and erased");
+        let log = server.log();
+        assert!(
+            log.contains("console not started: it works with the embedded database only for now"),
+            "{log}"
+        );
+        assert!(!log.contains("sealbox-headoffice console on"), "{log}");
+        assert!(
+            log.lines()
+                .any(|l| l.contains("request refused") && l.contains("status=404")),
+            "the health report is refused: {log}"
+        );
+    });
+}

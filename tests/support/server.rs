@@ -179,10 +179,15 @@ fn try_spawn(
             std::fs::read_to_string(log).unwrap_or_default()
         ));
     };
-    // Keep draining stdout so the server never blocks on it.
+    // Keep draining stdout so the server never blocks on it; its lines join the log.
+    let mut out = std::fs::OpenOptions::new().append(true).open(log).ok();
     std::thread::spawn(move || {
+        use std::io::Write;
         let mut sink = String::new();
         while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            if let Some(f) = out.as_mut() {
+                let _ = f.write_all(sink.as_bytes());
+            }
             sink.clear();
         }
     });
