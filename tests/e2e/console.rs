@@ -607,7 +607,7 @@ async fn the_console_in_a_real_browser() {
 
 /// Five wrong passwords for one account: the right one is refused too, for a while.
 fn sign_in_limits(sb: &Sandbox, base: &str) {
-    let http = https(sb);
+    let http = ho_client(&sb.ho);
     let pre = || {
         let r = http.get(format!("{base}/login")).send().unwrap();
         let cookie = r
@@ -659,19 +659,6 @@ fn sign_in_limits(sb: &Sandbox, base: &str) {
         assert_eq!(try_once("wrong password").status().as_u16(), 401);
     }
     assert_eq!(try_once(BOB.1).status().as_u16(), 429);
-}
-
-/// An HTTPS client that trusts head office's CA only, and follows no redirect.
-fn https(sb: &Sandbox) -> reqwest::blocking::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(sb.ho.join("ca.pem")).unwrap()).unwrap();
-    reqwest::blocking::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
 }
 
 /// Signs in without a browser; returns the Cookie header of the session.
@@ -777,7 +764,7 @@ fn pages_with_100_devices_and_100000_entries() {
         tx.commit().unwrap();
     }
     let (_serve, _, base) = serve(&sb);
-    let http = https(&sb);
+    let http = ho_client(&sb.ho);
     let cookie = session_cookie(&http, &base, ALICE);
     let mut report = Vec::new();
     for page in ["overview", "devices", "events", "audit"] {

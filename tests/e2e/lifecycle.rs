@@ -17,19 +17,6 @@ fn ho_status(sb: &Sandbox) -> serde_json::Value {
     json(&sb.ho_ok(&["status", "--json"]))
 }
 
-/// An HTTPS client that trusts head office's CA only.
-fn client(sb: &Sandbox) -> reqwest::blocking::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(sb.ho.join("ca.pem")).unwrap()).unwrap();
-    reqwest::blocking::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca)
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap()
-}
-
 /// Posts envelopes as the device would, under a new batch id: `(status, body)`.
 fn post(
     http: &reqwest::blocking::Client,
@@ -284,7 +271,7 @@ fn deleted_entries_never_come_back_with_a_late_delivery() {
     assert_eq!(r.ids.len(), 3);
     assert_eq!(ho_counts(&sb.ho), (2, 2));
     // A late resend under a new batch id (a device restored from a backup, say): the same.
-    let http = client(&sb);
+    let http = ho_client(&sb.ho);
     let (status, body) = post(&http, &server, &token, &envs);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["ids"].as_array().unwrap().len(), 3);
@@ -399,7 +386,7 @@ fn an_entry_that_does_not_open_blocks_nothing_at_head_office() {
     let token = sb.enrol_at(&server.url());
     sb.add_many(0, 2);
     sb.dev_ok(&["sync"]);
-    let http = client(&sb);
+    let http = ho_client(&sb.ho);
     let junk = sealbox_protocol::EntryEnvelope {
         id: uuid::Uuid::now_v7(),
         event_id: EVENT.into(),

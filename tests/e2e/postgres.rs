@@ -12,19 +12,6 @@ use sealbox_tests::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// An HTTPS client that trusts head office's CA only.
-fn client(sb: &Sandbox) -> reqwest::blocking::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(sb.ho.join("ca.pem")).unwrap()).unwrap();
-    reqwest::blocking::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca)
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap()
-}
-
 /// Posts a batch as the device would: `(status, body)`.
 fn post(
     http: &reqwest::blocking::Client,
@@ -42,17 +29,6 @@ fn post(
     (status, r.json().unwrap_or(serde_json::Value::Null))
 }
 
-/// Points the device in `dir` at another head office address.
-fn repoint(dir: &std::path::Path, url: &str) {
-    let dev = Device::open(dir, &OsKeychain).unwrap();
-    dev.connection()
-        .execute(
-            "UPDATE settings SET v = ?1 WHERE k = 'server_url'",
-            [url.as_bytes()],
-        )
-        .unwrap();
-}
-
 /// Two `serve` processes on one PostgreSQL database: the same batch sent to both (one after the
 /// other, and both at the same moment) gets the same receipt from each and is stored once;
 /// devices syncing to either server all get their receipts, and every entry is held once.
@@ -68,7 +44,7 @@ fn two_servers_on_one_database_store_each_entry_once() {
             .unwrap()
             .pending_envelopes(50)
             .unwrap();
-        let http = client(&sb);
+        let http = ho_client(&sb.ho);
         // One after the other: to A, then the very same batch to B.
         let first = SyncRequest {
             batch_id: uuid::Uuid::now_v7(),
@@ -96,11 +72,11 @@ fn two_servers_on_one_database_store_each_entry_once() {
         assert_eq!(ho_counts(&sb.ho), (50, 50), "each entry stored once");
         // The device itself syncs to B (its entries are all held: acknowledged, not stored
         // again); a second device syncs to A.
-        repoint(&sb.dev, &b.url());
+        repoint_device(&sb.dev, &b.url());
         sb.dev_ok(&["sync"]);
         assert_eq!(sb.pending(), 0);
         let dev2 = sb.enrol_second(EVENT);
-        repoint(&dev2, &a.url());
+        repoint_device(&dev2, &a.url());
         let lines: Vec<String> = (100..120)
             .map(|i| {
                 serde_json::json!({"name": format!("Second {i}"), "phone": format!("139{:08}", i), "consent": true})
@@ -253,7 +229,7 @@ fn every_receipted_entry_survives_the_primary_dying() {
     let mut server = HoServer::start(&sb.ho, &[]);
     sb.enrol_at(&server.url());
     let dev2 = sb.enrol_second(EVENT);
-    repoint(&dev2, &server.url());
+    repoint_device(&dev2, &server.url());
     let mut receipted = std::collections::BTreeSet::new();
     for round in 0..3 {
         sb.add_many(round * 40, 40);
@@ -389,7 +365,7 @@ fn migrate_copies_everything_verified_and_leaves_the_source_untouched() {
     // (a resend gets its receipt from the copied row).
     let server = HoServer::start(&sb.ho, &[]);
     let dev2 = sb.enrol_second(EVENT);
-    repoint(&dev2, &server.url());
+    repoint_device(&dev2, &server.url());
     sb.add_lines_in(
         &dev2,
         &[

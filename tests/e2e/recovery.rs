@@ -230,16 +230,6 @@ fn passphrase_change_is_atomic_and_the_shares_stay_valid() {
     assert!(!visible.iter().any(|n| n.contains("tmp")), "{visible:?}");
 }
 
-fn repoint(dir: &Path, url: &str) {
-    let dev = Device::open(dir, &OsKeychain).unwrap();
-    dev.connection()
-        .execute(
-            "UPDATE settings SET v = ?1 WHERE k = 'server_url'",
-            [url.as_bytes()],
-        )
-        .unwrap();
-}
-
 /// The receipt key and TLS keys lie encrypted; after `keys rotate` devices follow the statement
 /// signed by the old key and accept the new key's receipts, and a thief's copy of the old key
 /// signs nothing a device acts on: neither a receipt nor a rotation of its own.
@@ -272,7 +262,7 @@ fn rotated_receipt_key_is_followed_and_a_copied_old_key_signs_nothing() {
     let out = sb.ho_ok(&["keys", "rotate"]);
     assert!(out.contains("rotated"), "{out}");
     let server = HoServer::start(&sb.ho, &[]);
-    repoint(&sb.dev, &server.url());
+    repoint_device(&sb.dev, &server.url());
     sb.add_many(3, 3);
     let report: serde_json::Value = serde_json::from_str(&sb.dev_ok(&["sync", "--json"])).unwrap();
     assert_eq!(report["erased"], 3, "the new key's receipt is accepted");
@@ -303,7 +293,7 @@ fn rotated_receipt_key_is_followed_and_a_copied_old_key_signs_nothing() {
             &old,
         )
     });
-    repoint(&sb.dev, &format!("https://{addr}"));
+    repoint_device(&sb.dev, &format!("https://{addr}"));
     check_refused("receipt from the old key");
     // The thief's own rotation, old key to theirs, with a receipt from their key.
     let thief = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
@@ -319,10 +309,10 @@ fn rotated_receipt_key_is_followed_and_a_copied_old_key_signs_nothing() {
         r.rotations = vec![forged.clone()];
         r
     });
-    repoint(&sb.dev, &format!("https://{addr}"));
+    repoint_device(&sb.dev, &format!("https://{addr}"));
     check_refused("forged rotation from the old key");
     // The real head office still gets them through.
-    repoint(&sb.dev, &server.url());
+    repoint_device(&sb.dev, &server.url());
     sb.dev_ok(&["sync"]);
     assert_eq!(sb.pending(), 0);
     assert_eq!(ho_counts(&sb.ho), (8, 8));
@@ -511,7 +501,7 @@ fn backup_taken_while_ten_devices_sync_restores_and_devices_continue() {
     // Head office runs again from the restored directory; the devices continue.
     let server = HoServer::start(&restored, &[]);
     for dir in &fleet.dirs {
-        repoint(dir, &server.url());
+        repoint_device(dir, &server.url());
         ok(sb.dev_cmd_in(dir, &["sync"]).output().unwrap(), &["sync"]);
         assert_eq!(pending_on(&sb, dir), 0);
     }

@@ -322,7 +322,7 @@ fn untrusted_servers_and_bad_receipts_erase_nothing() {
             ("SEALBOX_HO_TLS_KEY", "wrong-name.key"),
         ],
     );
-    repoint(&sb, &wrong.url());
+    repoint_device(&sb.dev, &wrong.url());
     check("wrong hostname", "not valid for name");
     drop(wrong);
 
@@ -343,7 +343,7 @@ fn untrusted_servers_and_bad_receipts_erase_nothing() {
             ("SEALBOX_HO_TLS_KEY", "expired.key"),
         ],
     );
-    repoint(&sb, &expired.url());
+    repoint_device(&sb.dev, &expired.url());
     check("expired certificate", "expired");
     drop(expired);
 
@@ -358,7 +358,7 @@ fn untrusted_servers_and_bad_receipts_erase_nothing() {
             &forger,
         )
     });
-    repoint(&sb, &format!("https://{addr}"));
+    repoint_device(&sb.dev, &format!("https://{addr}"));
     check("forged receipt", "not head office's");
     // A receipt from head office's own key that leaves one entry out.
     let key = ho.load_signing_key().unwrap();
@@ -366,7 +366,7 @@ fn untrusted_servers_and_bad_receipts_erase_nothing() {
         let ids = req.entries.iter().skip(1).map(|e| e.id).collect();
         Receipt::sign(req.batch_id, "booth-1", ids, 1, &key)
     });
-    repoint(&sb, &format!("https://{addr}"));
+    repoint_device(&sb.dev, &format!("https://{addr}"));
     check("receipt with a missing id", "does not list every entry");
     let dev = Device::open(&sb.dev, &OsKeychain).unwrap();
     assert_eq!(dev.counts().unwrap().erased, 0);
@@ -379,23 +379,11 @@ fn untrusted_servers_and_bad_receipts_erase_nothing() {
 
     // The real head office: the device is revoked there, so 401 and nothing erased.
     let server = HoServer::start(&sb.ho, &[]);
-    repoint(&sb, &server.url());
+    repoint_device(&sb.dev, &server.url());
     sb.ho_ok(&["device", "revoke", "booth-1"]);
     check("revoked device", "HTTP 401");
     let st: serde_json::Value = serde_json::from_str(&sb.ho_ok(&["status", "--json"])).unwrap();
     assert_eq!(st["devices"][0]["revoked"], true);
-}
-
-/// Points the device at another address, as an admin re-enrolling through a proxy would (the
-/// URL lives in the encrypted store).
-fn repoint(sb: &Sandbox, url: &str) {
-    let dev = Device::open(&sb.dev, &OsKeychain).unwrap();
-    dev.connection()
-        .execute(
-            "UPDATE settings SET v = ?1 WHERE k = 'server_url'",
-            [url.as_bytes()],
-        )
-        .unwrap();
 }
 
 #[test]

@@ -537,3 +537,31 @@ pub fn wait_blocked_on_stdin(pid: u32) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// An HTTPS client that trusts only the head office CA in `ho_dir`, keeps no idle connection
+/// and follows no redirect.
+pub fn ho_client(ho_dir: &Path) -> reqwest::blocking::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca =
+        reqwest::Certificate::from_pem(&std::fs::read(ho_dir.join("ca.pem")).unwrap()).unwrap();
+    reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .pool_max_idle_per_host(0)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Points the device in `dir` at another head office address, as an admin re-enrolling through a
+/// proxy would (the URL lives in the encrypted store).
+pub fn repoint_device(dir: &Path, url: &str) {
+    let dev = sealbox_device::Device::open(dir, &sealbox_device::OsKeychain).unwrap();
+    dev.connection()
+        .execute(
+            "UPDATE settings SET v = ?1 WHERE k = 'server_url'",
+            [url.as_bytes()],
+        )
+        .unwrap();
+}
