@@ -468,7 +468,7 @@ pub fn package_test(debs: &Debs) -> Result<()> {
     let dev = json(&root.device(&["status", "--json"], None)?)?;
     let (dev_schema, ho_schema) = (
         schema_in_source("crates/device/src/store/mod.rs")?,
-        schema_in_source("crates/headoffice/src/db.rs")?,
+        schema_in_source("crates/headoffice/src/store/sqlite.rs")?,
     );
     check(
         &format!(
