@@ -270,6 +270,27 @@ async fn enter_pin(c: &Client, pin: &str) {
     type_pin(c, pin).await;
 }
 
+/// Unlocks the manager screens with the right PIN and waits until they show.
+async fn unlock_manager(c: &Client) {
+    enter_pin(c, PIN).await;
+    wait_for(
+        c,
+        "the manager screen",
+        "!document.getElementById('screen-manager').hidden",
+    )
+    .await;
+}
+
+/// Waits until the visitor form is on the page.
+async fn wait_for_form(c: &Client) {
+    wait_for(
+        c,
+        "the form",
+        "document.querySelector('input[name=\"name\"]')",
+    )
+    .await;
+}
+
 /// Types `pin` on the open (or opening) PIN pad and presses OK.
 async fn type_pin(c: &Client, pin: &str) {
     wait_for(
@@ -412,12 +433,7 @@ async fn visitor_and_manager_in_the_real_window() {
 }
 
 async fn drive(c: &Client) -> Result<(), String> {
-    wait_for(
-        c,
-        "the form",
-        "document.querySelector('input[name=\"name\"]')",
-    )
-    .await;
+    wait_for_form(c).await;
     // The inputs the issue names, and no memory for the next visitor.
     assert_eq!(
         js(
@@ -558,13 +574,7 @@ async fn drive(c: &Client) -> Result<(), String> {
     click(c, "#pin-cancel").await;
 
     // The right PIN: the manager screens.
-    enter_pin(c, PIN).await;
-    wait_for(
-        c,
-        "the manager screen",
-        "!document.getElementById('screen-manager').hidden",
-    )
-    .await;
+    unlock_manager(c).await;
     wait_for(
         c,
         "the counts",
@@ -733,12 +743,7 @@ async fn the_window_shows_sync_state_and_syncs_now() {
     sb.enrol_at(&server.url());
     let (driver, c) = session(&sb).await;
 
-    wait_for(
-        &c,
-        "the form",
-        "document.querySelector('input[name=\"name\"]')",
-    )
-    .await;
+    wait_for_form(&c).await;
     wait_for(
         &c,
         "online",
@@ -764,13 +769,7 @@ async fn the_window_shows_sync_state_and_syncs_now() {
     )
     .await;
 
-    enter_pin(&c, PIN).await;
-    wait_for(
-        &c,
-        "the manager screen",
-        "!document.getElementById('screen-manager').hidden",
-    )
-    .await;
+    unlock_manager(&c).await;
     click(&c, "#tab-send").await;
     wait_for(
         &c,
@@ -815,13 +814,7 @@ async fn the_window_shows_sync_state_and_syncs_now() {
     submit_visitor(&c, "Qzsync Offline", "13933334444").await;
 
     // The manager carries a batch file instead: export, head office imports, receipt back.
-    enter_pin(&c, PIN).await;
-    wait_for(
-        &c,
-        "the manager screen",
-        "!document.getElementById('screen-manager').hidden",
-    )
-    .await;
+    unlock_manager(&c).await;
     click(&c, "#tab-send").await;
     click(&c, "#export-batch").await;
     wait_for(
@@ -924,12 +917,7 @@ async fn a_visitors_session_leaves_nothing_in_webkit_storage_or_core_files() {
     );
 
     let (driver, c) = session(&sb).await;
-    wait_for(
-        &c,
-        "the form",
-        "document.querySelector('input[name=\"name\"]')",
-    )
-    .await;
+    wait_for_form(&c).await;
     submit_visitor(&c, &format!("{name}submitted"), "13911112222").await;
     wait_for(
         &c,
@@ -1219,12 +1207,7 @@ fn wait_exit(pid: u32, secs: u64) -> bool {
 async fn the_window_closes_only_with_the_manager_pin() {
     let sb = Sandbox::enrolled();
     let (driver, c) = session(&sb).await;
-    wait_for(
-        &c,
-        "the form",
-        "document.querySelector('input[name=\"name\"]')",
-    )
-    .await;
+    wait_for_form(&c).await;
     let pid = kiosk_pid(&sb);
     js(&c, "window.__sealboxMarker = 42; return null;").await;
     assert!(
@@ -1242,13 +1225,7 @@ async fn the_window_closes_only_with_the_manager_pin() {
         "the same page, not a new one"
     );
 
-    enter_pin(&c, PIN).await;
-    wait_for(
-        &c,
-        "the manager screen",
-        "!document.getElementById('screen-manager').hidden",
-    )
-    .await;
+    unlock_manager(&c).await;
     click(&c, "#quit").await;
     wait_for(
         &c,
@@ -1347,20 +1324,9 @@ async fn the_manager_screens_lock_after_two_idle_minutes() {
     let skew = clock_skew_file(&sb);
     let set = |ms: u64| std::fs::write(&skew, ms.to_string()).unwrap();
     let (driver, c) = session(&sb).await;
-    wait_for(
-        &c,
-        "the form",
-        "document.querySelector('input[name=\"name\"]')",
-    )
-    .await;
+    wait_for_form(&c).await;
     submit_visitor(&c, "Qzlock Visitor", "13911112222").await;
-    enter_pin(&c, PIN).await;
-    wait_for(
-        &c,
-        "the manager screen",
-        "!document.getElementById('screen-manager').hidden",
-    )
-    .await;
+    unlock_manager(&c).await;
     click(&c, "#tab-entries").await;
     wait_for(
         &c,
@@ -1422,12 +1388,7 @@ async fn the_window_is_locked_down() {
     use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_RIGHT};
     let sb = Sandbox::enrolled();
     let (driver, c) = session(&sb).await;
-    wait_for(
-        &c,
-        "the form",
-        "document.querySelector('input[name=\"name\"]')",
-    )
-    .await;
+    wait_for_form(&c).await;
     js(
         &c,
         "window.__marker = 7; window.__seen = [];
