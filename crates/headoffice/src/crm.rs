@@ -535,23 +535,17 @@ fn export_to(
                 .map(|e| crate::duplicates::contact_keys(&config, &e.payload.values))
                 .collect::<Vec<_>>(),
         );
+        // Each visitor's entries, oldest first, under their earliest one: one pass.
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); entries.len()];
         for (i, o) in originals.iter().enumerate() {
+            members[*o].push(i);
             if i != *o {
                 duplicates += 1;
                 groups.insert(entries[*o].env.id);
             }
         }
-        for (i, _) in entries
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| originals[*i] == *i)
-        {
-            let group: Vec<&Opened> = entries
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| originals[*j] == i)
-                .map(|(_, x)| x)
-                .collect();
+        for group in members.iter().filter(|m| !m.is_empty()) {
+            let group: Vec<&Opened> = group.iter().map(|j| &entries[*j]).collect();
             emit(row_of(&group, None), &mut tmp)?;
         }
         bad
