@@ -10,6 +10,7 @@ fn main() {
             "promoter_sign_in",
             "promoter_sign_out",
             "promoter_touch",
+            "promoter_alive",
             "status_line",
             "unlock",
             "lock",

@@ -21,7 +21,6 @@
   // The manager's two-minute lock is kept by the library (its clock, its check): the page
   // reports activity at most this often and asks whether the screens are still unlocked.
   const MANAGER_TOUCH_MS = 2000;
-  const PROMOTER_IDLE_MS = 120000;
   const IDLE_COUNTDOWN_S = 10;
   // A scan is at least this many characters, at least SCAN_FAST_SHARE of their gaps under the
   // event's scan_max_gap_ms (a scanner's radio or USB hub may hold a key back now and then),
@@ -44,7 +43,6 @@
   // Promoter mode: the staff code's id (never a name), and how many entries it saved here.
   let promoter = null;
   let promoterSaved = 0;
-  let promoterTimer = null;
   let promoterTouched = 0;
   // The scanner's burst being read: its text only in this variable, never logged or stored.
   const scan = { keys: [], buf: "", last: 0, snap: null, active: false, timer: null };
@@ -252,7 +250,7 @@
       thanksTimer = setTimeout(wipeForm, (event.kiosk.thank_you_seconds || 5) * 1000);
       refreshStatus();
     } catch (err) {
-      if (err && err.code === "promoter_locked") { exitPromoter(); return; }
+      if (err && (err.code === "promoter_locked" || err.code === "staff_code_revoked")) { exitPromoter(); return; }
       showEntryError(err);
     } finally {
       button.disabled = false;
@@ -286,19 +284,27 @@
     }
   }
 
+  // Activity in promoter mode, told to the library (at most every 2 s): its clock decides when
+  // promoter mode locks, not a timer of the page's.
   function touchPromoter() {
     if (!promoter) return;
-    clearTimeout(promoterTimer);
-    promoterTimer = setTimeout(exitPromoter, PROMOTER_IDLE_MS);
     const now = Date.now();
-    if (now - promoterTouched > 5000) {
+    if (now - promoterTouched > MANAGER_TOUCH_MS) {
       promoterTouched = now;
       invoke("promoter_touch").then((open) => { if (!open && promoter) exitPromoter(); }).catch(() => {});
     }
   }
 
+  // Every second while promoter mode is open: locked by the library (idle, or the code revoked),
+  // the staff fields go and the next submit is a visitor's.
+  async function checkPromoter() {
+    if (!promoter) return;
+    let alive = false;
+    try { alive = await invoke("promoter_alive"); } catch (_) { alive = false; }
+    if (!alive && promoter) exitPromoter();
+  }
+
   async function exitPromoter() {
-    clearTimeout(promoterTimer);
     const was = promoter;
     promoter = null;
     promoterSaved = 0;
@@ -572,7 +578,7 @@
   }
 
   function openManager() {
-    if (promoter) { promoter = null; promoterSaved = 0; clearTimeout(promoterTimer); invoke("promoter_sign_out").catch(() => {}); }
+    if (promoter) { promoter = null; promoterSaved = 0; invoke("promoter_sign_out").catch(() => {}); }
     // A manager who unlocks while "thank you" is still showing stays in the manager screens: the
     // thank-you timer would otherwise wipe them away (leaving the library unlocked) seconds later.
     clearTimeout(thanksTimer);
@@ -817,6 +823,7 @@
     $("fault-retry").addEventListener("click", async () => applyState(await invoke("kiosk_state")));
     setInterval(refreshStatus, 2000);
     setInterval(checkManager, 1000);
+    setInterval(checkPromoter, 1000);
     applyState(await invoke("kiosk_state"));
   }
 

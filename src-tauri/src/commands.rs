@@ -61,6 +61,13 @@ pub fn promoter_sign_out(shared: State<'_, Shared>) {
     shared.kiosk().promoter_sign_out()
 }
 
+/// Whether promoter mode is still open (the page asks every second; the library's clock
+/// decides).
+#[tauri::command(async)]
+pub fn promoter_alive(shared: State<'_, Shared>) -> bool {
+    shared.kiosk().promoter_alive()
+}
+
 /// Activity in promoter mode (keystrokes), so its inactivity lock counts from the last one.
 #[tauri::command(async)]
 pub fn promoter_touch(shared: State<'_, Shared>) -> bool {

@@ -60,6 +60,7 @@ pub fn builder<R: Runtime>(builder: tauri::Builder<R>, shared: Shared) -> tauri:
             commands::promoter_sign_in,
             commands::promoter_sign_out,
             commands::promoter_touch,
+            commands::promoter_alive,
             commands::status_line,
             commands::unlock,
             commands::lock,

@@ -55,6 +55,11 @@ enum Command {
         /// Many registrations, one JSON object a line, from a file or `-` for stdin.
         #[arg(long, value_name = "FILE|-")]
         ndjson: Option<PathBuf>,
+        /// A promoter's entries: staff-only fields are taken and the staff code's id is sealed
+        /// with each entry. The code is asked for on the terminal or, without one, read from the
+        /// first line of stdin (never an argument). Without it, staff-only fields are refused.
+        #[arg(long)]
+        staff_code: bool,
     },
     /// Counts and health; no personal data.
     Status {
@@ -209,6 +214,40 @@ fn new_pin(var: &str) -> Result<Pin> {
     Ok(Pin::new(a.as_str()))
 }
 
+/// A promoter's staff code: asked for on the terminal, or without one the first line of stdin
+/// (entries from stdin follow it). Never an argument.
+fn read_staff_code(stdin: &mut std::io::StdinLock<'_>) -> Result<Pin> {
+    use std::io::{BufRead, IsTerminal};
+    if stdin.is_terminal() {
+        let code = rpassword::prompt_password("Staff code: ")
+            .map(Zeroizing::new)
+            .map_err(|_| {
+                msg(
+                    "no_terminal",
+                    "无法从终端读取员工码",
+                    "the staff code could not be read from the terminal",
+                )
+            })?;
+        return Ok(Pin::new(code.trim()));
+    }
+    let mut line = Zeroizing::new(String::new());
+    stdin.read_line(&mut line).map_err(|e| {
+        msg(
+            "unreadable_file",
+            format!("无法从标准输入读取员工码：{}", io_kind_zh(&e)),
+            format!("reading the staff code from stdin: {e}"),
+        )
+    })?;
+    if line.trim().is_empty() {
+        return Err(msg(
+            "no_staff_code",
+            "没有员工码：--staff-code 需要在终端或标准输入的第一行给出员工码；未保存任何登记",
+            "no staff code: --staff-code reads it from the terminal or the first line of stdin; nothing was stored",
+        ));
+    }
+    Ok(Pin::new(line.trim()))
+}
+
 fn open(dir: &Path) -> Result<Device> {
     Ok(Device::open(dir, &OsKeychain)?)
 }
@@ -254,30 +293,55 @@ fn run(cli: Cli) -> Result<()> {
                 ),
             );
         }
-        Command::Add { json, ndjson } => {
+        Command::Add {
+            json,
+            ndjson,
+            staff_code,
+        } => {
             let mut dev = open(dir)?;
+            let mut stdin = std::io::stdin().lock();
+            let staff = if staff_code {
+                let code = read_staff_code(&mut stdin)?;
+                Some(dev.verify_staff_code(&code)?)
+            } else {
+                None
+            };
+            let staff = staff.as_deref();
+            let staff_only = |e: DeviceError| match &e {
+                DeviceError::Invalid(err) | DeviceError::InvalidLine { error: err, .. }
+                    if staff.is_none()
+                        && err.code
+                            == sealbox_device::protocol::entry::EntryErrorCode::StaffOnly =>
+                {
+                    let field = err.field.clone().unwrap_or_default();
+                    msg(
+                        "staff_only",
+                        format!("字段 {field} 只限员工填写：请加 --staff-code，并在终端或标准输入的第一行给出员工码；未保存任何登记"),
+                        format!("field {field} is for staff only: add --staff-code and give a staff code on the terminal or the first line of stdin; nothing was stored"),
+                    )
+                }
+                _ => e.into(),
+            };
             if let Some(path) = json {
                 let text = if path.as_os_str() == "-" {
                     let mut text = Zeroizing::new(String::new());
-                    std::io::stdin()
-                        .lock()
-                        .read_to_string(&mut text)
-                        .map_err(|e| {
-                            msg(
-                                "unreadable_file",
-                                format!("无法从标准输入读取登记：{}", io_kind_zh(&e)),
-                                format!("reading the entry from stdin: {e}"),
-                            )
-                        })?;
+                    stdin.read_to_string(&mut text).map_err(|e| {
+                        msg(
+                            "unreadable_file",
+                            format!("无法从标准输入读取登记：{}", io_kind_zh(&e)),
+                            format!("reading the entry from stdin: {e}"),
+                        )
+                    })?;
                     text
                 } else {
                     read_text(&path)?
                 };
-                let id = dev.add_json(&text)?;
+                let id = dev.add_json_captured(&text, staff).map_err(staff_only)?;
                 println!("{id}");
             } else if let Some(path) = ndjson {
                 let ids = if path.as_os_str() == "-" {
-                    dev.add_ndjson(std::io::stdin().lock())?
+                    dev.add_ndjson_captured(&mut stdin, staff)
+                        .map_err(staff_only)?
                 } else {
                     let f = std::fs::File::open(&path).map_err(|e| {
                         msg(
@@ -286,7 +350,8 @@ fn run(cli: Cli) -> Result<()> {
                             format!("opening {}: {e}", path.display()),
                         )
                     })?;
-                    dev.add_ndjson(BufReader::new(f))?
+                    dev.add_ndjson_captured(BufReader::new(f), staff)
+                        .map_err(staff_only)?
                 };
                 for id in &ids {
                     println!("{id}");

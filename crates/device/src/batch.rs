@@ -120,6 +120,7 @@ impl Device {
         }
         let erased = self.erase_acknowledged(&receipt, &here)?;
         crate::device::pause_point("receipt.after_commit");
+        self.take_staff_codes(&receipt);
         Ok(ReceiptReport {
             batch_id: receipt.batch_id,
             erased,

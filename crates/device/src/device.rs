@@ -13,6 +13,7 @@ use rusqlite::Connection;
 use sealbox_protocol::entry::{self, EntryEnvelope, PayloadPlaintext};
 use sealbox_protocol::escrow::{key_id, EscrowRecord, ESCROW_FORMAT};
 use sealbox_protocol::escrow::{SummaryEscrowRecord, SUMMARY_ESCROW_FORMAT};
+use sealbox_protocol::staff::StaffCodesUpdate;
 use sealbox_protocol::{EnrolmentFile, EventConfig, Secret32};
 use serde::Serialize;
 use serde_json::json;
@@ -363,11 +364,11 @@ impl Device {
         self.dir.root()
     }
 
-    /// Validates a submission and stores it sealed, in one transaction. Returns once the commit
-    /// is durable (WAL, `synchronous=FULL`): only then may anyone say "thank you".
+    /// Validates a visitor's submission (staff-only fields refused) and stores it sealed, in one
+    /// transaction. Returns once the commit is durable (WAL, `synchronous=FULL`): only then may
+    /// anyone say "thank you".
     pub fn add(&mut self, input: &serde_json::Value) -> Result<Uuid> {
-        let valid = entry::validate(&self.config, input)?;
-        self.store_valid(&valid, None)
+        self.add_captured(input, None)
     }
 
     /// The kiosk's submit: a visitor's own (staff-only fields refused), or, with the id of the
@@ -378,10 +379,119 @@ impl Device {
         staff_code: Option<&str>,
     ) -> Result<Uuid> {
         let valid = match staff_code {
-            Some(_) => entry::validate(&self.config, input)?,
+            Some(id) => {
+                self.check_staff_code_id(id)?;
+                entry::validate(&self.config, input)?
+            }
             None => entry::validate_visitor(&self.config, input)?,
         };
         self.store_valid(&valid, staff_code)
+    }
+
+    /// [`Device::add_captured`] from JSON text (the command line's `add --json`).
+    pub fn add_json_captured(&mut self, json: &str, staff_code: Option<&str>) -> Result<Uuid> {
+        let value = entry::parse_json(json)?;
+        self.add_captured(&value, staff_code)
+    }
+
+    /// Refuses a staff code id that is not (or no longer) one of the event's: head office may
+    /// have revoked it since it signed in.
+    fn check_staff_code_id(&mut self, id: &str) -> Result<()> {
+        self.refresh_staff_codes()?;
+        if self.config.staff_codes.iter().any(|c| c.id == id) {
+            Ok(())
+        } else {
+            Err(DeviceError::StaffCodeRevoked(id.to_string()))
+        }
+    }
+
+    /// Whether the staff code with this id is still one of the event's on this device.
+    pub fn staff_code_current(&mut self, id: &str) -> Result<bool> {
+        match self.check_staff_code_id(id) {
+            Ok(()) => Ok(true),
+            Err(DeviceError::StaffCodeRevoked(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The staff codes as the store holds them now (a sync on another connection may have
+    /// replaced them since this device was opened).
+    fn refresh_staff_codes(&mut self) -> Result<()> {
+        let stored: EventConfig = store::get_setting(&self.conn, keys::EVENT)?
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .ok_or(DeviceError::Corrupt)?;
+        self.config.staff_codes = stored.staff_codes;
+        self.config.staff_codes_version = stored.staff_codes_version;
+        self.config.revoked_staff_codes = stored.revoked_staff_codes;
+        Ok(())
+    }
+
+    /// The version of the staff codes this device holds (0: as enrolled, none issued since).
+    pub fn staff_codes_version(&mut self) -> Result<u64> {
+        self.refresh_staff_codes()?;
+        Ok(self.config.staff_codes_version)
+    }
+
+    /// Takes head office's signed staff codes (sent with each receipt): verified with head
+    /// office's key as this device trusts it now, for this event, newer than the set held;
+    /// only then are the verifiers replaced, in one transaction with its audit row. A refused
+    /// update is audited with its reason and changes nothing. Returns the version now held.
+    pub fn apply_staff_codes(&mut self, update: &StaffCodesUpdate) -> Result<u64> {
+        self.refresh_staff_codes()?;
+        let held = self.config.staff_codes_version;
+        let damaged = || DeviceError::Enrolment("head office's verifying key is damaged".into());
+        let key = sealbox_protocol::sync::verifying_key_from_b64(&setting_string(
+            &self.conn,
+            keys::HO_VERIFYING_KEY,
+        )?)
+        .ok_or_else(damaged)?;
+        if let Err(e) = update.verify(&key, &self.config.id, held) {
+            audit::append(
+                &self.conn,
+                now_ms(),
+                "staff_codes.refused",
+                &json!({"version": update.version, "held": held, "reason": e.code()}),
+            )?;
+            tracing::warn!(reason = e.code(), "staff code update refused");
+            return Err(DeviceError::StaffCodes(e));
+        }
+        let mut config = self.config.clone();
+        config.staff_codes = update.staff_codes.clone();
+        config.staff_codes_version = update.version;
+        let event_json =
+            serde_json::to_vec(&config).map_err(|e| DeviceError::Seal(e.to_string()))?;
+        let ids: Vec<&str> = update.staff_codes.iter().map(|c| c.id.as_str()).collect();
+        let tx = self.conn.unchecked_transaction()?;
+        store::set_setting(&tx, keys::EVENT, &event_json)?;
+        audit::append(
+            &tx,
+            now_ms(),
+            "staff_codes.updated",
+            &json!({"version": update.version, "from": held, "ids": ids}),
+        )?;
+        tx.commit()?;
+        self.config = config;
+        tracing::info!(
+            version = update.version,
+            codes = ids.len(),
+            "staff codes updated"
+        );
+        Ok(update.version)
+    }
+
+    /// The staff codes a verified receipt carries, if they are not the set held already. A
+    /// refused update never fails the receipt: its entries are acknowledged all the same.
+    pub(crate) fn take_staff_codes(&mut self, receipt: &sealbox_protocol::sync::Receipt) {
+        let Some(update) = &receipt.staff_codes else {
+            return;
+        };
+        match self.staff_codes_version() {
+            Ok(held) if held == update.version => {}
+            Ok(_) => {
+                let _ = self.apply_staff_codes(update);
+            }
+            Err(e) => tracing::warn!(code = e.code(), "staff codes not read"),
+        }
     }
 
     fn store_valid(&mut self, valid: &entry::ValidEntry, staff_code: Option<&str>) -> Result<Uuid> {
@@ -404,19 +514,37 @@ impl Device {
     /// validated first: one bad line, reported by its number, and nothing is written. The rest
     /// is one transaction.
     pub fn add_ndjson(&mut self, reader: impl BufRead) -> Result<Vec<Uuid>> {
+        self.add_ndjson_captured(reader, None)
+    }
+
+    /// [`Device::add_ndjson`] by a promoter: with the id of a staff code verified by
+    /// [`Device::verify_staff_code`], staff-only fields are taken and the id is sealed with each
+    /// entry; without, they are refused.
+    pub fn add_ndjson_captured(
+        &mut self,
+        reader: impl BufRead,
+        staff_code: Option<&str>,
+    ) -> Result<Vec<Uuid>> {
+        if let Some(id) = staff_code {
+            self.check_staff_code_id(id)?;
+        }
         let mut valid = Vec::new();
         for (i, line) in reader.lines().enumerate() {
             let line = Zeroizing::new(line.map_err(DeviceError::io("reading the entries"))?);
             if line.trim().is_empty() {
                 continue;
             }
-            let parsed = entry::validate_json(&self.config, &line)
+            let parsed = entry::parse_json(&line)
+                .and_then(|v| match staff_code {
+                    Some(_) => entry::validate(&self.config, &v),
+                    None => entry::validate_visitor(&self.config, &v),
+                })
                 .map_err(|error| DeviceError::InvalidLine { line: i + 1, error })?;
             valid.push(parsed);
         }
         let mut rows = Vec::with_capacity(valid.len());
         for v in &valid {
-            rows.push(self.seal_entry(v)?);
+            rows.push(self.seal_entry_by(v, staff_code)?);
         }
         let now = now_ms();
         let tx = self.conn.transaction()?;
@@ -434,10 +562,6 @@ impl Device {
         tx.commit()?;
         tracing::info!(count = rows.len(), "entries stored from NDJSON");
         Ok(rows.into_iter().map(|r| r.id).collect())
-    }
-
-    fn seal_entry(&self, valid: &entry::ValidEntry) -> Result<EntryRow> {
-        self.seal_entry_by(valid, None)
     }
 
     fn seal_entry_by(
@@ -586,6 +710,7 @@ impl Device {
         candidate: &Pin,
         moment: &Moment,
     ) -> Result<String> {
+        self.refresh_staff_codes()?;
         if self.config.staff_codes.is_empty() {
             return Err(DeviceError::NoStaffCodes);
         }

@@ -49,10 +49,14 @@ pub enum DeviceError {
     PinLocked(u64),
     #[error("a PIN must be 6 to 12 digits and not a trivial sequence")]
     PinWeak,
-    #[error("this event has no staff codes on this device: head office issues them (`sealbox-headoffice event staff-code EVENT`) before the device is enrolled")]
+    #[error("this event has no staff codes on this device: head office issues them (`sealbox-headoffice event staff-code EVENT`), and the device learns them with its next sync or receipt")]
     NoStaffCodes,
     #[error("wrong staff code")]
     StaffCodeWrong,
+    #[error("staff code {0} has been revoked by head office: sign in with another staff code")]
+    StaffCodeRevoked(String),
+    #[error("{0}; the staff codes on this device were not changed")]
+    StaffCodes(sealbox_protocol::staff::StaffCodesError),
     #[error("too many wrong staff codes: try again in {0} s")]
     StaffCodeLocked(u64),
     #[error("the badge scan could not be read; nothing was filled in")]
@@ -121,6 +125,8 @@ impl DeviceError {
             PinWeak => "pin_weak",
             NoStaffCodes => "no_staff_codes",
             StaffCodeWrong => "staff_code_wrong",
+            StaffCodeRevoked(_) => "staff_code_revoked",
+            StaffCodes(e) => e.code(),
             StaffCodeLocked(_) => "staff_code_locked",
             ScanUnreadable => "scan_unreadable",
             Seal(_) => "seal_failed",
@@ -168,8 +174,10 @@ impl DeviceError {
             PinWrong => "PIN 不正确".into(),
             PinLocked(s) => format!("PIN 错误次数过多：请 {s} 秒后再试"),
             PinWeak => "PIN 须为 6 至 12 位数字，且不能是简单序列".into(),
-            NoStaffCodes => "本设备上没有此活动的员工码：须先由总部签发（`sealbox-headoffice event staff-code 活动`），再注册设备".into(),
+            NoStaffCodes => "本设备上没有此活动的员工码：须由总部签发（`sealbox-headoffice event staff-code 活动`），设备在下一次同步或导入回执时得知".into(),
             StaffCodeWrong => "员工码不正确".into(),
+            StaffCodeRevoked(id) => format!("员工码 {id} 已被总部吊销：请用另一个员工码登录"),
+            StaffCodes(e) => format!("{}；本设备上的员工码未做更改", e.message(Lang::Zh)),
             StaffCodeLocked(s) => format!("员工码错误次数过多：请 {s} 秒后再试"),
             ScanUnreadable => "无法识别这次扫描的胸卡，未填写任何内容".into(),
             Seal(d) => format!("加密失败（{d}）"),
@@ -254,6 +262,8 @@ mod tests {
             PinWeak => "PinWeak",
             NoStaffCodes => "NoStaffCodes",
             StaffCodeWrong => "StaffCodeWrong",
+            StaffCodeRevoked(_) => "StaffCodeRevoked",
+            StaffCodes(_) => "StaffCodes",
             StaffCodeLocked(_) => "StaffCodeLocked",
             ScanUnreadable => "ScanUnreadable",
             Seal(_) => "Seal",
@@ -311,6 +321,7 @@ mod tests {
             PinWeak,
             NoStaffCodes,
             StaffCodeWrong,
+            StaffCodeRevoked("s2".into()),
             StaffCodeLocked(30),
             ScanUnreadable,
             Seal("rng".into()),
@@ -341,6 +352,16 @@ mod tests {
             ReceiptError::MissingIds(2),
         ] {
             v.push(BadReceipt(r));
+        }
+        use sealbox_protocol::staff::StaffCodesError;
+        for e in [
+            StaffCodesError::Format,
+            StaffCodesError::Signature,
+            StaffCodesError::OtherEvent,
+            StaffCodesError::Stale { held: 3, got: 2 },
+            StaffCodesError::Invalid,
+        ] {
+            v.push(StaffCodes(e));
         }
         v
     }
@@ -398,6 +419,8 @@ mod tests {
             "PinWeak",
             "NoStaffCodes",
             "StaffCodeWrong",
+            "StaffCodeRevoked",
+            "StaffCodes",
             "StaffCodeLocked",
             "ScanUnreadable",
             "Seal",

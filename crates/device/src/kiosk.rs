@@ -244,9 +244,35 @@ impl Kiosk {
     /// once promoter mode has locked.
     pub fn submit_as_promoter(&mut self, values: &serde_json::Value) -> Result<String, UiError> {
         let code = self.promoter_code().ok_or_else(promoter_locked)?;
-        let id = self.device()?.add_captured(values, Some(&code))?;
+        let id = match self.device()?.add_captured(values, Some(&code)) {
+            Ok(id) => id,
+            Err(e) => {
+                // A code head office revoked (learnt with a receipt) closes promoter mode.
+                if matches!(e, DeviceError::StaffCodeRevoked(_)) {
+                    self.promoter = None;
+                }
+                return Err(e.into());
+            }
+        };
         self.touch_promoter();
         Ok(id.to_string())
+    }
+
+    /// Whether promoter mode is still open, without counting as activity: the library's session
+    /// clock decides (the page asks every second and leaves promoter mode when this says no).
+    /// Past its idle time, or once head office has revoked the code, it is closed here.
+    pub fn promoter_alive(&mut self) -> bool {
+        let Some(id) = self.promoter_code() else {
+            return false;
+        };
+        let current = self
+            .device()
+            .and_then(|d| d.staff_code_current(&id))
+            .unwrap_or(false);
+        if !current {
+            self.promoter = None;
+        }
+        current
     }
 
     /// Opens promoter mode with a staff code (rate-limited and audited in the device); returns

@@ -372,6 +372,7 @@ impl Device {
                 return Err(DeviceError::BadReceipt(e));
             }
             let erased = self.erase_acknowledged(&receipt, &batch.ids)?;
+            self.take_staff_codes(&receipt);
             report.batches += 1;
             report.erased += erased;
             report.last_receipt_ms = Some(now_ms());

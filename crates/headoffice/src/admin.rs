@@ -137,6 +137,8 @@ pub fn event_create(dir: &Path, config_json: &str) -> Result<EventConfig> {
     let without_codes = |json: &str| {
         serde_json::from_str::<EventConfig>(json).ok().map(|mut c| {
             c.staff_codes.clear();
+            c.staff_codes_version = 0;
+            c.revoked_staff_codes.clear();
             c
         })
     };
@@ -184,10 +186,13 @@ pub fn staff_code_issue(dir: &Path, event_id: &str) -> Result<IssuedStaffCode> {
     ho.require_initialised()?;
     let mut store = Store::open(&ho)?;
     let mut config = store.event(event_id)?;
+    // A revoked id is never issued again: an entry's `captured_by` names one code for good.
     let n = config
         .staff_codes
         .iter()
-        .filter_map(|c| c.id.strip_prefix('s').and_then(|d| d.parse::<u32>().ok()))
+        .map(|c| c.id.as_str())
+        .chain(config.revoked_staff_codes.iter().map(String::as_str))
+        .filter_map(|id| id.strip_prefix('s').and_then(|d| d.parse::<u32>().ok()))
         .max()
         .unwrap_or(0)
         + 1;
@@ -218,6 +223,7 @@ pub fn staff_code_issue(dir: &Path, event_id: &str) -> Result<IssuedStaffCode> {
         id: id.clone(),
         verifier,
     });
+    config.staff_codes_version += 1;
     config.validate().map_err(HoError::BadEvent)?;
     let canonical = serde_json::to_string(&config).map_err(|e| HoError::Config(e.to_string()))?;
     store.update_event(
@@ -231,6 +237,71 @@ pub fn staff_code_issue(dir: &Path, event_id: &str) -> Result<IssuedStaffCode> {
     )?;
     tracing::info!(event = event_id, staff_code = %id, "staff code issued");
     Ok(IssuedStaffCode { id, code })
+}
+
+/// Revokes a staff code: its verifier leaves the event's config and its id is kept as revoked
+/// (never issued again). Devices learn it with their next receipt. Audited with the id.
+pub fn staff_code_revoke(dir: &Path, event_id: &str, id: &str) -> Result<()> {
+    let ho = HoDir::new(dir);
+    ho.require_initialised()?;
+    let mut store = Store::open(&ho)?;
+    let mut config = store.event(event_id)?;
+    let before = config.staff_codes.len();
+    config.staff_codes.retain(|c| c.id != id);
+    if config.staff_codes.len() == before {
+        return Err(HoError::UnknownStaffCode(id.chars().take(16).collect()));
+    }
+    config.revoked_staff_codes.push(id.to_string());
+    config.staff_codes_version += 1;
+    config.validate().map_err(HoError::BadEvent)?;
+    let canonical = serde_json::to_string(&config).map_err(|e| HoError::Config(e.to_string()))?;
+    store.update_event(
+        event_id,
+        &canonical,
+        Audit::new(
+            now_ms(),
+            "event.staff_code_revoked",
+            serde_json::json!({"event": event_id, "staff_code": id}),
+        ),
+    )?;
+    tracing::info!(event = event_id, staff_code = %id, "staff code revoked");
+    Ok(())
+}
+
+/// An event's staff codes by id, without anything secret: `(active ids, revoked ids, version)`.
+pub fn staff_code_list(dir: &Path, event_id: &str) -> Result<(Vec<String>, Vec<String>, u64)> {
+    let ho = HoDir::new(dir);
+    ho.require_initialised()?;
+    let config = Store::open(&ho)?.event(event_id)?;
+    Ok((
+        config.staff_codes.into_iter().map(|c| c.id).collect(),
+        config.revoked_staff_codes,
+        config.staff_codes_version,
+    ))
+}
+
+/// The signed staff codes of `event_id` that a receipt carries to its device, once the event
+/// has had a code issued; `None` before (or if the event cannot be read: the receipt goes out
+/// without, and the device keeps what it has).
+pub fn staff_codes_update(
+    store: &mut Store,
+    event_id: &str,
+    key: &ed25519_dalek::SigningKey,
+) -> Option<sealbox_protocol::staff::StaffCodesUpdate> {
+    match store.event(event_id) {
+        Ok(c) if c.staff_codes_version > 0 => {
+            Some(sealbox_protocol::staff::StaffCodesUpdate::sign(&c, key))
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(
+                event = event_id,
+                code = e.code(),
+                "staff codes not read for the receipt"
+            );
+            None
+        }
+    }
 }
 
 /// Enrols a device: makes its token and signing key, keeps only the token's hash and the
@@ -587,7 +658,7 @@ pub fn import_with(
     let mut store = Store::open(&ho)?;
     let OpenedBatch {
         device,
-        event_id: _,
+        event_id,
         revoked,
         payload,
     } = open_batch_in(&identity, &sealed, &mut store)?;
@@ -654,7 +725,8 @@ pub fn import_with(
             db::IngestError::Storage(e) => HoError::Storage(e),
             other => HoError::BadBatch(other.to_string()),
         })?;
-    let (receipt, fresh) = (stored.receipt, stored.fresh);
+    let (mut receipt, fresh) = (stored.receipt, stored.fresh);
+    receipt.staff_codes = staff_codes_update(&mut store, &event_id, &key);
     if stored.quarantined > 0 {
         tracing::warn!(%device, batch = %req.batch_id, quarantined = stored.quarantined, "entries kept in the quarantine");
     }

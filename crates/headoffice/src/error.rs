@@ -45,6 +45,8 @@ pub enum HoError {
     UnknownEvent(String),
     #[error("event {0:?} already exists with a different config; nothing was changed")]
     EventExists(String),
+    #[error("the event has no staff code {0:?} (list them with `event staff-code EVENT --list`); nothing was changed")]
+    UnknownStaffCode(String),
     #[error("device {0:?} is already enrolled; revoke it or choose another name")]
     DeviceExists(String),
     #[error("not an escrow file for this head office, or damaged")]
@@ -101,6 +103,7 @@ impl HoError {
             OutputUnwritable { .. } => "output_unwritable",
             UnknownEvent(_) => "unknown_event",
             EventExists(_) => "event_exists",
+            UnknownStaffCode(_) => "unknown_staff_code",
             DeviceExists(_) => "device_exists",
             BadEscrow => "bad_escrow",
             OutputExists { .. } => "output_exists",
@@ -141,6 +144,7 @@ impl HoError {
             OutputUnwritable { path, dir, source } => format!("{path} 所在的文件夹 {dir} 不存在或不可写（{}），未存储任何内容", io_kind_zh(source)),
             UnknownEvent(e) => format!("活动 {e:?} 不存在：请先用 `sealbox-headoffice event create 文件` 创建"),
             EventExists(e) => format!("活动 {e:?} 已存在，且配置不同；未做任何更改"),
+            UnknownStaffCode(id) => format!("活动没有员工码 {id:?}（用 `event staff-code 活动 --list` 查看）；未做任何更改"),
             DeviceExists(d) => format!("设备 {d:?} 已注册：请先吊销它，或换一个名称"),
             BadEscrow => "这不是本总部的托管文件，或文件已损坏".into(),
             OutputExists { path } => format!("{path} 已存在，未写入任何内容"),
@@ -207,6 +211,7 @@ mod tests {
             OutputUnwritable { .. } => "OutputUnwritable",
             UnknownEvent(_) => "UnknownEvent",
             EventExists(_) => "EventExists",
+            UnknownStaffCode(_) => "UnknownStaffCode",
             DeviceExists(_) => "DeviceExists",
             BadEscrow => "BadEscrow",
             OutputExists { .. } => "OutputExists",
@@ -263,6 +268,7 @@ mod tests {
             },
             UnknownEvent("e".into()),
             EventExists("e".into()),
+            UnknownStaffCode("s9".into()),
             DeviceExists("booth-1".into()),
             BadEscrow,
             OutputExists { path: "/x".into() },

@@ -207,8 +207,16 @@ enum EventCmd {
     /// Validate and store an event config (JSON).
     Create { file: PathBuf },
     /// Issue a staff code for promoter mode at the event's kiosks: printed once, kept only as a
-    /// verifier; devices enrolled afterwards accept it.
-    StaffCode { event: String },
+    /// verifier. Enrolled devices learn it (and revocations) with their next receipt.
+    StaffCode {
+        event: String,
+        /// Revoke the staff code with this id (`s1`) instead of issuing one.
+        #[arg(long, value_name = "ID", conflicts_with = "list")]
+        revoke: Option<String>,
+        /// List the ids of the event's staff codes (nothing secret) instead of issuing one.
+        #[arg(long)]
+        list: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -510,15 +518,54 @@ fn run(cli: Cli) -> Result<()> {
                 format!("event {} ready ({} fields)", c.id, c.fields.len()),
             );
         }
-        Command::Event(EventCmd::StaffCode { event }) => {
+        Command::Event(EventCmd::StaffCode {
+            event,
+            revoke: Some(id),
+            ..
+        }) => {
+            admin::staff_code_revoke(dir, &event, &id)?;
+            say(
+                format!("员工码 {id} 已吊销：设备在下一次同步或导入回执时得知，此后不再接受它。"),
+                format!("staff code {id} revoked: devices learn it with their next sync or receipt and refuse it from then on."),
+            );
+        }
+        Command::Event(EventCmd::StaffCode {
+            event, list: true, ..
+        }) => {
+            let (active, revoked, version) = admin::staff_code_list(dir, &event)?;
+            let none = |v: &[String]| {
+                if v.is_empty() {
+                    "-".to_string()
+                } else {
+                    v.join(" ")
+                }
+            };
+            say(
+                format!(
+                    "有效：{}
+已吊销：{}
+版本：{version}",
+                    none(&active),
+                    none(&revoked)
+                ),
+                format!(
+                    "active: {}
+revoked: {}
+version: {version}",
+                    none(&active),
+                    none(&revoked)
+                ),
+            );
+        }
+        Command::Event(EventCmd::StaffCode { event, .. }) => {
             let issued = admin::staff_code_issue(dir, &event)?;
             say(
                 format!(
-                    "员工码 {}：{}\n只显示这一次，请交给一位推广员。登记中只记录代号 {}，不记录姓名。此后注册的设备才接受它。",
+                    "员工码 {}：{}\n只显示这一次，请交给一位推广员。登记中只记录代号 {}，不记录姓名。已注册的设备在下一次同步或导入回执时得知。",
                     issued.id, *issued.code, issued.id
                 ),
                 format!(
-                    "staff code {}: {}\nshown only now: give it to one promoter. Entries record only its id {}, never a name. Devices enrolled from now on accept it.",
+                    "staff code {}: {}\nshown only now: give it to one promoter. Entries record only its id {}, never a name. Enrolled devices learn it with their next sync or receipt.",
                     issued.id, *issued.code, issued.id
                 ),
             );

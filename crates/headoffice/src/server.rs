@@ -46,6 +46,8 @@ impl Limits {
 /// One batch waiting for the writer, and where its outcome goes.
 struct Job {
     device: String,
+    /// The device's event: its receipt carries the event's signed staff codes.
+    event: String,
     req: SyncRequest,
     reply: tokio::sync::oneshot::Sender<db::Ingested>,
 }
@@ -74,7 +76,14 @@ fn writer_loop(mut store: Store, key: SigningKey, jobs: std::sync::mpsc::Receive
             group.iter().map(|j| (j.device.as_str(), &j.req)).collect();
         let results = store.ingest_group(&batches, db::Source::Sync, &key, crate::now_ms());
         tracing::debug!(batches = group.len(), entries, "group commit");
-        for (job, result) in group.into_iter().zip(results) {
+        let mut updates = HashMap::new();
+        for (job, mut result) in group.into_iter().zip(results) {
+            if let Ok(stored) = result.as_mut() {
+                let update = updates.entry(job.event.clone()).or_insert_with(|| {
+                    crate::admin::staff_codes_update(&mut store, &job.event, &key)
+                });
+                stored.receipt.staff_codes = update.clone();
+            }
             // A device that hung up meanwhile gets its receipt on its retry (same batch id).
             let _ = job.reply.send(result);
         }
@@ -401,6 +410,7 @@ async fn sync(
     let (reply, outcome) = tokio::sync::oneshot::channel();
     let job = Job {
         device: device.name.clone(),
+        event: device.event_id.clone(),
         req,
         reply,
     };

@@ -24,6 +24,18 @@ pub struct EventConfig {
     /// them (`sealbox-headoffice event staff-code`), a device never learns a name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub staff_codes: Vec<StaffCode>,
+    /// How many times head office has issued or revoked a staff code of this event: a device
+    /// takes a signed update of the codes ([`crate::staff`]) only with a higher version.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub staff_codes_version: u64,
+    /// The ids of revoked staff codes (never issued again, so an entry's `captured_by` names
+    /// one code for good).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked_staff_codes: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Who fills a field in.
@@ -514,29 +526,44 @@ impl EventConfig {
     }
 
     fn validate_staff_codes(&self) -> Result<(), ConfigError> {
-        if self.staff_codes.len() > MAX_STAFF_CODES {
-            return Err(ConfigError::new(
-                "staff_codes",
-                format!("at most {MAX_STAFF_CODES}"),
-            ));
-        }
-        let mut seen = HashSet::new();
-        for (i, c) in self.staff_codes.iter().enumerate() {
-            if !is_staff_code_id(&c.id) || !seen.insert(c.id.as_str()) {
+        validate_staff_code_list(&self.staff_codes)?;
+        for (i, id) in self.revoked_staff_codes.iter().enumerate() {
+            if !is_staff_code_id(id) || self.staff_codes.iter().any(|c| &c.id == id) {
                 return Err(ConfigError::new(
-                    format!("staff_codes[{i}].id"),
-                    "must be a lowercase letter then letters or digits, at most 8, and distinct",
-                ));
-            }
-            if !c.verifier.starts_with("$argon2id$") || c.verifier.len() > 200 {
-                return Err(ConfigError::new(
-                    format!("staff_codes[{i}].verifier"),
-                    "must be an Argon2id hash: head office writes it (`event staff-code`)",
+                    format!("revoked_staff_codes[{i}]"),
+                    "must be the id of a staff code that is no longer in staff_codes",
                 ));
             }
         }
         Ok(())
     }
+}
+
+/// Checks a list of staff codes: at most [`MAX_STAFF_CODES`], distinct valid ids, Argon2id
+/// verifiers.
+pub fn validate_staff_code_list(codes: &[StaffCode]) -> Result<(), ConfigError> {
+    if codes.len() > MAX_STAFF_CODES {
+        return Err(ConfigError::new(
+            "staff_codes",
+            format!("at most {MAX_STAFF_CODES}"),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, c) in codes.iter().enumerate() {
+        if !is_staff_code_id(&c.id) || !seen.insert(c.id.as_str()) {
+            return Err(ConfigError::new(
+                format!("staff_codes[{i}].id"),
+                "must be a lowercase letter then letters or digits, at most 8, and distinct",
+            ));
+        }
+        if !c.verifier.starts_with("$argon2id$") || c.verifier.len() > 200 {
+            return Err(ConfigError::new(
+                format!("staff_codes[{i}].verifier"),
+                "must be an Argon2id hash: head office writes it (`event staff-code`)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A staff code's id: `[a-z][a-z0-9]{0,7}`.
@@ -561,6 +588,14 @@ fn is_field_key(s: &str) -> bool {
         && s != "consent"
         && b.next().is_some_and(|c| c.is_ascii_lowercase())
         && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+}
+
+/// Configs for other modules' tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    pub(crate) fn minimal() -> super::EventConfig {
+        super::EventConfig::from_json(super::tests::EXAMPLE).unwrap()
+    }
 }
 
 #[cfg(test)]

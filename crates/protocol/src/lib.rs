@@ -18,6 +18,7 @@
 //! - [`sync`]: the sync request and head office's signed receipt.
 //! - [`health`]: the device's health report (counts and times only), sent with every sync.
 //! - [`rotation`]: head office's statement that a new key signs its receipts from now on.
+//! - [`staff`]: head office's signed update of an event's staff codes, sent with receipts.
 //! - [`secret`]: types for secrets: zeroized on drop, `[redacted]` in `Debug`.
 //! - [`i18n`]: the two languages every user-facing string exists in.
 
@@ -32,6 +33,7 @@ pub mod i18n;
 pub mod limits;
 pub mod rotation;
 pub mod secret;
+pub mod staff;
 pub mod sync;
 
 pub use enrolment::EnrolmentFile;

@@ -40,6 +40,11 @@ pub struct Receipt {
     /// signed by the key it retires (see [`crate::rotation`]). Absent until a key is rotated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rotations: Vec<KeyRotation>,
+    /// The device's event's staff codes as head office holds them now: not signed by the
+    /// receipt, signed on their own (see [`crate::staff`]). Absent while the event has never
+    /// had a staff code issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staff_codes: Option<crate::staff::StaffCodesUpdate>,
 }
 
 /// Why a receipt is not accepted. Nothing is erased on any of these.
@@ -125,6 +130,7 @@ impl Receipt {
             issued_at_ms,
             signature: String::new(),
             rotations: Vec::new(),
+            staff_codes: None,
         };
         r.signature = b64_encode(&key.sign(&r.signed_bytes()).to_bytes());
         r
