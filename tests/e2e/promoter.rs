@@ -6,11 +6,13 @@
 
 use fantoccini::key::Key;
 use fantoccini::Client;
-use sealbox_tests::window::{js, keys, scan, session, wait_for, WindowSite};
+use sealbox_tests::window::{
+    clock_skew_file, js, keys, scan, session, wait_for, wait_for_within, WindowSite,
+};
 use sealbox_tests::*;
 use std::time::Duration;
 
-const PROMO_EVENT: &str = "promo-2026";
+pub(crate) const PROMO_EVENT: &str = "promo-2026";
 /// In every scanned text: it must not reach a file or a log.
 const SCAN_CANARY: &str = "Qzscanary";
 const TYPED_CANARY: &str = "Qzpromoter";
@@ -82,7 +84,7 @@ async fn field_then_enter(c: &Client, text: &str) {
     keys(c, &char::from(Key::Enter).to_string()).await;
 }
 
-fn promo_event(sb: &Sandbox) {
+pub(crate) fn promo_event(sb: &Sandbox) {
     sb.create_event(PROMO_EVENT, |v| {
         let fields = v["fields"].as_array_mut().unwrap();
         fields.push(serde_json::json!({
@@ -564,5 +566,136 @@ async fn drive(c: &Client, code: &str) -> Result<(), String> {
     if js(c, &format!("return {staff_fields};")).await != 0 {
         return Err("staff fields still shown after promoter mode".into());
     }
+    Ok(())
+}
+
+/// Issues a staff code at head office and returns it (`s1-12345678`).
+pub(crate) fn issue_code(sb: &Sandbox, event: &str) -> String {
+    let issued = sb.ho_ok(&["event", "staff-code", event]);
+    issued
+        .split_whitespace()
+        .find(|w| w.len() == 11 && w.as_bytes()[2] == b'-' && w.starts_with('s'))
+        .unwrap_or_else(|| panic!("no code in: {issued}"))
+        .to_string()
+}
+
+/// Promoter mode's lock is the library's (its session clock, moved on by the debug build's
+/// test clock): at 1:45 without activity it is still open; two minutes after the last
+/// activity the page leaves promoter mode by itself (no timer of its own: it asks the library
+/// every second), the staff fields go, a submit carrying staff fields as the promoter is
+/// refused by the library, and the next submit is a visitor's (thank you).
+#[tokio::test(flavor = "multi_thread")]
+async fn promoter_mode_locks_on_the_librarys_clock_in_the_real_window() {
+    let sb = Sandbox::headoffice();
+    promo_event(&sb);
+    let code = issue_code(&sb, PROMO_EVENT);
+    let file = sb.tmp.path().join("booth.enrol.json");
+    sb.ho_ok(&[
+        "enroll",
+        "--device",
+        "booth-1",
+        "--event",
+        PROMO_EVENT,
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    sb.dev_ok(&["enroll", file.to_str().unwrap(), "--shred"]);
+    sb.dev_ok_env(&["pin", "set"], &[("SEALBOX_PIN", PIN)]);
+    let site = site(&sb);
+    std::fs::create_dir_all(&site.xdg).unwrap();
+    let skew = clock_skew_file(&site);
+    std::fs::write(&skew, "0").unwrap();
+    let (driver, c) = session(&site).await;
+    let outcome = lock_drive(&c, &code, &skew).await;
+    if outcome.is_err() {
+        if let Ok(png) = c.screenshot().await {
+            let d = workspace().join("target/e2e-artifacts");
+            let _ = std::fs::create_dir_all(&d);
+            let _ = std::fs::write(d.join("promoter-lock-failure.png"), png);
+        }
+    }
+    let _ = c.close().await;
+    drop(driver);
+    if let Err(e) = outcome {
+        let log = std::fs::read_to_string(&site.log).unwrap_or_default();
+        panic!("{e}\n--- driver log:\n{log}");
+    }
+    // One entry, the visitor's, stored after the lock; the refused promoter's submit left none.
+    assert_eq!(sb.pending(), 1);
+}
+
+async fn lock_drive(c: &Client, code: &str, skew: &std::path::Path) -> Result<(), String> {
+    let staff_fields =
+        "document.querySelectorAll('[data-field=\"rating\"], [data-field=\"notes\"]').length";
+    wait_for(
+        c,
+        "the form",
+        "document.querySelector('input[name=\"name\"]')",
+    )
+    .await?;
+    js(
+        c,
+        "document.getElementById('open-promoter').click(); return 1;",
+    )
+    .await;
+    wait_for(
+        c,
+        "the staff code dialog",
+        "document.getElementById('promoter-dialog').open",
+    )
+    .await?;
+    keys(c, &format!("{code}{}", char::from(Key::Enter))).await;
+    wait_for(
+        c,
+        "promoter mode",
+        "!document.getElementById('promoter-bar').hidden",
+    )
+    .await?;
+    // 1:45 without activity: still open (the page asks every second).
+    std::fs::write(skew, "105000").map_err(|e| e.to_string())?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    if js(c, &format!("return {staff_fields};")).await != 2 {
+        return Err("promoter mode locked before two minutes".into());
+    }
+    // Two minutes: the library's clock locks it; the page follows by itself.
+    std::fs::write(skew, "125000").map_err(|e| e.to_string())?;
+    wait_for_within(
+        c,
+        "the lock",
+        "document.getElementById('promoter-bar').hidden",
+        Duration::from_secs(10),
+    )
+    .await?;
+    if js(c, &format!("return {staff_fields};")).await != 0 {
+        return Err("staff fields still shown after the lock".into());
+    }
+    // The library refuses a promoter's submit now, whatever a page would send.
+    let refused = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             window.__TAURI__.core.invoke('submit_entry', {values: {name: 'Qzlocked', phone: '13911110000', notes: 'x', consent: true}, promoter: true})
+               .then(() => done('stored'), (e) => done(e.code));",
+            vec![],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if refused != "promoter_locked" {
+        return Err(format!("a promoter's submit after the lock: {refused}"));
+    }
+    // The next submit is a visitor's: thank you, not the promoter's next form.
+    js(
+        c,
+        "document.querySelector('[data-field=\"name\"] input').value = 'Qzvisitor';
+         document.querySelector('[data-field=\"phone\"] input').value = '13911112222';
+         document.getElementById('consent').checked = true;
+         document.getElementById('submit').click(); return 1;",
+    )
+    .await;
+    wait_for(
+        c,
+        "thank you",
+        "!document.getElementById('screen-thanks').hidden",
+    )
+    .await?;
     Ok(())
 }

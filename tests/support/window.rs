@@ -38,6 +38,12 @@ pub struct WindowSite<'a> {
     pub log: PathBuf,
 }
 
+/// The file the app reads its session clock's skew from (milliseconds; debug builds): a test
+/// writes it to move the manager's and the promoter's inactivity locks on.
+pub fn clock_skew_file(site: &WindowSite<'_>) -> PathBuf {
+    site.xdg.join("clock-skew-ms")
+}
+
 /// Starts tauri-driver and a WebDriver session on the app (asked for up to 4 times: under load
 /// the proxy can drop the first request).
 pub async fn session(site: &WindowSite<'_>) -> (Driver, Client) {
@@ -65,6 +71,7 @@ pub async fn session(site: &WindowSite<'_>) -> (Driver, Client) {
         .env("XDG_CACHE_HOME", site.xdg.join("cache"))
         .env("XDG_CONFIG_HOME", site.xdg.join("config"))
         .env("TMPDIR", site.tmpdir)
+        .env("SEALBOX_TEST_CLOCK_SKEW_FILE", clock_skew_file(site))
         .env("NO_AT_BRIDGE", "1")
         .stdout(log.try_clone().unwrap())
         .stderr(log)
