@@ -179,6 +179,15 @@ fn staff_codes_issued_and_revoked_after_enrolment_reach_the_device_signed() {
         assert!(files_containing(&sb.dev, canary).is_empty());
         assert!(files_containing(&sb.ho, canary).is_empty());
     }
+
+    // With nothing to send there is no receipt: the sync asks for the codes on their own.
+    sb.ho_ok(&["event", "staff-code", PROMO_EVENT, "--revoke", "s2"]);
+    assert_eq!(sb.pending(), 0);
+    sb.dev_ok(&["sync"]);
+    assert_eq!(version(&sb), 5);
+    let said = fail(add_as(&sb, &s2, &promoter_entry(5)), ADD);
+    assert!(said.contains("wrong staff code"), "{said}");
+    ok(add_as(&sb, &s3, &promoter_entry(5)), ADD);
 }
 
 #[test]

@@ -482,9 +482,13 @@ impl Device {
     /// The staff codes a verified receipt carries, if they are not the set held already. A
     /// refused update never fails the receipt: its entries are acknowledged all the same.
     pub(crate) fn take_staff_codes(&mut self, receipt: &sealbox_protocol::sync::Receipt) {
-        let Some(update) = &receipt.staff_codes else {
-            return;
-        };
+        if let Some(update) = &receipt.staff_codes {
+            self.take_update(update);
+        }
+    }
+
+    /// An update from head office, taken unless it is the set held already.
+    pub(crate) fn take_update(&mut self, update: &StaffCodesUpdate) {
         match self.staff_codes_version() {
             Ok(held) if held == update.version => {}
             Ok(_) => {

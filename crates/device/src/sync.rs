@@ -123,6 +123,32 @@ impl SyncClient {
         Ok(true)
     }
 
+    /// The event's staff codes as head office holds them now, unverified; `None` when it has
+    /// none, or predates the endpoint (404).
+    pub fn staff_codes(&self) -> Result<Option<sealbox_protocol::staff::StaffCodesUpdate>> {
+        let r = self
+            .http
+            .get(format!(
+                "{}{}",
+                self.base,
+                sealbox_protocol::staff::STAFF_CODES_PATH
+            ))
+            .header("authorization", self.auth.as_str())
+            .send()
+            .map_err(network_error)?;
+        match r.status() {
+            reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::NO_CONTENT => return Ok(None),
+            s if !s.is_success() => return Err(http_error(r)),
+            _ => {}
+        }
+        r.json().map(Some).map_err(|e| {
+            DeviceError::Offline(format!(
+                "the staff codes did not arrive whole: {}",
+                first_line(&e)
+            ))
+        })
+    }
+
     /// Posts one batch; the receipt is returned unverified.
     pub fn post(&self, req: &SyncRequest) -> Result<Receipt> {
         let r = self
@@ -285,6 +311,17 @@ impl Device {
         })
     }
 
+    /// Asks head office for the event's staff codes and takes them if they are not the set held
+    /// (verified like those a receipt carries); best effort: a failure is logged, and a refused
+    /// update audited, changing nothing.
+    pub fn fetch_staff_codes(&mut self, client: &SyncClient) {
+        match client.staff_codes() {
+            Ok(Some(update)) => self.take_update(&update),
+            Ok(None) => {}
+            Err(e) => tracing::info!(code = e.code(), "staff codes not fetched"),
+        }
+    }
+
     /// Sends this device's health report; best effort. `Ok(false)` when head office predates
     /// reports.
     pub fn send_health(&self, client: &SyncClient, last_error: Option<&str>) -> Result<bool> {
@@ -308,6 +345,10 @@ impl Device {
     ) -> Result<SyncReport> {
         let outcome = self.sync_batches(client, page, progress);
         let code = outcome.as_ref().err().map(|e| e.code());
+        // Receipts carry the event's staff codes; with none (nothing was sent), ask for them.
+        if outcome.as_ref().is_ok_and(|r| r.batches == 0) {
+            self.fetch_staff_codes(client);
+        }
         if !matches!(code, Some("offline" | "tls_refused" | "sync_running")) {
             match self.send_health(client, code) {
                 Ok(true) => tracing::debug!("health report sent"),

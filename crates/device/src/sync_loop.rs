@@ -142,6 +142,7 @@ fn run(
     let mut reports = Reports {
         supported: true,
         last: None,
+        codes_last: None,
     };
     while !stop.load(Ordering::SeqCst) {
         let wait = match one_round(
@@ -193,6 +194,8 @@ fn update(state: &Mutex<SyncState>, f: impl FnOnce(&mut SyncState)) {
 struct Reports {
     supported: bool,
     last: Option<std::time::Instant>,
+    /// When the event's staff codes were last asked for while idle.
+    codes_last: Option<std::time::Instant>,
 }
 
 /// One look: `Ok(true)` when it sent something (look again at once), `Ok(false)` when idle.
@@ -223,6 +226,14 @@ fn one_round(
         }
         if !reports.supported || !due {
             client.health()?;
+        }
+        // Nothing to send means no receipt: the staff codes are asked for on their own.
+        if reports
+            .codes_last
+            .is_none_or(|t| t.elapsed() >= opts.health_every)
+        {
+            dev.fetch_staff_codes(&client);
+            reports.codes_last = Some(std::time::Instant::now());
         }
         update(state, |s| {
             s.online = Some(true);

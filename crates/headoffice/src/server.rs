@@ -90,16 +90,31 @@ fn writer_loop(mut store: Store, key: SigningKey, jobs: std::sync::mpsc::Receive
     }
 }
 
-/// A token hash to look up, and where the device found goes.
-type Lookup = (
-    String,
-    tokio::sync::oneshot::Sender<Result<Option<DeviceAuth>>>,
-);
+/// What the reader looks up, and where the answer goes.
+enum Lookup {
+    /// A token hash: the device it belongs to.
+    Device(
+        String,
+        tokio::sync::oneshot::Sender<Result<Option<DeviceAuth>>>,
+    ),
+    /// An event id: its staff codes, signed.
+    StaffCodes(
+        String,
+        tokio::sync::oneshot::Sender<Option<sealbox_protocol::staff::StaffCodesUpdate>>,
+    ),
+}
 
-/// The reader: one thread owning the read connection, answering token lookups in turn.
-fn reader_loop(mut store: Store, lookups: std::sync::mpsc::Receiver<Lookup>) {
-    while let Ok((hash, reply)) = lookups.recv() {
-        let _ = reply.send(store.device_by_token(&hash));
+/// The reader: one thread owning the read connection, answering lookups in turn.
+fn reader_loop(mut store: Store, key: SigningKey, lookups: std::sync::mpsc::Receiver<Lookup>) {
+    while let Ok(lookup) = lookups.recv() {
+        match lookup {
+            Lookup::Device(hash, reply) => {
+                let _ = reply.send(store.device_by_token(&hash));
+            }
+            Lookup::StaffCodes(event, reply) => {
+                let _ = reply.send(crate::admin::staff_codes_update(&mut store, &event, &key));
+            }
+        }
     }
 }
 
@@ -134,10 +149,11 @@ impl ServerState {
             .spawn(move || writer_loop(store, key, jobs))
             .map_err(HoError::io("starting the writer thread"))?;
         let read = Store::open_configured(dir, config, busy)?;
+        let read_key = dir.load_signing_key()?;
         let (reader, lookups) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("sealbox-ho-reader".into())
-            .spawn(move || reader_loop(read, lookups))
+            .spawn(move || reader_loop(read, read_key, lookups))
             .map_err(HoError::io("starting the reader thread"))?;
         Ok(ServerState {
             writer,
@@ -231,6 +247,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/v1/sync", post(sync))
+        .route(sealbox_protocol::staff::STAFF_CODES_PATH, get(staff_codes))
         .route(
             sealbox_protocol::health::HEALTH_PATH,
             post(health_report).layer(DefaultBodyLimit::max(
@@ -240,6 +257,47 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .fallback(|| async { api_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)
+}
+
+/// A device's event's staff codes, signed (204 while it has none): how a device with nothing
+/// to send, and so no receipt, learns a code issued or revoked since.
+async fn staff_codes(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+    let device = match authenticate(&state, &headers).await {
+        Ok(d) => d,
+        Err(r) => return r.into_response(),
+    };
+    if let Err(wait) = state.take(&device.name) {
+        let mut r = api_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests from this device",
+        );
+        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+            r.headers_mut().insert("retry-after", v);
+        }
+        return r;
+    }
+    let (reply, found) = tokio::sync::oneshot::channel();
+    if state
+        .reader
+        .send(Lookup::StaffCodes(device.event_id.clone(), reply))
+        .is_err()
+    {
+        return api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "head office is shutting down; try again",
+        );
+    }
+    match found.await {
+        Ok(Some(update)) => Json(update).into_response(),
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Err(_) => api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "head office is shutting down; try again",
+        ),
+    }
 }
 
 /// The device behind the request's bearer token.
@@ -263,7 +321,7 @@ async fn authenticate(
         .ok_or_else(unauthorized)?;
     let hash = sealbox_protocol::sha256_hex(&token);
     let (reply, found) = tokio::sync::oneshot::channel();
-    let found = match state.reader.send((hash, reply)) {
+    let found = match state.reader.send(Lookup::Device(hash, reply)) {
         Ok(()) => found
             .await
             .unwrap_or_else(|_| Err(HoError::Config("the reader stopped".into()))),

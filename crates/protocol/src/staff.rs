@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 
 pub const STAFF_CODES_FORMAT: &str = "sealbox-staff-codes/1";
 
+/// Where a device asks for its event's current staff codes (GET, with its token) when it has
+/// nothing to send and so gets no receipt: 200 with a [`StaffCodesUpdate`], 204 while the event
+/// has none. A head office that predates it answers 404.
+pub const STAFF_CODES_PATH: &str = "/v1/staff-codes";
+
 /// An event's whole set of staff codes (verifiers only) at one version, signed by head office.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
