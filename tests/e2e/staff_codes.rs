@@ -55,6 +55,16 @@ fn version(sb: &Sandbox) -> u64 {
 
 #[test]
 fn staff_codes_issued_and_revoked_after_enrolment_reach_the_device_signed() {
+    issued_and_revoked();
+}
+
+/// The same with head office on PostgreSQL: the codes go through its storage interface.
+#[test]
+fn staff_codes_reach_the_device_from_a_head_office_on_postgres() {
+    sealbox_tests::pg::on_postgres(issued_and_revoked);
+}
+
+fn issued_and_revoked() {
     let sb = Sandbox::headoffice();
     let server = HoServer::start(&sb.ho, &[]);
     promo_event(&sb);
