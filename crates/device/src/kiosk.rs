@@ -650,6 +650,27 @@ mod tests {
         let ok = audit.iter().find(|r| r.action == "staff_code.ok").unwrap();
         assert_eq!(ok.detail["for"], "promoter s2");
         assert!(audit.iter().all(|r| !r.detail.to_string().contains("4829")));
+        assert!(k.promoter_alive());
+        // Head office revokes s2; its signed update arrives on another connection (the sync
+        // loop's): the next submit is refused and promoter mode closes.
+        let mut config = k.device().unwrap().config().clone();
+        config.staff_codes.retain(|c| c.id == "s1");
+        config.staff_codes_version = 1;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
+        let update = sealbox_protocol::staff::StaffCodesUpdate::sign(&config, &key);
+        let mut other = Device::open(tmp.path(), k.keys.as_ref()).unwrap();
+        assert_eq!(other.apply_staff_codes(&update).unwrap(), 1);
+        assert_eq!(
+            k.submit_as_promoter(&with_notes).unwrap_err().code,
+            "staff_code_revoked"
+        );
+        assert!(!k.promoter_alive());
+        assert_eq!(
+            k.promoter_sign_in(&Pin::new(code)).unwrap_err().code,
+            "staff_code_wrong"
+        );
+        k.promoter_sign_in(&Pin::new("s1-11112222")).unwrap();
+        assert!(k.promoter_alive());
         k.promoter_sign_out();
         assert_eq!(
             k.submit_as_promoter(&with_notes).unwrap_err().code,
