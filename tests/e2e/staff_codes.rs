@@ -100,6 +100,12 @@ fn issued_and_revoked() {
     // The sync's receipt brings version 3: s1 refused, s2 taken.
     sb.dev_ok(&["sync"]);
     assert_eq!(version(&sb), 3);
+    // Importing the batch file again gives the receipt already written, whose staff codes are
+    // older now: it stands as it was.
+    let kept = std::fs::read(&receipt_v1).unwrap();
+    let out = sb.ho_import(&batch, &receipt_v1);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read(&receipt_v1).unwrap(), kept);
     let said = fail(add_as(&sb, &s1, &promoter_entry(3)), ADD);
     assert!(said.contains("wrong staff code"), "{said}");
     ok(add_as(&sb, &s2, &promoter_entry(3)), ADD);
