@@ -437,31 +437,36 @@ impl Device {
     /// only then are the verifiers replaced, in one transaction with its audit row. A refused
     /// update is audited with its reason and changes nothing. Returns the version now held.
     pub fn apply_staff_codes(&mut self, update: &StaffCodesUpdate) -> Result<u64> {
-        self.refresh_staff_codes()?;
-        let held = self.config.staff_codes_version;
         let damaged = || DeviceError::Enrolment("head office's verifying key is damaged".into());
-        let key = sealbox_protocol::sync::verifying_key_from_b64(&setting_string(
-            &self.conn,
-            keys::HO_VERIFYING_KEY,
-        )?)
-        .ok_or_else(damaged)?;
-        if let Err(e) = update.verify(&key, &self.config.id, held) {
+        // One IMMEDIATE transaction from reading the version held to writing the new set, so
+        // two connections (the app's sync loop, a `sealbox sync`) can never move it backwards.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut config: EventConfig = store::get_setting(&tx, keys::EVENT)?
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .ok_or(DeviceError::Corrupt)?;
+        let held = config.staff_codes_version;
+        let key = store::get_setting(&tx, keys::HO_VERIFYING_KEY)?
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|b64| sealbox_protocol::sync::verifying_key_from_b64(&b64))
+            .ok_or_else(damaged)?;
+        if let Err(e) = update.verify(&key, &config.id, held) {
             audit::append(
-                &self.conn,
+                &tx,
                 now_ms(),
                 "staff_codes.refused",
                 &json!({"version": update.version, "held": held, "reason": e.code()}),
             )?;
+            tx.commit()?;
             tracing::warn!(reason = e.code(), "staff code update refused");
             return Err(DeviceError::StaffCodes(e));
         }
-        let mut config = self.config.clone();
         config.staff_codes = update.staff_codes.clone();
         config.staff_codes_version = update.version;
         let event_json =
             serde_json::to_vec(&config).map_err(|e| DeviceError::Seal(e.to_string()))?;
         let ids: Vec<&str> = update.staff_codes.iter().map(|c| c.id.as_str()).collect();
-        let tx = self.conn.unchecked_transaction()?;
         store::set_setting(&tx, keys::EVENT, &event_json)?;
         audit::append(
             &tx,
@@ -470,12 +475,12 @@ impl Device {
             &json!({"version": update.version, "from": held, "ids": ids}),
         )?;
         tx.commit()?;
-        self.config = config;
         tracing::info!(
             version = update.version,
             codes = ids.len(),
             "staff codes updated"
         );
+        self.refresh_staff_codes()?;
         Ok(update.version)
     }
 
