@@ -17,6 +17,10 @@ pub(crate) const PROMO_EVENT: &str = "promo-2026";
 const SCAN_CANARY: &str = "Qzscanary";
 const TYPED_CANARY: &str = "Qzpromoter";
 
+/// The two windows of this module take turns: the scan test times a scanner's keys, which a
+/// second window starting beside it would make uneven.
+static ONE_WINDOW: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn site(sb: &Sandbox) -> WindowSite<'_> {
     WindowSite {
         app: bin("sealbox-kiosk"),
@@ -116,6 +120,7 @@ pub(crate) fn promo_event(sb: &Sandbox) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scans_promoter_mode_and_the_crm_file_in_the_real_window() {
+    let _turn = ONE_WINDOW.lock().await;
     let sb = Sandbox::headoffice();
     promo_event(&sb);
     let issued = sb.ho_ok(&["event", "staff-code", PROMO_EVENT]);
@@ -586,6 +591,7 @@ pub(crate) fn issue_code(sb: &Sandbox, event: &str) -> String {
 /// refused by the library, and the next submit is a visitor's (thank you).
 #[tokio::test(flavor = "multi_thread")]
 async fn promoter_mode_locks_on_the_librarys_clock_in_the_real_window() {
+    let _turn = ONE_WINDOW.lock().await;
     let sb = Sandbox::headoffice();
     promo_event(&sb);
     let code = issue_code(&sb, PROMO_EVENT);
