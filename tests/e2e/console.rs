@@ -890,8 +890,7 @@ mod on_postgres {
         seen.record(&c).await;
         let count = text_of(&c, "#forget-count").await;
         assert!(count.contains(" 1 条"), "{count}");
-        let deleted =
-            || tokio::task::block_in_place(|| status(sb)["events"][0]["deleted"].clone());
+        let deleted = || tokio::task::block_in_place(|| status(sb)["events"][0]["deleted"].clone());
         assert_eq!(deleted(), 0, "nothing deleted before the confirmation");
         fill(&c, "#forget-confirm input[name=passphrase]", PASSPHRASE).await;
         submit(&c, "#forget-confirm button").await;

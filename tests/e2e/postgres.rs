@@ -516,7 +516,8 @@ fn two_servers_share_one_rate_limit_per_device() {
 }
 
 /// What the shared rate limit costs on the sync path: the upsert beside the token lookup that
-/// every request makes anyway, timed over 2,000 of each on the test cluster (printed), and the
+/// every request makes anyway, timed over 2,000 of each on the test cluster (printed; the
+/// upsert must stay within a few lookups, so no WAL flush per request), and the
 /// bucket itself: from 8 connections at once, a burst of 50 lets exactly 50 through.
 #[test]
 fn the_shared_rate_limit_costs_about_one_lookup_and_counts_exactly() {
@@ -555,7 +556,12 @@ fn the_shared_rate_limit_costs_about_one_lookup_and_counts_exactly() {
         s2.rate_take("d-timed", 1e9, 1e9).unwrap().unwrap().unwrap();
     });
     println!("per request: token lookup {lookup:?}, rate limit upsert {take:?}");
-    assert!(take < Duration::from_millis(20), "{take:?}");
+    // A WAL flush per request (3.7 ms here) would not fit; the upsert's commit does not wait
+    // for one.
+    assert!(
+        take < lookup * 6 + Duration::from_micros(1500),
+        "the rate limit's upsert {take:?}, the lookup {lookup:?}"
+    );
     let granted = std::sync::atomic::AtomicU32::new(0);
     std::thread::scope(|sc| {
         for _ in 0..8 {
