@@ -816,3 +816,122 @@ fn pages_with_100_devices_and_100000_entries() {
         report.join(", ")
     );
 }
+
+/// The console on PostgreSQL, in the real browser, with two `serve` processes on one database:
+/// a sign-in on one works on the other (the browser's cookie is for 127.0.0.1, whatever the
+/// port), a device's health report sent to one shows on both, a deletion request counted and
+/// confirmed on the other deletes the one match, and signing out on one ends the session on
+/// both.
+mod on_postgres {
+    use super::*;
+    use sealbox_tests::pg::on_postgres;
+
+    #[test]
+    fn the_console_on_postgres_shared_by_two_servers() {
+        on_postgres(|| {
+            // Made and dropped outside the runtime: its database is made and dropped with the
+            // blocking PostgreSQL client.
+            let sb = Sandbox::headoffice();
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(two_servers_one_console(&sb))
+        });
+    }
+
+    async fn two_servers_one_console(sb: &Sandbox) {
+        assert!(sealbox_tests::pg::url_of(&sb.ho).is_some(), "on PostgreSQL");
+        admin_add(sb, ALICE, "operator");
+        let (_a, sync_a, base_a) = serve(sb);
+        let (_b, _sync_b, base_b) = serve(sb);
+        assert_ne!(base_a, base_b);
+        let (_driver, c) = browser(sb).await;
+        let mut seen = Seen::default();
+
+        // In Chinese (the language cookie is for 127.0.0.1, as the session's).
+        c.goto(&format!("{base_a}/lang/zh?back=/login"))
+            .await
+            .unwrap();
+        // Signed in on A: B knows the session.
+        sign_in(&c, &mut seen, &base_a, ALICE).await;
+        goto(&c, &mut seen, &format!("{base_b}/overview")).await;
+        assert!(
+            text_of(&c, "#who").await.starts_with(ALICE.0),
+            "B knows A's session"
+        );
+
+        // A device reports to A and syncs to A; both consoles show it.
+        tokio::task::block_in_place(|| {
+            sb.enrol_at(&sync_a);
+            sb.add_many(0, 3);
+            let dev = Device::open(&sb.dev, &OsKeychain).unwrap();
+            let client = dev.sync_client(Duration::from_secs(10)).unwrap();
+            assert!(
+                dev.send_health(&client, None).unwrap(),
+                "the health report is taken"
+            );
+        });
+        assert_eq!(waiting(&c, &mut seen, &base_b, "booth-1").await, "3");
+        assert_eq!(waiting(&c, &mut seen, &base_a, "booth-1").await, "3");
+        tokio::task::block_in_place(|| sb.dev_ok(&["sync"]));
+        assert_eq!(waiting(&c, &mut seen, &base_b, "booth-1").await, "0");
+        let overview = {
+            goto(&c, &mut seen, &format!("{base_b}/overview")).await;
+            text_of(&c, "main").await
+        };
+        assert!(overview.contains("trade-show-2026"), "{overview}");
+
+        // A deletion request on B: the count before the confirmation, then one entry deleted.
+        goto(&c, &mut seen, &format!("{base_b}/forget")).await;
+        fill(&c, "#forget-subject", "13900000001").await;
+        fill(&c, "#forget-passphrase", PASSPHRASE).await;
+        submit(&c, "#forget button").await;
+        seen.record(&c).await;
+        let count = text_of(&c, "#forget-count").await;
+        assert!(count.contains(" 1 条"), "{count}");
+        let deleted = || tokio::task::block_in_place(|| status(sb)["events"][0]["deleted"].clone());
+        assert_eq!(deleted(), 0, "nothing deleted before the confirmation");
+        fill(&c, "#forget-confirm input[name=passphrase]", PASSPHRASE).await;
+        submit(&c, "#forget-confirm button").await;
+        seen.record(&c).await;
+        assert!(text_of(&c, "#forgotten").await.contains('1'));
+        assert_eq!(deleted(), 1);
+
+        // The audit log, read on A, names the admin and verifies.
+        goto(&c, &mut seen, &format!("{base_a}/audit")).await;
+        assert!(text_of(&c, "#chain").await.contains("审计链完好"));
+        let log = text_of(&c, "#audit").await;
+        assert!(log.contains("console.deletion_request"), "{log}");
+        assert!(log.contains("\"admin\":\"alice\""), "{log}");
+        shot(&c, "postgres-audit-zh").await;
+
+        // Signed out on B: A no longer knows the session either.
+        goto(&c, &mut seen, &format!("{base_b}/overview")).await;
+        sign_out(&c).await;
+        goto(&c, &mut seen, &format!("{base_a}/overview")).await;
+        assert!(
+            c.current_url().await.unwrap().path().ends_with("/login"),
+            "signed out on both"
+        );
+        for (url, html) in &seen.0 {
+            for p in PERSONAL {
+                assert!(!html.contains(p), "{url} shows {p}");
+            }
+        }
+        let _ = c.close().await;
+
+        // Without a browser: a session made on B works on A.
+        tokio::task::block_in_place(|| {
+            let http = ho_client(&sb.ho);
+            let cookie = session_cookie(&http, &base_b, ALICE);
+            let r = http
+                .get(format!("{base_a}/devices"))
+                .header("cookie", &cookie)
+                .send()
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            assert!(r.text().unwrap().contains("data-device=\"booth-1\""));
+        });
+    }
+}

@@ -956,11 +956,6 @@ fn serve(dir: &Path, listen: Option<String>, console_listen: Option<String>) -> 
                     tracing::error!(error = %e, "the console stopped");
                 }
             });
-        } else if cfg.database_url.is_some() {
-            say(
-                "控制台未启动：它目前只支持内嵌数据库（使用 PostgreSQL 时请用命令行）",
-                "console not started: it works with the embedded database only for now (with PostgreSQL, use the command line)",
-            );
         } else {
             say(
                 "控制台未启动：还没有管理员账户（`sealbox-headoffice admin add 名字 --role operator`）",
@@ -1015,16 +1010,18 @@ fn console_listener(
     cfg: &config::Config,
     listen: Option<String>,
 ) -> Result<Option<ConsoleParts>> {
-    use sealbox_headoffice::console::{store, web};
-    // The console keeps its tables in the embedded database and reads head office's from it.
-    if cfg.database_url.is_some() {
+    use sealbox_headoffice::console::web;
+    // The console keeps its tables beside head office's, in whichever database it runs on.
+    let mut store = sealbox_headoffice::store::Store::open_configured(
+        ho,
+        cfg,
+        std::time::Duration::from_millis(cfg.busy_timeout_ms),
+    )?;
+    store.console_migrate()?;
+    if store.admin_count()? == 0 {
         return Ok(None);
     }
-    let conn = sealbox_headoffice::db::open(&ho.db())?;
-    store::migrate(&conn)?;
-    if store::admin_count(&conn)? == 0 {
-        return Ok(None);
-    }
+    drop(store);
     let addr = listen.unwrap_or(cfg.console_listen.clone());
     let listener = sealbox_headoffice::server::bind(&addr).map_err(|e| {
         msg(

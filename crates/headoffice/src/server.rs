@@ -90,31 +90,14 @@ fn writer_loop(mut store: Store, key: SigningKey, jobs: std::sync::mpsc::Receive
     }
 }
 
-/// What the reader looks up, and where the answer goes.
-enum Lookup {
-    /// A token hash: the device it belongs to.
-    Device(
-        String,
-        tokio::sync::oneshot::Sender<Result<Option<DeviceAuth>>>,
-    ),
-    /// An event id: its staff codes, signed.
-    StaffCodes(
-        String,
-        tokio::sync::oneshot::Sender<Option<sealbox_protocol::staff::StaffCodesUpdate>>,
-    ),
-}
+/// Work for the reader's connection; it sends its outcome back itself.
+type ReadJob = Box<dyn FnOnce(&mut Store) + Send>;
 
-/// The reader: one thread owning the read connection, answering lookups in turn.
-fn reader_loop(mut store: Store, key: SigningKey, lookups: std::sync::mpsc::Receiver<Lookup>) {
-    while let Ok(lookup) = lookups.recv() {
-        match lookup {
-            Lookup::Device(hash, reply) => {
-                let _ = reply.send(store.device_by_token(&hash));
-            }
-            Lookup::StaffCodes(event, reply) => {
-                let _ = reply.send(crate::admin::staff_codes_update(&mut store, &event, &key));
-            }
-        }
+/// The reader: one thread owning the second connection, doing its jobs in turn: token lookups
+/// (with the rate limit's upsert on PostgreSQL) and health reports.
+fn reader_loop(mut store: Store, jobs: std::sync::mpsc::Receiver<ReadJob>) {
+    while let Ok(job) = jobs.recv() {
+        job(&mut store);
     }
 }
 
@@ -122,18 +105,21 @@ fn reader_loop(mut store: Store, key: SigningKey, lookups: std::sync::mpsc::Rece
 pub struct ServerState {
     /// The queue to the writer thread (SQLite has one writer at a time anyway).
     writer: std::sync::mpsc::Sender<Job>,
-    /// Token lookups, on their own connection and thread beside the writer (the PostgreSQL
-    /// client blocks, so it never runs on the async runtime's threads).
-    reader: std::sync::mpsc::Sender<Lookup>,
-    /// The console's tables (health reports among them), in the embedded database; none when
-    /// head office runs on PostgreSQL, where the console is not available yet.
-    console_db: Option<Mutex<rusqlite::Connection>>,
+    /// Token lookups, rate limits and health reports, on their own connection and thread beside
+    /// the writer (the PostgreSQL client blocks, so it never runs on the async runtime's
+    /// threads).
+    reader: std::sync::mpsc::Sender<ReadJob>,
     limits: Limits,
+    /// The per-device token buckets on the embedded database (one server); on PostgreSQL the
+    /// buckets are rows in the database, shared by every server on it, and these are used only
+    /// while the database does not answer.
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
     /// Bounds the request bodies being read at once ([`MAX_BODIES_IN_FLIGHT`]).
     bodies: tokio::sync::Semaphore,
     /// Head office's unlocked keys: receipts go out with its key rotation statements.
     keys: HoDir,
+    /// The receipt key, which also signs staff code updates answered from the reader.
+    staff_key: std::sync::Arc<SigningKey>,
 }
 
 impl ServerState {
@@ -148,32 +134,42 @@ impl ServerState {
             .name("sealbox-ho-writer".into())
             .spawn(move || writer_loop(store, key, jobs))
             .map_err(HoError::io("starting the writer thread"))?;
-        let read = Store::open_configured(dir, config, busy)?;
-        let read_key = dir.load_signing_key()?;
-        let (reader, lookups) = std::sync::mpsc::channel();
+        let mut read = Store::open_configured(dir, config, busy)?;
+        // Health reports are kept in the console's tables.
+        read.console_migrate()?;
+        let (reader, jobs) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("sealbox-ho-reader".into())
-            .spawn(move || reader_loop(read, read_key, lookups))
+            .spawn(move || reader_loop(read, jobs))
             .map_err(HoError::io("starting the reader thread"))?;
         Ok(ServerState {
             writer,
             reader,
-            console_db: match config.database_url {
-                Some(_) => None,
-                None => Some(Mutex::new({
-                    let c = db::open_with_timeout(&dir.db(), busy)?;
-                    crate::console::store::migrate(&c)?;
-                    c
-                })),
-            },
             limits: Limits::from_config(config),
             buckets: Mutex::new(HashMap::new()),
             bodies: tokio::sync::Semaphore::new(MAX_BODIES_IN_FLIGHT),
             keys: dir.clone(),
+            staff_key: std::sync::Arc::new(dir.load_signing_key()?),
         })
     }
 
-    /// Token bucket per device: `Err(seconds to wait)` when empty.
+    /// Runs `f` on the reader's connection and thread.
+    async fn on_reader<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let job: ReadJob = Box::new(move |s| {
+            let _ = reply.send(f(s));
+        });
+        let stopped = || HoError::Config("the reader stopped".into());
+        match self.reader.send(job) {
+            Ok(()) => outcome.await.unwrap_or_else(|_| Err(stopped())),
+            Err(_) => Err(stopped()),
+        }
+    }
+
+    /// Token bucket per device, in this server's memory: `Err(seconds to wait)` when empty.
     fn take(&self, device: &str) -> std::result::Result<(), u64> {
         let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
@@ -202,6 +198,8 @@ pub(crate) struct Refusal {
     pub(crate) code: &'static str,
     pub(crate) message: String,
     pub(crate) refused: Vec<RefusedEntry>,
+    /// Seconds the device should wait (`Retry-After`), when rate-limited.
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl Refusal {
@@ -211,6 +209,7 @@ impl Refusal {
             code,
             message: message.into(),
             refused: Vec::new(),
+            retry_after: None,
         }
     }
 }
@@ -225,7 +224,14 @@ impl IntoResponse for Refusal {
         );
         let mut body = ApiError::new(self.code, self.message);
         body.refused = self.refused;
-        (self.status, Json(body)).into_response()
+        let mut r = (self.status, Json(body)).into_response();
+        if let Some(v) = self
+            .retry_after
+            .and_then(|w| HeaderValue::from_str(&w.to_string()).ok())
+        {
+            r.headers_mut().insert("retry-after", v);
+        }
+        r
     }
 }
 
@@ -277,19 +283,12 @@ async fn staff_codes(State(state): State<Arc<ServerState>>, headers: HeaderMap) 
         }
         return r;
     }
-    let (reply, found) = tokio::sync::oneshot::channel();
-    if state
-        .reader
-        .send(Lookup::StaffCodes(device.event_id.clone(), reply))
-        .is_err()
-    {
-        return api_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "head office is shutting down; try again",
-        );
-    }
-    match found.await {
+    let key = state.staff_key.clone();
+    let event = device.event_id.clone();
+    let found = state
+        .on_reader(move |s| Ok(crate::admin::staff_codes_update(s, &event, &key)))
+        .await;
+    match found {
         Ok(Some(update)) => Json(update).into_response(),
         Ok(None) => StatusCode::NO_CONTENT.into_response(),
         Err(_) => api_error(
@@ -320,15 +319,31 @@ async fn authenticate(
         .filter(|t| t.len() == 32)
         .ok_or_else(unauthorized)?;
     let hash = sealbox_protocol::sha256_hex(&token);
-    let (reply, found) = tokio::sync::oneshot::channel();
-    let found = match state.reader.send(Lookup::Device(hash, reply)) {
-        Ok(()) => found
-            .await
-            .unwrap_or_else(|_| Err(HoError::Config("the reader stopped".into()))),
-        Err(_) => Err(HoError::Config("the reader stopped".into())),
-    };
+    let (rate, burst) = (state.limits.device_rate_per_s, state.limits.device_burst);
+    // One trip to the reader: the lookup, and on PostgreSQL the rate limit's upsert.
+    let found = state
+        .on_reader(move |s| {
+            let Some(d) = s.device_by_token(&hash)? else {
+                return Ok(None);
+            };
+            if d.revoked {
+                return Ok(Some((d, None)));
+            }
+            let taken = match s.rate_take(&d.name, rate, burst) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(error = %e, "the shared rate limit did not answer; this server's own applies");
+                    None
+                }
+            };
+            Ok(Some((d, taken)))
+        })
+        .await;
     match found {
-        Ok(Some(d)) if !d.revoked => Ok(d),
+        Ok(Some((d, taken))) if !d.revoked => match taken.unwrap_or_else(|| state.take(&d.name)) {
+            Ok(()) => Ok(d),
+            Err(wait) => Err(rate_limited(wait)),
+        },
         Ok(_) => Err(unauthorized()),
         Err(e) => {
             tracing::error!(error = %e, "device lookup failed");
@@ -339,6 +354,17 @@ async fn authenticate(
             ))
         }
     }
+}
+
+/// The answer to a device over its rate limit.
+fn rate_limited(wait: u64) -> Refusal {
+    let mut r = Refusal::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "too many requests from this device",
+    );
+    r.retry_after = Some(wait);
+    r
 }
 
 /// Checks a batch against the limits before anything is stored. The batch as a whole may be
@@ -385,6 +411,7 @@ pub(crate) fn validate(
                     code: p.code().into(),
                 })
                 .collect(),
+            retry_after: None,
         });
     }
     Ok(())
@@ -409,17 +436,6 @@ async fn sync(
             return r.into_response();
         }
     };
-    if let Err(wait) = state.take(&device.name) {
-        let mut r = api_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many requests from this device",
-        );
-        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
-            r.headers_mut().insert("retry-after", v);
-        }
-        return r;
-    }
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -503,6 +519,7 @@ async fn sync(
                         code: "conflict".into(),
                     })
                     .collect(),
+                retry_after: None,
             }
             .into_response()
         }
@@ -568,17 +585,6 @@ async fn health_report(
         Ok(d) => d,
         Err(r) => return r.into_response(),
     };
-    if let Err(wait) = state.take(&device.name) {
-        let mut r = api_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many requests from this device",
-        );
-        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
-            r.headers_mut().insert("retry-after", v);
-        }
-        return r;
-    }
     let report: sealbox_protocol::health::HealthReport = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(_) => {
@@ -592,21 +598,14 @@ async fn health_report(
     if let Err(e) = report.validate() {
         return api_error(StatusCode::BAD_REQUEST, e.code(), e.to_string());
     }
-    // On PostgreSQL, head office answers as one without health reports does: the device stops.
-    let Some(console_db) = state.console_db.as_ref() else {
-        return api_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "this head office keeps no health reports",
-        );
-    };
-    let stored = {
-        let conn = console_db.lock().unwrap_or_else(|e| e.into_inner());
-        crate::console::store::record_health(&conn, &device.name, &report, crate::now_ms())
-    };
+    let name = device.name.clone();
+    let pending = report.pending;
+    let stored = state
+        .on_reader(move |s| s.record_health(&name, &report, crate::now_ms()))
+        .await;
     match stored {
         Ok(()) => {
-            tracing::debug!(device = %device.name, pending = report.pending, "health report");
+            tracing::debug!(device = %device.name, pending, "health report");
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => {

@@ -1,8 +1,9 @@
 //! The head office console: a browser's way to what the command line does, on its own HTTPS
 //! listener (default 127.0.0.1:8444), for people who are not command-line users.
 //!
-//! - [`store`]: the console's tables (admin accounts, device health reports, export requests)
-//!   and every line of SQL the console runs.
+//! - [`store`]: the console's records (admin accounts, device health reports, export requests,
+//!   sessions); their SQL is head office's storage's ([`crate::store::Store`]), on either
+//!   backend.
 //! - [`web`]: the pages, sign-in and sessions, served by `serve` beside the sync port.
 //! - [`text`]: every string of the pages in Chinese and English.
 
@@ -121,20 +122,21 @@ pub fn admin_add(
     }
     let ho = HoDir::new(dir);
     ho.require_initialised()?;
-    let conn = crate::db::open(&ho.db())?;
-    store::migrate(&conn)?;
-    if store::admin_get(&conn, name)?.is_some() {
+    let mut store = crate::store::Store::open(&ho)?;
+    store.console_migrate()?;
+    if store.admin_get(name)?.is_some() {
         return Err(ConsoleError::Exists(name.to_string()));
     }
     let hash = hash_password(password)?;
     let now = crate::now_ms();
-    store::admin_insert(&conn, name, role, &hash, now)?;
-    crate::audit::append(
-        &conn,
+    let audit = crate::store::Audit::new(
         now,
         "admin.added",
-        &serde_json::json!({"admin": name, "role": role.as_str()}),
-    )?;
+        serde_json::json!({"admin": name, "role": role.as_str()}),
+    );
+    if !store.admin_insert(name, role, &hash, now, audit)? {
+        return Err(ConsoleError::Exists(name.to_string()));
+    }
     Ok(())
 }
 

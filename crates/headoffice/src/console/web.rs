@@ -13,6 +13,7 @@ use super::text::t;
 use crate::admin;
 use crate::crm;
 use crate::keys::HoDir;
+use crate::store::Store;
 use crate::Passphrase;
 use axum::extract::{ConnectInfo, Form, Path as AxPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -20,7 +21,6 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use maud::{html, Markup, DOCTYPE};
-use rusqlite::Connection;
 use sealbox_protocol::{EventConfig, Lang};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -51,15 +51,6 @@ pub struct ConsoleOptions {
     pub silent_alert: Duration,
 }
 
-struct Session {
-    admin: String,
-    role: Role,
-    csrf: String,
-    last_seen: Instant,
-    /// A deletion request waiting for its confirmation: kept here, never echoed into a page.
-    forget: Option<PendingForget>,
-}
-
 struct PendingForget {
     subject: crm::Subject,
     event: Option<String>,
@@ -81,18 +72,38 @@ struct Download {
     for_session: String,
 }
 
-/// What the console's handlers share.
+/// What the console's handlers share. Sessions and failed sign-ins are in the database (every
+/// server on it shares them); a deletion request waiting for its confirmation and an enrolment
+/// file waiting for its download stay in this server's memory (they hold a visitor's phone or
+/// email, and a device's secret token).
 pub struct Console {
     dir: PathBuf,
-    conn: Mutex<Connection>,
-    sessions: Mutex<HashMap<String, Session>>,
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    store: Mutex<Store>,
+    /// A deletion request waiting for its confirmation, by session id: never echoed into a
+    /// page, never written down.
+    forgets: Mutex<HashMap<String, PendingForget>>,
     downloads: Mutex<HashMap<String, Download>>,
     opts: ConsoleOptions,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs blocking work (the PostgreSQL client blocks, and so do the admin functions) on this
+/// runtime thread, letting the runtime move its other tasks elsewhere meanwhile.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// The key a session or a sign-in counter is stored under: never the cookie, name or address
+/// itself.
+fn key_of(s: &str) -> String {
+    sealbox_protocol::sha256_hex(s.as_bytes())
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis() as i64
 }
 
 fn random_hex() -> String {
@@ -121,65 +132,71 @@ impl Console {
     pub fn open(dir: &std::path::Path, opts: ConsoleOptions) -> crate::error::Result<Console> {
         let ho = HoDir::new(dir);
         ho.require_initialised()?;
-        let conn = crate::db::open(&ho.db())?;
-        store::migrate(&conn)?;
-        Ok(Console {
+        let mut store = Store::open(&ho)?;
+        store.console_migrate()?;
+        Ok(Console::with_store(dir, store, opts))
+    }
+
+    fn with_store(dir: &std::path::Path, store: Store, opts: ConsoleOptions) -> Console {
+        Console {
             dir: dir.to_path_buf(),
-            conn: Mutex::new(conn),
-            sessions: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            store: Mutex::new(store),
+            forgets: Mutex::new(HashMap::new()),
             downloads: Mutex::new(HashMap::new()),
             opts,
-        })
+        }
+    }
+
+    /// Runs `f` on the console's store connection, off the runtime's scheduling.
+    fn db<T>(
+        &self,
+        f: impl FnOnce(&mut Store) -> crate::error::Result<T>,
+    ) -> crate::error::Result<T> {
+        blocking(|| f(&mut lock(&self.store)))
     }
 
     fn audit(&self, who: &str, action: &str, mut detail: serde_json::Value) {
         if let Some(o) = detail.as_object_mut() {
             o.insert("admin".into(), who.into());
         }
-        let conn = lock(&self.conn);
-        if let Err(e) = crate::audit::append(&conn, crate::now_ms(), action, &detail) {
+        let audit = crate::store::Audit::new(crate::now_ms(), action, detail);
+        if let Err(e) = self.db(|s| s.audit_append(audit)) {
             tracing::error!(error = %e, action, "console audit row not written");
         }
     }
 
     fn who(&self, headers: &HeaderMap) -> Option<Who> {
-        let id = cookie(headers, SESSION_COOKIE)?;
-        let mut sessions = lock(&self.sessions);
-        let expired = sessions
-            .get(&id)
-            .is_some_and(|s| s.last_seen.elapsed() > IDLE);
-        if expired {
-            sessions.remove(&id);
-            return None;
-        }
-        let s = sessions.get_mut(&id)?;
-        s.last_seen = Instant::now();
+        let id = cookie(headers, SESSION_COOKIE).filter(|id| !id.is_empty())?;
+        let now = crate::now_ms();
+        let s = match self.db(|s| s.session_touch(&key_of(&id), now, now - ms(IDLE))) {
+            Ok(s) => s?,
+            Err(e) => {
+                tracing::error!(error = %e, "console session lookup failed");
+                return None;
+            }
+        };
         Some(Who {
             id,
-            admin: s.admin.clone(),
+            admin: s.admin,
             role: s.role,
-            csrf: s.csrf.clone(),
+            csrf: s.csrf,
         })
     }
 
-    /// Whether `key` (an account or an address) may try to sign in now.
+    /// Whether `key` (an account or an address) may try to sign in now. A database that does
+    /// not answer allows no attempt.
     fn may_try(&self, key: &str) -> bool {
-        let mut f = lock(&self.failures);
-        match f.get(key) {
-            Some((_, since)) if since.elapsed() > ATTEMPT_WINDOW => {
-                f.remove(key);
-                true
-            }
-            Some((n, _)) => *n < MAX_FAILURES,
-            None => true,
-        }
+        let start = crate::now_ms() - ms(ATTEMPT_WINDOW);
+        self.db(|s| s.sign_in_failures(&key_of(key), start))
+            .map(|n| n < MAX_FAILURES)
+            .unwrap_or(false)
     }
 
     fn failed(&self, key: &str) {
-        let mut f = lock(&self.failures);
-        let e = f.entry(key.to_string()).or_insert((0, Instant::now()));
-        e.0 += 1;
+        let now = crate::now_ms();
+        if let Err(e) = self.db(|s| s.sign_in_failed(&key_of(key), now, now - ms(ATTEMPT_WINDOW))) {
+            tracing::error!(error = %e, "a failed console sign-in was not counted");
+        }
     }
 }
 
@@ -508,10 +525,7 @@ async fn login(
         *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
         return r;
     }
-    let admin = {
-        let conn = lock(&c.conn);
-        store::admin_get(&conn, &f.name).ok().flatten()
-    };
+    let admin = c.db(|s| s.admin_get(&f.name)).ok().flatten();
     let ok = {
         let phc = admin.as_ref().map(|a| a.password_hash.clone());
         let password = password.clone();
@@ -545,17 +559,21 @@ async fn login(
     if id.is_empty() {
         return (StatusCode::SERVICE_UNAVAILABLE, "no randomness").into_response();
     }
-    lock(&c.sessions).insert(
-        id.clone(),
-        Session {
-            admin: admin.name.clone(),
-            role: admin.role,
-            csrf: random_hex(),
-            last_seen: Instant::now(),
-            forget: None,
-        },
-    );
-    lock(&c.failures).remove(&account);
+    let now = crate::now_ms();
+    let session = store::SessionRow {
+        id_sha256: key_of(&id),
+        admin: admin.name.clone(),
+        role: admin.role,
+        csrf: random_hex(),
+        last_seen_ms: now,
+    };
+    if let Err(e) = c.db(|s| {
+        s.session_insert(&session, now - ms(IDLE))?;
+        s.sign_in_clear(&key_of(&account))
+    }) {
+        tracing::error!(error = %e, "console session not stored");
+        return (StatusCode::SERVICE_UNAVAILABLE, t(l, "internal")).into_response();
+    }
     c.audit(&admin.name, "console.signed_in", serde_json::json!({}));
     let mut r = Redirect::to("/overview").into_response();
     set_cookie(&mut r, SESSION_COOKIE, &id, None);
@@ -580,7 +598,10 @@ async fn logout(
     if !same(&w.csrf, &f.csrf) {
         return csrf_refused(l);
     }
-    lock(&c.sessions).remove(&w.id);
+    lock(&c.forgets).remove(&w.id);
+    if let Err(e) = c.db(|s| s.session_delete(&key_of(&w.id))) {
+        tracing::error!(error = %e, "console session not deleted");
+    }
     c.audit(&w.admin, "console.signed_out", serde_json::json!({}));
     let mut r = Redirect::to("/login").into_response();
     set_cookie(&mut r, SESSION_COOKIE, "", Some(0));
@@ -609,7 +630,7 @@ struct EventView {
 }
 
 fn events_with_configs(c: &Console) -> crate::error::Result<Vec<EventView>> {
-    let status = admin::status(&c.dir)?;
+    let status = blocking(|| admin::status(&c.dir))?;
     let configs = crm_configs(c)?;
     Ok(status
         .events
@@ -623,19 +644,10 @@ fn events_with_configs(c: &Console) -> crate::error::Result<Vec<EventView>> {
 
 /// Every event's config, by id, as `event create` stored it.
 fn crm_configs(c: &Console) -> crate::error::Result<HashMap<String, EventConfig>> {
-    let conn = lock(&c.conn);
-    let ids: Vec<String> = admin::status(&c.dir)?
-        .events
+    Ok(c.db(|s| s.events())?
         .into_iter()
-        .map(|e| e.id)
-        .collect();
-    let mut out = HashMap::new();
-    for id in ids {
-        if let Ok(cfg) = store::event_config(&conn, &id) {
-            out.insert(id, cfg);
-        }
-    }
-    Ok(out)
+        .filter_map(|(id, json)| serde_json::from_str(&json).ok().map(|cfg| (id, cfg)))
+        .collect())
 }
 
 fn event_name(l: Lang, e: &EventView) -> String {
@@ -686,16 +698,15 @@ async fn overview(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response
     let now = crate::now_ms();
     let loaded = (|| -> crate::error::Result<_> {
         let events = events_with_configs(&c)?;
-        let status = admin::status(&c.dir)?;
-        let conn = lock(&c.conn);
-        let health = store::health_all(&conn)?;
-        let mut per_hour = HashMap::new();
-        for e in &events {
-            per_hour.insert(
-                e.count.id.clone(),
-                store::entries_per_hour(&conn, &e.count.id)?,
-            );
-        }
+        let status = blocking(|| admin::status(&c.dir))?;
+        let (health, per_hour) = c.db(|s| {
+            let health = s.health_all()?;
+            let mut per_hour = HashMap::new();
+            for e in &events {
+                per_hour.insert(e.count.id.clone(), s.entries_per_hour(&e.count.id)?);
+            }
+            Ok((health, per_hour))
+        })?;
         Ok((events, status, health, per_hour))
     })();
     let (events, status, health, per_hour) = match loaded {
@@ -832,9 +843,8 @@ async fn devices(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response 
 fn devices_page(c: &Console, l: Lang, w: &Who, notice: Option<Markup>) -> Response {
     let now = crate::now_ms();
     let loaded = (|| -> crate::error::Result<_> {
-        let status = admin::status(&c.dir)?;
-        let conn = lock(&c.conn);
-        Ok((status, store::health_all(&conn)?))
+        let status = blocking(|| admin::status(&c.dir))?;
+        Ok((status, c.db(|s| s.health_all())?))
     })();
     let (status, health) = match loaded {
         Ok(x) => x,
@@ -1060,7 +1070,7 @@ async fn revoke(
     if w.role < Role::Operator {
         return forbidden(l, &w, "/devices");
     }
-    match admin::device_revoke(&c.dir, &f.name) {
+    match blocking(|| admin::device_revoke(&c.dir, &f.name)) {
         Ok(()) => {
             c.audit(
                 &w.admin,
@@ -1155,7 +1165,7 @@ async fn event_create(
     if w.role < Role::Operator {
         return forbidden(l, &w, "/events");
     }
-    match admin::event_create(&c.dir, &f.json) {
+    match blocking(|| admin::event_create(&c.dir, &f.json)) {
         Ok(cfg) => {
             c.audit(
                 &w.admin,
@@ -1191,10 +1201,7 @@ async fn event_preview(
     let Some(w) = c.who(&headers) else {
         return to_login();
     };
-    let cfg = {
-        let conn = lock(&c.conn);
-        store::event_config(&conn, &id)
-    };
+    let cfg = c.db(|s| s.event(&id));
     let cfg = match cfg {
         Ok(cfg) => cfg,
         Err(e) => return message(l, &w, "/events", t(l, "preview"), &e.message(l), "/events"),
@@ -1241,9 +1248,8 @@ fn exports_page(c: &Console, l: Lang, w: &Who, notice: Option<Markup>) -> Respon
     }
     let now = crate::now_ms();
     let loaded = (|| -> crate::error::Result<_> {
-        let status = admin::status(&c.dir)?;
-        let conn = lock(&c.conn);
-        Ok((status, store::export_requests(&conn)?))
+        let status = blocking(|| admin::status(&c.dir))?;
+        Ok((status, c.db(|s| s.export_requests())?))
     })();
     let (status, requests) = match loaded {
         Ok(x) => x,
@@ -1454,10 +1460,10 @@ async fn export_request(
         decided_at_ms: None,
         downloaded_at_ms: None,
     };
-    let stored = {
-        let conn = lock(&c.conn);
-        store::event_config(&conn, &f.event).and_then(|_| store::export_request_insert(&conn, &r))
-    };
+    let stored = c.db(|s| {
+        s.event(&f.event)?;
+        s.export_request_insert(&r)
+    });
     match stored {
         Ok(()) => {
             c.audit(
@@ -1501,20 +1507,22 @@ async fn export_decide(
         "refused"
     };
     let now = crate::now_ms();
-    let outcome = {
-        let conn = lock(&c.conn);
-        match store::export_request(&conn, &f.id) {
-            Ok(Some(r)) if r.requested_by == w.admin => Err(t(l, "not_your_own")),
-            Ok(Some(r)) if now - r.requested_at_ms > APPROVAL_WINDOW_MS => Err(t(l, "expired")),
-            Ok(Some(_)) => {
-                match store::export_request_decide(&conn, &f.id, decision, &w.admin, now) {
-                    Ok(true) => Ok(()),
-                    _ => Err(t(l, "already_decided")),
-                }
-            }
-            _ => Err(t(l, "no_such_request")),
-        }
-    };
+    let outcome = c
+        .db(|s| {
+            Ok(match s.export_request(&f.id)? {
+                Some(r) if r.requested_by == w.admin => Err(t(l, "not_your_own")),
+                Some(r) if now - r.requested_at_ms > APPROVAL_WINDOW_MS => Err(t(l, "expired")),
+                Some(_) => match s.export_request_decide(&f.id, decision, &w.admin, now)? {
+                    true => Ok(()),
+                    false => Err(t(l, "already_decided")),
+                },
+                None => Err(t(l, "no_such_request")),
+            })
+        })
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "deciding an export request failed");
+            Err(t(l, "internal"))
+        });
     match outcome {
         Ok(()) => {
             c.audit(
@@ -1550,10 +1558,7 @@ async fn export_download(
         Err(r) => return r,
     };
     let now = crate::now_ms();
-    let request = {
-        let conn = lock(&c.conn);
-        store::export_request(&conn, &f.id).ok().flatten()
-    };
+    let request = c.db(|s| s.export_request(&f.id)).ok().flatten();
     let Some(r) = request.filter(|r| {
         r.requested_by == w.admin
             && r.decision.as_deref() == Some("approved")
@@ -1573,10 +1578,9 @@ async fn export_download(
     .await
     {
         Ok((bytes, name, mime)) => {
-            let first = {
-                let conn = lock(&c.conn);
-                store::export_request_downloaded(&conn, &r.id, crate::now_ms()).unwrap_or(false)
-            };
+            let first = c
+                .db(|s| s.export_request_downloaded(&r.id, crate::now_ms()))
+                .unwrap_or(false);
             if !first {
                 return exports_page(&c, l, &w, Some(html! { p.error { (t(l, "no_download")) } }));
             }
@@ -1601,7 +1605,9 @@ fn forget_form(c: &Console, l: Lang, w: &Who, notice: Option<Markup>) -> Respons
     if w.role < Role::Operator {
         return forbidden(l, w, "/forget");
     }
-    let events = admin::status(&c.dir).map(|s| s.events).unwrap_or_default();
+    let events = blocking(|| admin::status(&c.dir))
+        .map(|s| s.events)
+        .unwrap_or_default();
     page(
         l,
         Some(w),
@@ -1679,9 +1685,7 @@ async fn forget_check(
         Ok(n) => n,
         Err(e) => return forget_form(&c, l, &w, Some(html! { p.error { (e.message(l)) } })),
     };
-    if let Some(s) = lock(&c.sessions).get_mut(&w.id) {
-        s.forget = Some(PendingForget { subject, event });
-    }
+    lock(&c.forgets).insert(w.id.clone(), PendingForget { subject, event });
     page(
         l,
         Some(&w),
@@ -1717,9 +1721,7 @@ async fn forget_confirm(
     if w.role < Role::Operator {
         return forbidden(l, &w, "/forget");
     }
-    let pending = lock(&c.sessions)
-        .get_mut(&w.id)
-        .and_then(|s| s.forget.take());
+    let pending = lock(&c.forgets).remove(&w.id);
     let Some(p) = pending else {
         return forget_form(
             &c,
@@ -1763,11 +1765,8 @@ async fn audit(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     let Some(w) = c.who(&headers) else {
         return to_login();
     };
-    let verified = admin::audit_verify(&c.dir);
-    let rows = {
-        let conn = lock(&c.conn);
-        store::audit_rows(&conn, 200)
-    };
+    let verified = blocking(|| admin::audit_verify(&c.dir));
+    let rows = c.db(|s| s.audit_tail(200));
     let rows = rows.unwrap_or_default();
     page(
         l,
@@ -1852,17 +1851,19 @@ mod tests {
         assert!(!same(&a, &a[..63]));
     }
 
-    fn console() -> Console {
-        Console {
-            dir: PathBuf::from("/nonexistent"),
-            conn: Mutex::new(Connection::open_in_memory().unwrap()),
-            sessions: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
-            downloads: Mutex::new(HashMap::new()),
-            opts: ConsoleOptions {
+    /// A console over a fresh embedded database (kept alive by the returned directory).
+    fn console() -> (Console, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::Sqlite(crate::db::open(&dir.path().join("ho.db")).unwrap());
+        store.console_migrate().unwrap();
+        let c = Console::with_store(
+            std::path::Path::new("/nonexistent"),
+            store,
+            ConsoleOptions {
                 silent_alert: Duration::from_secs(3600),
             },
-        }
+        );
+        (c, dir)
     }
 
     fn with_session(id: &str) -> HeaderMap {
@@ -1876,50 +1877,56 @@ mod tests {
 
     #[test]
     fn a_session_ends_after_15_idle_minutes_and_each_request_renews_it() {
-        let c = console();
-        let now = Instant::now();
+        let (c, _dir) = console();
+        let now = crate::now_ms();
         for (id, idle) in [
             ("fresh", Duration::from_secs(14 * 60)),
             ("stale", IDLE + Duration::from_secs(1)),
         ] {
-            lock(&c.sessions).insert(
-                id.into(),
-                Session {
-                    admin: "alice".into(),
-                    role: Role::Operator,
-                    csrf: "t".into(),
-                    last_seen: now.checked_sub(idle).unwrap(),
-                    forget: None,
-                },
-            );
+            let row = store::SessionRow {
+                id_sha256: key_of(id),
+                admin: "alice".into(),
+                role: Role::Operator,
+                csrf: "t".into(),
+                last_seen_ms: now - ms(idle),
+            };
+            c.db(|s| s.session_insert(&row, 0)).unwrap();
         }
+        let stored = |id: &str| match &mut *lock(&c.store) {
+            Store::Sqlite(conn) => {
+                crate::store::sqlite::session_touch(conn, &key_of(id), 0, 0).unwrap()
+            }
+            Store::Postgres(_) => unreachable!(),
+        };
         assert_eq!(c.who(&with_session("fresh")).unwrap().admin, "alice");
-        assert!(lock(&c.sessions)["fresh"].last_seen >= now, "renewed");
+        assert!(stored("fresh").unwrap().last_seen_ms >= now, "renewed");
         assert!(c.who(&with_session("stale")).is_none());
-        assert!(!lock(&c.sessions).contains_key("stale"), "forgotten");
+        assert!(stored("stale").is_none(), "forgotten");
         assert!(c.who(&with_session("unknown")).is_none());
     }
 
     #[test]
     fn sign_in_attempts_are_limited_per_key() {
-        let c = console();
+        let (c, _dir) = console();
         for _ in 0..MAX_FAILURES {
             assert!(c.may_try("account:bob"));
             c.failed("account:bob");
         }
         assert!(!c.may_try("account:bob"));
         assert!(c.may_try("account:alice"));
-        // The window passed: allowed again.
-        lock(&c.failures).insert(
-            "account:bob".into(),
-            (
-                MAX_FAILURES,
-                Instant::now()
-                    .checked_sub(ATTEMPT_WINDOW + Duration::from_secs(1))
-                    .unwrap(),
-            ),
-        );
+        // The window passed: allowed again, and a new failure counts from one.
+        let past = crate::now_ms() - ms(ATTEMPT_WINDOW) - 1000;
+        if let Store::Sqlite(conn) = &*lock(&c.store) {
+            conn.execute("UPDATE console_sign_in_failures SET since_ms = ?1", [past])
+                .unwrap();
+        }
         assert!(c.may_try("account:bob"));
+        c.failed("account:bob");
+        for _ in 1..MAX_FAILURES {
+            assert!(c.may_try("account:bob"));
+            c.failed("account:bob");
+        }
+        assert!(!c.may_try("account:bob"));
     }
 
     #[test]

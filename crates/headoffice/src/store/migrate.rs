@@ -31,6 +31,8 @@ enum V {
     T(String),
     I(i64),
     B(Vec<u8>),
+    /// NULL (an open export request's decision).
+    N,
 }
 
 /// Digests rows in order: each value tagged and length-prefixed, so no two rows read alike.
@@ -47,6 +49,7 @@ impl Rows {
                 V::T(s) => (b't', s.as_bytes().to_vec()),
                 V::I(i) => (b'i', i.to_be_bytes().to_vec()),
                 V::B(b) => (b'b', b.clone()),
+                V::N => (b'n', Vec::new()),
             };
             self.h.update([tag]);
             self.h.update((bytes.len() as u64).to_be_bytes());
@@ -124,6 +127,42 @@ const TABLES: &[Table] = &[
         types: &[Type::UUID, Type::TEXT, Type::INT8, Type::TEXT],
         target: "SELECT id::text, event_id, deleted_at_ms, reason FROM tombstones ORDER BY id",
     },
+    // The console's tables (on the embedded database, only once the console was used).
+    Table {
+        name: "console_admins",
+        source: "SELECT name, role, password_hash, created_at_ms FROM console_admins ORDER BY name",
+        copy: "COPY console_admins (name, role, password_hash, created_at_ms) FROM STDIN BINARY",
+        types: &[Type::TEXT, Type::TEXT, Type::TEXT, Type::INT8],
+        target: "SELECT name, role, password_hash, created_at_ms FROM console_admins ORDER BY name COLLATE \"C\"",
+    },
+    Table {
+        name: "console_device_health",
+        source: "SELECT device, report, seen_at_ms FROM console_device_health ORDER BY device",
+        copy: "COPY console_device_health (device, report, seen_at_ms) FROM STDIN BINARY",
+        types: &[Type::TEXT, Type::TEXT, Type::INT8],
+        target: "SELECT device, report, seen_at_ms FROM console_device_health ORDER BY device COLLATE \"C\"",
+    },
+    Table {
+        name: "console_export_requests",
+        source: "SELECT id, event_id, format, reason, requested_by, requested_at_ms, decision, decided_by, decided_at_ms, downloaded_at_ms FROM console_export_requests ORDER BY id",
+        copy: "COPY console_export_requests (id, event_id, format, reason, requested_by, requested_at_ms, decision, decided_by, decided_at_ms, downloaded_at_ms) FROM STDIN BINARY",
+        types: &[Type::UUID, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::INT8, Type::TEXT, Type::TEXT, Type::INT8, Type::INT8],
+        target: "SELECT id::text, event_id, format, reason, requested_by, requested_at_ms, decision, decided_by, decided_at_ms, downloaded_at_ms FROM console_export_requests ORDER BY id",
+    },
+    Table {
+        name: "console_sessions",
+        source: "SELECT id_sha256, admin, role, csrf, last_seen_ms FROM console_sessions ORDER BY id_sha256",
+        copy: "COPY console_sessions (id_sha256, admin, role, csrf, last_seen_ms) FROM STDIN BINARY",
+        types: &[Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::INT8],
+        target: "SELECT id_sha256, admin, role, csrf, last_seen_ms FROM console_sessions ORDER BY id_sha256 COLLATE \"C\"",
+    },
+    Table {
+        name: "console_sign_in_failures",
+        source: "SELECT key_sha256, failures, since_ms FROM console_sign_in_failures ORDER BY key_sha256",
+        copy: "COPY console_sign_in_failures (key_sha256, failures, since_ms) FROM STDIN BINARY",
+        types: &[Type::TEXT, Type::INT8, Type::INT8],
+        target: "SELECT key_sha256, failures, since_ms FROM console_sign_in_failures ORDER BY key_sha256 COLLATE \"C\"",
+    },
     Table {
         // The embedded quarantine's row number becomes a UUID key; the digest covers the rest.
         name: "quarantine",
@@ -136,8 +175,8 @@ const TABLES: &[Table] = &[
 
 /// A source value as its target type wants it.
 enum Out {
-    T(String),
-    I(i64),
+    T(Option<String>),
+    I(Option<i64>),
     B(Vec<u8>),
     Bool(bool),
     U(uuid::Uuid),
@@ -194,6 +233,16 @@ pub fn migrate(dir: &std::path::Path, url: &str) -> Result<MigrateReport> {
     let mut copied = BTreeMap::new();
     for t in TABLES {
         let mut digest = Rows::default();
+        // The console's tables exist in the embedded database once the console was used.
+        let present: bool = src.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+            [t.name],
+            |r| r.get(0),
+        )?;
+        if !present {
+            copied.insert(t.name.to_string(), digest.finish());
+            continue;
+        }
         let sink = tx.copy_in(t.copy)?;
         let mut w = BinaryCopyInWriter::new(sink, t.types);
         let mut stmt = src.prepare(t.source)?;
@@ -207,12 +256,12 @@ pub fn migrate(dir: &std::path::Path, url: &str) -> Result<MigrateReport> {
                     continue;
                 }
                 if *ty == Type::TEXT {
-                    let v: String = r.get(i)?;
-                    seen.push(V::T(v.clone()));
+                    let v: Option<String> = r.get(i)?;
+                    seen.push(v.clone().map_or(V::N, V::T));
                     out.push(Out::T(v));
                 } else if *ty == Type::INT8 {
-                    let v: i64 = r.get(i)?;
-                    seen.push(V::I(v));
+                    let v: Option<i64> = r.get(i)?;
+                    seen.push(v.map_or(V::N, V::I));
                     out.push(Out::I(v));
                 } else if *ty == Type::BYTEA {
                     let v: Vec<u8> = r.get(i)?;
@@ -260,11 +309,11 @@ pub fn migrate(dir: &std::path::Path, url: &str) -> Result<MigrateReport> {
                     .enumerate()
                     .map(|(i, c)| {
                         if *c.type_() == Type::INT8 {
-                            V::I(r.get(i))
+                            r.get::<_, Option<i64>>(i).map_or(V::N, V::I)
                         } else if *c.type_() == Type::BYTEA {
                             V::B(r.get(i))
                         } else {
-                            V::T(r.get(i))
+                            r.get::<_, Option<String>>(i).map_or(V::N, V::T)
                         }
                     })
                     .collect();

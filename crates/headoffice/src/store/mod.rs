@@ -12,9 +12,12 @@ pub mod postgres;
 pub mod sqlite;
 
 use crate::config::Config;
+use crate::console::store::{Admin, AuditRow, ExportRequest, Role, SeenReport, SessionRow};
 use crate::error::{HoError, Result};
 use crate::keys::HoDir;
+use sealbox_protocol::health::HealthReport;
 use sealbox_protocol::{EntryEnvelope, EventConfig};
+use std::collections::HashMap;
 use std::time::Duration;
 
 pub use sqlite::{DeviceAuth, IngestError, Ingested, Source, Stored};
@@ -352,6 +355,206 @@ impl Store {
         match self {
             Store::Sqlite(c) => crate::audit::verify(c),
             Store::Postgres(p) => p.audit_verify(),
+        }
+    }
+
+    // ---- the console's tables (see `crate::console::store`) ----
+
+    /// Makes the console's tables when missing: on the embedded database they are made when the
+    /// console is first used; on PostgreSQL they are part of the migrations already run.
+    pub fn console_migrate(&mut self) -> Result<()> {
+        match self {
+            Store::Sqlite(c) => sqlite::console_migrate(c),
+            Store::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// Adds a console admin, audited; `false` if the name is taken (nothing audited).
+    pub fn admin_insert(
+        &mut self,
+        name: &str,
+        role: Role,
+        password_hash: &str,
+        now_ms: i64,
+        audit: Audit,
+    ) -> Result<bool> {
+        match self {
+            Store::Sqlite(c) => sqlite_tx(c, |tx| {
+                let added = sqlite::admin_insert(tx, name, role, password_hash, now_ms)?;
+                if added {
+                    sqlite::audit_append(tx, audit.at_ms, audit.action, &audit.detail)?;
+                }
+                Ok(added)
+            }),
+            Store::Postgres(p) => p.admin_insert(name, role, password_hash, now_ms, &audit),
+        }
+    }
+
+    pub fn admin_get(&mut self, name: &str) -> Result<Option<Admin>> {
+        match self {
+            Store::Sqlite(c) => sqlite::admin_get(c, name),
+            Store::Postgres(p) => p.admin_get(name),
+        }
+    }
+
+    pub fn admin_count(&mut self) -> Result<u64> {
+        match self {
+            Store::Sqlite(c) => sqlite::admin_count(c),
+            Store::Postgres(p) => p.admin_count(),
+        }
+    }
+
+    /// Keeps `report` as `device`'s last health report, seen at `now_ms`.
+    pub fn record_health(
+        &mut self,
+        device: &str,
+        report: &HealthReport,
+        now_ms: i64,
+    ) -> Result<()> {
+        match self {
+            Store::Sqlite(c) => sqlite::record_health(c, device, report, now_ms),
+            Store::Postgres(p) => p.record_health(device, report, now_ms),
+        }
+    }
+
+    /// Every device's last health report, by device name.
+    pub fn health_all(&mut self) -> Result<HashMap<String, SeenReport>> {
+        match self {
+            Store::Sqlite(c) => sqlite::health_all(c),
+            Store::Postgres(p) => p.health_all(),
+        }
+    }
+
+    pub fn export_request_insert(&mut self, r: &ExportRequest) -> Result<()> {
+        match self {
+            Store::Sqlite(c) => sqlite::export_request_insert(c, r),
+            Store::Postgres(p) => p.export_request_insert(r),
+        }
+    }
+
+    /// The newest unmasked-export requests first (at most 200).
+    pub fn export_requests(&mut self) -> Result<Vec<ExportRequest>> {
+        match self {
+            Store::Sqlite(c) => sqlite::export_requests(c),
+            Store::Postgres(p) => p.export_requests(),
+        }
+    }
+
+    pub fn export_request(&mut self, id: &str) -> Result<Option<ExportRequest>> {
+        match self {
+            Store::Sqlite(c) => sqlite::export_request(c, id),
+            Store::Postgres(p) => p.export_request(id),
+        }
+    }
+
+    /// Records a decision on an open request; `false` if it was no longer open.
+    pub fn export_request_decide(
+        &mut self,
+        id: &str,
+        decision: &str,
+        by: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
+        match self {
+            Store::Sqlite(c) => sqlite::export_request_decide(c, id, decision, by, now_ms),
+            Store::Postgres(p) => p.export_request_decide(id, decision, by, now_ms),
+        }
+    }
+
+    /// Marks an approved request downloaded; `false` if it was already (one download only).
+    pub fn export_request_downloaded(&mut self, id: &str, now_ms: i64) -> Result<bool> {
+        match self {
+            Store::Sqlite(c) => sqlite::export_request_downloaded(c, id, now_ms),
+            Store::Postgres(p) => p.export_request_downloaded(id, now_ms),
+        }
+    }
+
+    /// Entries per hour of capture for `event` (hour start in ms, count): capture times only.
+    pub fn entries_per_hour(&mut self, event: &str) -> Result<Vec<(i64, u64)>> {
+        match self {
+            Store::Sqlite(c) => sqlite::entries_per_hour(c, event),
+            Store::Postgres(p) => p.entries_per_hour(event),
+        }
+    }
+
+    /// The newest `limit` audit rows, newest first.
+    pub fn audit_tail(&mut self, limit: usize) -> Result<Vec<AuditRow>> {
+        match self {
+            Store::Sqlite(c) => sqlite::audit_tail(c, limit),
+            Store::Postgres(p) => p.audit_tail(limit),
+        }
+    }
+
+    /// Stores a new console session; sessions idle since before `expired_before_ms` go.
+    pub fn session_insert(&mut self, s: &SessionRow, expired_before_ms: i64) -> Result<()> {
+        match self {
+            Store::Sqlite(c) => sqlite_tx(c, |tx| sqlite::session_insert(tx, s, expired_before_ms)),
+            Store::Postgres(p) => p.session_insert(s, expired_before_ms),
+        }
+    }
+
+    /// The session renewed to `now_ms`, if it was used after `expired_before_ms` (an expired
+    /// one is deleted).
+    pub fn session_touch(
+        &mut self,
+        id_sha256: &str,
+        now_ms: i64,
+        expired_before_ms: i64,
+    ) -> Result<Option<SessionRow>> {
+        match self {
+            Store::Sqlite(c) => sqlite::session_touch(c, id_sha256, now_ms, expired_before_ms),
+            Store::Postgres(p) => p.session_touch(id_sha256, now_ms, expired_before_ms),
+        }
+    }
+
+    pub fn session_delete(&mut self, id_sha256: &str) -> Result<()> {
+        match self {
+            Store::Sqlite(c) => sqlite::session_delete(c, id_sha256),
+            Store::Postgres(p) => p.session_delete(id_sha256),
+        }
+    }
+
+    /// Failed console sign-ins for a key (the SHA-256 of an account or address) counted since
+    /// after `window_start_ms`.
+    pub fn sign_in_failures(&mut self, key_sha256: &str, window_start_ms: i64) -> Result<u32> {
+        match self {
+            Store::Sqlite(c) => sqlite::sign_in_failures(c, key_sha256, window_start_ms),
+            Store::Postgres(p) => p.sign_in_failures(key_sha256, window_start_ms),
+        }
+    }
+
+    /// Counts a failed sign-in; a count started before `window_start_ms` starts again.
+    pub fn sign_in_failed(
+        &mut self,
+        key_sha256: &str,
+        now_ms: i64,
+        window_start_ms: i64,
+    ) -> Result<()> {
+        match self {
+            Store::Sqlite(c) => sqlite::sign_in_failed(c, key_sha256, now_ms, window_start_ms),
+            Store::Postgres(p) => p.sign_in_failed(key_sha256, now_ms, window_start_ms),
+        }
+    }
+
+    pub fn sign_in_clear(&mut self, key_sha256: &str) -> Result<()> {
+        match self {
+            Store::Sqlite(c) => sqlite::sign_in_clear(c, key_sha256),
+            Store::Postgres(p) => p.sign_in_clear(key_sha256),
+        }
+    }
+
+    /// Takes one request from `device`'s token bucket in the database, shared by every server
+    /// on it: `Ok(Err(seconds to wait))` when it is empty. PostgreSQL only: the embedded
+    /// database has one server, which keeps its buckets in memory (`None` here).
+    pub fn rate_take(
+        &mut self,
+        device: &str,
+        rate_per_s: f64,
+        burst: f64,
+    ) -> Result<Option<std::result::Result<(), u64>>> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(p) => p.rate_take(device, rate_per_s, burst).map(Some),
         }
     }
 }

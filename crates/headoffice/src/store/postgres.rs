@@ -6,17 +6,21 @@
 //!
 //! Migrations are versioned in `sealbox_schema`; each runs in its own transaction.
 
+use crate::console::store::{Admin, AuditRow, ExportRequest, Role, SeenReport, SessionRow};
 use crate::error::{HoError, Result};
 use crate::store::sqlite::{IngestError, Ingested, Source, Stored, FUTURE_SKEW_MS, PAST_SKEW_MS};
 use crate::store::{DeviceAuth, NewDevice, StoredEntry};
 use postgres::error::SqlState;
 use postgres::{Client, IsolationLevel, NoTls, Transaction};
+use sealbox_protocol::health::HealthReport;
 use sealbox_protocol::sync::{Receipt, SyncRequest};
+use std::collections::HashMap;
 
 /// The migrations, in order: `(version, SQL)`.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "
 CREATE TABLE events (
     id TEXT PRIMARY KEY,
     config TEXT NOT NULL,
@@ -92,10 +96,60 @@ CREATE TABLE quarantine (
 CREATE INDEX quarantine_id ON quarantine (id);
 CREATE INDEX quarantine_event ON quarantine (event_id, received_at_ms);
 ",
-)];
+    ),
+    (
+        2,
+        // The console's tables (see `crate::console::store`), and each device's token bucket
+        // for the rate limit shared by every server on this database.
+        "
+CREATE TABLE console_admins (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL
+);
+CREATE TABLE console_device_health (
+    device TEXT PRIMARY KEY,
+    report TEXT NOT NULL,
+    seen_at_ms BIGINT NOT NULL
+);
+CREATE TABLE console_export_requests (
+    id UUID PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    format TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    requested_at_ms BIGINT NOT NULL,
+    decision TEXT,
+    decided_by TEXT,
+    decided_at_ms BIGINT,
+    downloaded_at_ms BIGINT
+);
+CREATE INDEX console_export_requests_time ON console_export_requests (requested_at_ms);
+CREATE TABLE console_sessions (
+    id_sha256 TEXT PRIMARY KEY,
+    admin TEXT NOT NULL,
+    role TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    last_seen_ms BIGINT NOT NULL
+);
+CREATE TABLE console_sign_in_failures (
+    key_sha256 TEXT PRIMARY KEY,
+    failures BIGINT NOT NULL,
+    since_ms BIGINT NOT NULL
+);
+CREATE TABLE device_rate (
+    device TEXT PRIMARY KEY,
+    tokens DOUBLE PRECISION NOT NULL,
+    at_ms BIGINT NOT NULL,
+    granted BOOLEAN NOT NULL
+);
+",
+    ),
+];
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How often a transaction that lost a serialization conflict or a deadlock is tried again.
 const RETRIES: u32 = 20;
@@ -625,6 +679,315 @@ impl PgStore {
         self.write(|tx| audit_append(tx, audit))
     }
 
+    // ---- the console's tables ----
+
+    /// Adds a console admin with its audit row; `false` if the name is taken (nothing audited).
+    pub fn admin_insert(
+        &mut self,
+        name: &str,
+        role: Role,
+        password_hash: &str,
+        now_ms: i64,
+        audit: &crate::store::Audit,
+    ) -> Result<bool> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "INSERT INTO console_admins (name, role, password_hash, created_at_ms)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+                &[&name, &role.as_str(), &password_hash, &now_ms],
+            )?;
+            if n == 1 {
+                audit_append(tx, audit)?;
+            }
+            Ok(n == 1)
+        })
+    }
+
+    pub fn admin_get(&mut self, name: &str) -> Result<Option<Admin>> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT name, role, password_hash FROM console_admins WHERE name = $1",
+                &[&name],
+            )?
+            .and_then(|r| Admin::new(r.get(0), r.get::<_, &str>(1), r.get(2))))
+    }
+
+    pub fn admin_count(&mut self) -> Result<u64> {
+        let n: i64 = self
+            .client
+            .query_one("SELECT count(*) FROM console_admins", &[])?
+            .get(0);
+        Ok(n as u64)
+    }
+
+    pub fn record_health(
+        &mut self,
+        device: &str,
+        report: &HealthReport,
+        now_ms: i64,
+    ) -> Result<()> {
+        let json = serde_json::to_string(report).map_err(|e| HoError::Config(e.to_string()))?;
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO console_device_health (device, report, seen_at_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (device) DO UPDATE SET report = excluded.report, seen_at_ms = excluded.seen_at_ms",
+                &[&device, &json, &now_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn health_all(&mut self) -> Result<HashMap<String, SeenReport>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT device, report, seen_at_ms FROM console_device_health",
+                &[],
+            )?
+            .into_iter()
+            .filter_map(|r| {
+                SeenReport::from_json(r.get::<_, &str>(1), r.get(2)).map(|s| (r.get(0), s))
+            })
+            .collect())
+    }
+
+    pub fn export_request_insert(&mut self, r: &ExportRequest) -> Result<()> {
+        let id = uuid::Uuid::parse_str(&r.id)
+            .map_err(|_| HoError::Config("an export request's id is not a UUID".into()))?;
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO console_export_requests (id, event_id, format, reason, requested_by, requested_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&id, &r.event_id, &r.format, &r.reason, &r.requested_by, &r.requested_at_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn export_requests(&mut self) -> Result<Vec<ExportRequest>> {
+        Ok(self
+            .client
+            .query(
+                &format!("SELECT {PG_REQUEST_COLUMNS} FROM console_export_requests ORDER BY requested_at_ms DESC LIMIT 200"),
+                &[],
+            )?
+            .iter()
+            .map(request_row)
+            .collect())
+    }
+
+    pub fn export_request(&mut self, id: &str) -> Result<Option<ExportRequest>> {
+        let Ok(id) = uuid::Uuid::parse_str(id) else {
+            return Ok(None);
+        };
+        Ok(self
+            .client
+            .query_opt(
+                &format!("SELECT {PG_REQUEST_COLUMNS} FROM console_export_requests WHERE id = $1"),
+                &[&id],
+            )?
+            .as_ref()
+            .map(request_row))
+    }
+
+    pub fn export_request_decide(
+        &mut self,
+        id: &str,
+        decision: &str,
+        by: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let Ok(id) = uuid::Uuid::parse_str(id) else {
+            return Ok(false);
+        };
+        self.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE console_export_requests SET decision = $2, decided_by = $3, decided_at_ms = $4
+                 WHERE id = $1 AND decision IS NULL",
+                &[&id, &decision, &by, &now_ms],
+            )? == 1)
+        })
+    }
+
+    pub fn export_request_downloaded(&mut self, id: &str, now_ms: i64) -> Result<bool> {
+        let Ok(id) = uuid::Uuid::parse_str(id) else {
+            return Ok(false);
+        };
+        self.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE console_export_requests SET downloaded_at_ms = $2
+                 WHERE id = $1 AND decision = 'approved' AND downloaded_at_ms IS NULL",
+                &[&id, &now_ms],
+            )? == 1)
+        })
+    }
+
+    pub fn entries_per_hour(&mut self, event: &str) -> Result<Vec<(i64, u64)>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT (captured_at_ms / 3600000) * 3600000 AS h, count(*) FROM entries
+                 WHERE event_id = $1 GROUP BY h ORDER BY h",
+                &[&event],
+            )?
+            .into_iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+            .collect())
+    }
+
+    pub fn audit_tail(&mut self, limit: usize) -> Result<Vec<AuditRow>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT seq, at_ms, action, detail FROM audit ORDER BY seq DESC LIMIT $1",
+                &[&(limit as i64)],
+            )?
+            .into_iter()
+            .map(|r| AuditRow {
+                seq: r.get(0),
+                at_ms: r.get(1),
+                action: r.get(2),
+                detail: r.get(3),
+            })
+            .collect())
+    }
+
+    pub fn session_insert(&mut self, s: &SessionRow, expired_before_ms: i64) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM console_sessions WHERE last_seen_ms < $1",
+                &[&expired_before_ms],
+            )?;
+            tx.execute(
+                "INSERT INTO console_sessions (id_sha256, admin, role, csrf, last_seen_ms) VALUES ($1, $2, $3, $4, $5)",
+                &[&s.id_sha256, &s.admin, &s.role.as_str(), &s.csrf, &s.last_seen_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn session_touch(
+        &mut self,
+        id_sha256: &str,
+        now_ms: i64,
+        expired_before_ms: i64,
+    ) -> Result<Option<SessionRow>> {
+        let row = self.write(|tx| {
+            let row = tx.query_opt(
+                "UPDATE console_sessions SET last_seen_ms = greatest(last_seen_ms, $2)
+                 WHERE id_sha256 = $1 AND last_seen_ms >= $3
+                 RETURNING admin, role, csrf, last_seen_ms",
+                &[&id_sha256, &now_ms, &expired_before_ms],
+            )?;
+            if row.is_none() {
+                tx.execute(
+                    "DELETE FROM console_sessions WHERE id_sha256 = $1",
+                    &[&id_sha256],
+                )?;
+            }
+            Ok(row)
+        })?;
+        Ok(row.and_then(|r| {
+            SessionRow::new(id_sha256, r.get(0), r.get::<_, &str>(1), r.get(2), r.get(3))
+        }))
+    }
+
+    pub fn session_delete(&mut self, id_sha256: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM console_sessions WHERE id_sha256 = $1",
+                &[&id_sha256],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn sign_in_failures(&mut self, key_sha256: &str, window_start_ms: i64) -> Result<u32> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT failures FROM console_sign_in_failures WHERE key_sha256 = $1 AND since_ms >= $2",
+                &[&key_sha256, &window_start_ms],
+            )?
+            .map_or(0, |r| r.get::<_, i64>(0)) as u32)
+    }
+
+    pub fn sign_in_failed(
+        &mut self,
+        key_sha256: &str,
+        now_ms: i64,
+        window_start_ms: i64,
+    ) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO console_sign_in_failures AS f (key_sha256, failures, since_ms) VALUES ($1, 1, $2)
+                 ON CONFLICT (key_sha256) DO UPDATE SET
+                   failures = CASE WHEN f.since_ms < $3 THEN 1 ELSE f.failures + 1 END,
+                   since_ms = CASE WHEN f.since_ms < $3 THEN excluded.since_ms ELSE f.since_ms END",
+                &[&key_sha256, &now_ms, &window_start_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn sign_in_clear(&mut self, key_sha256: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM console_sign_in_failures WHERE key_sha256 = $1",
+                &[&key_sha256],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The per-device rate limit shared by every server on this database: one token bucket row
+    /// per device, refilled and taken from in one upsert (one round trip, no advisory lock; the
+    /// row lock orders concurrent requests). The database's clock times the refill, so servers
+    /// whose clocks differ still agree. The statement's own commit does not wait for the WAL
+    /// to reach the disk (or a synchronous standby): a bucket lost in a crash costs a device at
+    /// most one burst, and a flush per request would cost a few milliseconds of the sync path
+    /// (measured: 3.7 ms against 0.15 ms). `Err(seconds to wait)` when the bucket is empty.
+    pub fn rate_take(
+        &mut self,
+        device: &str,
+        rate_per_s: f64,
+        burst: f64,
+    ) -> Result<std::result::Result<(), u64>> {
+        let mut attempt = 0;
+        loop {
+            let run = self.client.query_one(
+                "INSERT INTO device_rate AS r (device, tokens, at_ms, granted)
+                 SELECT $1, $3::float8 - 1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint, $3::float8 >= 1
+                 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
+                 ON CONFLICT (device) DO UPDATE SET
+                   tokens = CASE
+                     WHEN least($3::float8, r.tokens + greatest(0, excluded.at_ms - r.at_ms) * $2::float8 / 1000) >= 1
+                     THEN least($3::float8, r.tokens + greatest(0, excluded.at_ms - r.at_ms) * $2::float8 / 1000) - 1
+                     ELSE least($3::float8, r.tokens + greatest(0, excluded.at_ms - r.at_ms) * $2::float8 / 1000) END,
+                   granted = least($3::float8, r.tokens + greatest(0, excluded.at_ms - r.at_ms) * $2::float8 / 1000) >= 1,
+                   at_ms = greatest(r.at_ms, excluded.at_ms)
+                 RETURNING granted, tokens",
+                &[&device, &rate_per_s, &burst],
+            );
+            match run {
+                Ok(r) => {
+                    let (granted, tokens): (bool, f64) = (r.get(0), r.get(1));
+                    return Ok(if granted {
+                        Ok(())
+                    } else {
+                        Err(((1.0 - tokens) / rate_per_s).ceil().max(1.0) as u64)
+                    });
+                }
+                Err(e) if retryable(&e) && attempt < RETRIES => {
+                    attempt += 1;
+                    backoff(attempt);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     pub fn audit_verify(&mut self) -> Result<(u64, Option<i64>)> {
         let mut chain = crate::audit::Chain::default();
         let mut tx = self
@@ -658,6 +1021,23 @@ impl PgStore {
         }
         tx.commit()?;
         Ok(chain.finish())
+    }
+}
+
+const PG_REQUEST_COLUMNS: &str = "id::text, event_id, format, reason, requested_by, requested_at_ms, decision, decided_by, decided_at_ms, downloaded_at_ms";
+
+fn request_row(r: &postgres::Row) -> ExportRequest {
+    ExportRequest {
+        id: r.get(0),
+        event_id: r.get(1),
+        format: r.get(2),
+        reason: r.get(3),
+        requested_by: r.get(4),
+        requested_at_ms: r.get(5),
+        decision: r.get(6),
+        decided_by: r.get(7),
+        decided_at_ms: r.get(8),
+        downloaded_at_ms: r.get(9),
     }
 }
 

@@ -835,6 +835,347 @@ pub fn file_counts(
     Ok((conn, integrity, counts, head))
 }
 
+// ---- the console's tables ----
+//
+// The console's schema has its own version (`console_schema`), apart from `user_version`, so
+// the two migrate independently; it is made when the console is first used (`admin add`,
+// `serve`), not by every command.
+
+use crate::console::store::{Admin, AuditRow, ExportRequest, Role, SeenReport, SessionRow};
+use sealbox_protocol::health::HealthReport;
+
+/// The console schema's version.
+pub const CONSOLE_SCHEMA_VERSION: i64 = 2;
+
+const CONSOLE_V1: &str = "
+CREATE TABLE console_admins (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,                -- viewer | operator | approver
+    password_hash TEXT NOT NULL,       -- Argon2id, PHC string
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE console_device_health (
+    device TEXT PRIMARY KEY,
+    report TEXT NOT NULL,              -- the last HealthReport, JSON: counts and times only
+    seen_at_ms INTEGER NOT NULL
+);
+CREATE TABLE console_export_requests (
+    id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    format TEXT NOT NULL,              -- csv | xlsx
+    reason TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    requested_at_ms INTEGER NOT NULL,
+    decision TEXT,                     -- NULL while open; approved | refused
+    decided_by TEXT,
+    decided_at_ms INTEGER,
+    downloaded_at_ms INTEGER
+);
+";
+
+/// Version 2: sessions and failed sign-ins in the database (they were in memory), so a restart
+/// keeps admins signed in and several servers on one database share them. A session is kept by
+/// the SHA-256 of its cookie, never the cookie itself.
+const CONSOLE_V2: &str = "
+CREATE TABLE console_sessions (
+    id_sha256 TEXT PRIMARY KEY,
+    admin TEXT NOT NULL,
+    role TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    last_seen_ms INTEGER NOT NULL
+);
+CREATE TABLE console_sign_in_failures (
+    key_sha256 TEXT PRIMARY KEY,       -- of 'account:NAME' or 'address:IP'
+    failures INTEGER NOT NULL,
+    since_ms INTEGER NOT NULL
+);
+";
+
+/// Brings the console's tables to [`CONSOLE_SCHEMA_VERSION`].
+pub fn console_migrate(conn: &Connection) -> Result<()> {
+    use rusqlite::OptionalExtension;
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS console_schema (version INTEGER NOT NULL);")?;
+    let version: Option<i64> = conn
+        .query_row("SELECT max(version) FROM console_schema", [], |r| r.get(0))
+        .optional()?
+        .flatten();
+    let version = version.unwrap_or(0);
+    if version > CONSOLE_SCHEMA_VERSION {
+        return Err(crate::error::HoError::Config(format!(
+            "the console's tables have version {version}, newer than this program understands ({CONSOLE_SCHEMA_VERSION}); update Sealbox"
+        )));
+    }
+    for (v, sql) in [(1, CONSOLE_V1), (2, CONSOLE_V2)] {
+        if version < v {
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {sql} INSERT INTO console_schema (version) VALUES ({v}); COMMIT;"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// Keeps `report` as `device`'s last, seen at `now_ms`.
+pub fn record_health(
+    conn: &Connection,
+    device: &str,
+    report: &HealthReport,
+    now_ms: i64,
+) -> Result<()> {
+    let json =
+        serde_json::to_string(report).map_err(|e| crate::error::HoError::Config(e.to_string()))?;
+    conn.execute(
+        "INSERT INTO console_device_health (device, report, seen_at_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (device) DO UPDATE SET report = excluded.report, seen_at_ms = excluded.seen_at_ms",
+        rusqlite::params![device, json, now_ms],
+    )?;
+    Ok(())
+}
+
+/// Every device's last report, by device name.
+pub fn health_all(conn: &Connection) -> Result<std::collections::HashMap<String, SeenReport>> {
+    let mut stmt = conn.prepare("SELECT device, report, seen_at_ms FROM console_device_health")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    let mut out = std::collections::HashMap::new();
+    for row in rows {
+        let (device, json, seen_at_ms) = row?;
+        if let Some(seen) = SeenReport::from_json(&json, seen_at_ms) {
+            out.insert(device, seen);
+        }
+    }
+    Ok(out)
+}
+
+/// Adds an admin; `false` if the name is taken.
+pub fn admin_insert(
+    conn: &Connection,
+    name: &str,
+    role: Role,
+    password_hash: &str,
+    now_ms: i64,
+) -> Result<bool> {
+    Ok(conn.execute(
+        "INSERT OR IGNORE INTO console_admins (name, role, password_hash, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+        rusqlite::params![name, role.as_str(), password_hash, now_ms],
+    )? == 1)
+}
+
+pub fn admin_get(conn: &Connection, name: &str) -> Result<Option<Admin>> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .query_row(
+            "SELECT name, role, password_hash FROM console_admins WHERE name = ?1",
+            [name],
+            |r| Ok((r.get(0)?, r.get::<_, String>(1)?, r.get(2)?)),
+        )
+        .optional()?
+        .and_then(|(name, role, password_hash)| Admin::new(name, &role, password_hash)))
+}
+
+pub fn admin_count(conn: &Connection) -> Result<u64> {
+    Ok(
+        conn.query_row("SELECT count(*) FROM console_admins", [], |r| {
+            r.get::<_, i64>(0)
+        })? as u64,
+    )
+}
+
+pub fn export_request_insert(conn: &Connection, r: &ExportRequest) -> Result<()> {
+    conn.execute(
+        "INSERT INTO console_export_requests (id, event_id, format, reason, requested_by, requested_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        rusqlite::params![r.id, r.event_id, r.format, r.reason, r.requested_by, r.requested_at_ms],
+    )?;
+    Ok(())
+}
+
+const REQUEST_COLUMNS: &str = "id, event_id, format, reason, requested_by, requested_at_ms, decision, decided_by, decided_at_ms, downloaded_at_ms";
+
+fn request_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExportRequest> {
+    Ok(ExportRequest {
+        id: r.get(0)?,
+        event_id: r.get(1)?,
+        format: r.get(2)?,
+        reason: r.get(3)?,
+        requested_by: r.get(4)?,
+        requested_at_ms: r.get(5)?,
+        decision: r.get(6)?,
+        decided_by: r.get(7)?,
+        decided_at_ms: r.get(8)?,
+        downloaded_at_ms: r.get(9)?,
+    })
+}
+
+/// The newest requests first (at most 200).
+pub fn export_requests(conn: &Connection) -> Result<Vec<ExportRequest>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {REQUEST_COLUMNS} FROM console_export_requests ORDER BY requested_at_ms DESC LIMIT 200"
+    ))?;
+    let rows = stmt.query_map([], request_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn export_request(conn: &Connection, id: &str) -> Result<Option<ExportRequest>> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .query_row(
+            &format!("SELECT {REQUEST_COLUMNS} FROM console_export_requests WHERE id = ?1"),
+            [id],
+            request_row,
+        )
+        .optional()?)
+}
+
+/// Records a decision on an open request; `false` if it was no longer open.
+pub fn export_request_decide(
+    conn: &Connection,
+    id: &str,
+    decision: &str,
+    by: &str,
+    now_ms: i64,
+) -> Result<bool> {
+    Ok(conn.execute(
+        "UPDATE console_export_requests SET decision = ?2, decided_by = ?3, decided_at_ms = ?4
+         WHERE id = ?1 AND decision IS NULL",
+        rusqlite::params![id, decision, by, now_ms],
+    )? == 1)
+}
+
+/// Marks an approved request downloaded; `false` if it was already (one download only).
+pub fn export_request_downloaded(conn: &Connection, id: &str, now_ms: i64) -> Result<bool> {
+    Ok(conn.execute(
+        "UPDATE console_export_requests SET downloaded_at_ms = ?2
+         WHERE id = ?1 AND decision = 'approved' AND downloaded_at_ms IS NULL",
+        rusqlite::params![id, now_ms],
+    )? == 1)
+}
+
+/// Entries per hour of capture for `event` (hour start in ms, count): capture times only.
+pub fn entries_per_hour(conn: &Connection, event: &str) -> Result<Vec<(i64, u64)>> {
+    let mut stmt = conn.prepare(
+        "SELECT (captured_at_ms / 3600000) * 3600000 AS h, count(*) FROM entries
+         WHERE event_id = ?1 GROUP BY h ORDER BY h",
+    )?;
+    let rows = stmt.query_map([event], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The newest `limit` audit rows, newest first.
+pub fn audit_tail(conn: &Connection, limit: usize) -> Result<Vec<AuditRow>> {
+    let mut stmt =
+        conn.prepare("SELECT seq, at_ms, action, detail FROM audit ORDER BY seq DESC LIMIT ?1")?;
+    let rows = stmt.query_map([limit as i64], |r| {
+        Ok(AuditRow {
+            seq: r.get(0)?,
+            at_ms: r.get(1)?,
+            action: r.get(2)?,
+            detail: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Stores a new session; sessions idle since before `expired_before_ms` are dropped with it.
+pub fn session_insert(conn: &Connection, s: &SessionRow, expired_before_ms: i64) -> Result<()> {
+    conn.execute(
+        "DELETE FROM console_sessions WHERE last_seen_ms < ?1",
+        [expired_before_ms],
+    )?;
+    conn.execute(
+        "INSERT INTO console_sessions (id_sha256, admin, role, csrf, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        rusqlite::params![s.id_sha256, s.admin, s.role.as_str(), s.csrf, s.last_seen_ms],
+    )?;
+    Ok(())
+}
+
+/// The session, renewed to `now_ms`, if it was seen after `expired_before_ms`; an expired one
+/// is deleted.
+pub fn session_touch(
+    conn: &Connection,
+    id_sha256: &str,
+    now_ms: i64,
+    expired_before_ms: i64,
+) -> Result<Option<SessionRow>> {
+    use rusqlite::OptionalExtension;
+    let row = conn
+        .query_row(
+            "UPDATE console_sessions SET last_seen_ms = max(last_seen_ms, ?2)
+             WHERE id_sha256 = ?1 AND last_seen_ms >= ?3
+             RETURNING admin, role, csrf, last_seen_ms",
+            rusqlite::params![id_sha256, now_ms, expired_before_ms],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            },
+        )
+        .optional()?;
+    if row.is_none() {
+        conn.execute(
+            "DELETE FROM console_sessions WHERE id_sha256 = ?1",
+            [id_sha256],
+        )?;
+    }
+    Ok(row.and_then(|(admin, role, csrf, last_seen_ms)| {
+        SessionRow::new(id_sha256, admin, &role, csrf, last_seen_ms)
+    }))
+}
+
+pub fn session_delete(conn: &Connection, id_sha256: &str) -> Result<()> {
+    conn.execute(
+        "DELETE FROM console_sessions WHERE id_sha256 = ?1",
+        [id_sha256],
+    )?;
+    Ok(())
+}
+
+/// Failed sign-ins for `key_sha256` counted since a time after `window_start_ms`.
+pub fn sign_in_failures(conn: &Connection, key_sha256: &str, window_start_ms: i64) -> Result<u32> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .query_row(
+            "SELECT failures FROM console_sign_in_failures WHERE key_sha256 = ?1 AND since_ms >= ?2",
+            rusqlite::params![key_sha256, window_start_ms],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?
+        .unwrap_or(0) as u32)
+}
+
+/// Counts a failed sign-in; a count older than `window_start_ms` starts again.
+pub fn sign_in_failed(
+    conn: &Connection,
+    key_sha256: &str,
+    now_ms: i64,
+    window_start_ms: i64,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO console_sign_in_failures (key_sha256, failures, since_ms) VALUES (?1, 1, ?2)
+         ON CONFLICT (key_sha256) DO UPDATE SET
+           failures = CASE WHEN since_ms < ?3 THEN 1 ELSE failures + 1 END,
+           since_ms = CASE WHEN since_ms < ?3 THEN excluded.since_ms ELSE since_ms END",
+        rusqlite::params![key_sha256, now_ms, window_start_ms],
+    )?;
+    Ok(())
+}
+
+pub fn sign_in_clear(conn: &Connection, key_sha256: &str) -> Result<()> {
+    conn.execute(
+        "DELETE FROM console_sign_in_failures WHERE key_sha256 = ?1",
+        [key_sha256],
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
