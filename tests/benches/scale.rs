@@ -113,7 +113,6 @@ fn measure(
         ("forget_peak_rss_mb", forget.peak_rss_mb.into()),
         ("status_ms", status_ms[2].into()),
         ("status_command_ms", (status_cmd.secs * 1000.0).into()),
-        ("status_command_peak_rss_mb", status_cmd.peak_rss_mb.into()),
     ] {
         out.insert(key(k), v);
     }
