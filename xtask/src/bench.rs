@@ -491,3 +491,37 @@ fn pss_kb(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The scale rows read the keys named by the count the run used (`--quick` uses fewer).
+    #[test]
+    fn scale_rows_follow_the_count_used() {
+        let mut j = serde_json::json!({"quick": true, "scale_label": "50k"});
+        j["scale_sqlite_50k_entries"] = 50_000.into();
+        for (k, v) in [
+            ("csv_export_s", 4.0),
+            ("csv_export_peak_rss_mb", 77.0),
+            ("floor_decrypt_s", 3.6),
+            ("open_identity_s", 0.18),
+            ("csv_export_vs_floor", 1.12),
+            ("forget_s", 3.7),
+            ("forget_peak_rss_mb", 76.9),
+            ("forget_vs_floor", 1.02),
+            ("status_ms", 0.98),
+            ("status_command_ms", 14.3),
+        ] {
+            j[format!("scale_sqlite_50k_{k}")] = v.into();
+        }
+        let md = super::markdown(&j);
+        assert!(
+            md.contains("| CRM CSV export of 50000 entries, embedded SQLite, the real head office process | 4.0 s, peak RSS 77 MB |"),
+            "{md}"
+        );
+        assert!(md.contains("| `status` over 50000 entries, embedded SQLite | 1.0 ms"));
+        assert!(
+            !md.contains("PostgreSQL, the real"),
+            "no PostgreSQL rows without figures"
+        );
+    }
+}
