@@ -17,6 +17,7 @@ mod pin;
 mod postgres;
 mod promoter;
 mod recovery;
+mod scale;
 mod staff_codes;
 mod store;
 mod summaries;

@@ -284,32 +284,212 @@ fn display_width(s: &str) -> usize {
         .sum()
 }
 
-/// The XLSX workbook: every cell a string, the header bold and frozen, columns as wide as their
-/// longest value (up to a limit).
-fn xlsx(header: &[String], rows: &[Zeroizing<Vec<String>>]) -> Result<Vec<u8>> {
-    let mut wb = rust_xlsxwriter::Workbook::new();
-    let ws = wb.add_worksheet();
-    let err = |e: rust_xlsxwriter::XlsxError| HoError::Crypto(format!("xlsx: {e}"));
-    let bold = rust_xlsxwriter::Format::new().set_bold();
-    let mut widths: Vec<usize> = header.iter().map(|h| display_width(h)).collect();
-    for (c, h) in header.iter().enumerate() {
-        ws.write_string_with_format(0, c as u16, h, &bold)
-            .map_err(err)?;
-    }
-    for (r, row) in rows.iter().enumerate() {
-        for (c, v) in row.iter().enumerate() {
-            ws.write_string(r as u32 + 1, c as u16, v).map_err(err)?;
-            if let Some(w) = widths.get_mut(c) {
-                *w = (*w).max(display_width(v));
+/// The most rows an XLSX sheet holds, the header included.
+const XLSX_MAX_ROWS: u32 = 1_048_576;
+
+/// The XLSX workbook written as its rows come, a page at a time, straight into the compressed
+/// sheet: every cell an inline string (never a number or a formula), the header bold and
+/// frozen, columns as wide as their longest value (up to a limit) among the header and the
+/// first page of rows (the column widths come before the rows in the file). Nothing but the
+/// output itself is written: no temp file, no shared-string table in memory.
+struct XlsxStream<'a> {
+    zip: zip::ZipWriter<zip::write::StreamWriter<&'a mut Sink>>,
+    header: Vec<String>,
+    /// The first page, until the column widths are known; `None` once the sheet's rows began.
+    first: Option<Vec<Zeroizing<Vec<String>>>>,
+    /// The next row's number (1-based; the header is row 1).
+    next: u32,
+}
+
+/// Text as XML character data: markup escaped, and characters XML 1.0 cannot carry (control
+/// characters) written as spreadsheets' `_xHHHH_` escapes, as is an `_x` that would read as one.
+fn xml_text(s: &str, out: &mut String) {
+    let bytes = s.as_bytes();
+    for (i, c) in s.char_indices() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {
+                let _ = std::fmt::Write::write_fmt(out, format_args!("_x{:04X}_", c as u32));
             }
+            '_' if bytes.len() >= i + 7
+                && bytes[i + 1] == b'x'
+                && bytes[i + 2..i + 6].iter().all(u8::is_ascii_hexdigit)
+                && bytes[i + 6] == b'_' =>
+            {
+                out.push_str("_x005F_")
+            }
+            c => out.push(c),
         }
     }
-    for (c, w) in widths.iter().enumerate() {
-        ws.set_column_width(c as u16, (*w).clamp(8, 60) as f64 + 2.0)
-            .map_err(err)?;
+}
+
+/// A column's letters: 0 → `A`, 25 → `Z`, 26 → `AA`.
+fn column_name(mut c: usize) -> String {
+    let mut name = Vec::new();
+    loop {
+        name.push(b'A' + (c % 26) as u8);
+        if c < 26 {
+            break;
+        }
+        c = c / 26 - 1;
     }
-    ws.set_freeze_panes(1, 0).map_err(err)?;
-    wb.save_to_buffer().map_err(err)
+    name.reverse();
+    String::from_utf8(name).unwrap_or_default()
+}
+
+const XLSX_PARTS: [(&str, &str); 5] = [
+    (
+        "[Content_Types].xml",
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/><Override PartName="/xl/styles.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/></Types>"#,
+    ),
+    (
+        "_rels/.rels",
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>"#,
+    ),
+    (
+        "xl/workbook.xml",
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><bookViews><workbookView/></bookViews><sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>"#,
+    ),
+    (
+        "xl/_rels/workbook.xml.rels",
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/><Relationship Id="rId2" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles" Target="styles.xml"/></Relationships>"#,
+    ),
+    (
+        "xl/styles.xml",
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><fonts count="2"><font><sz val="11"/><name val="Calibri"/><family val="2"/></font><font><b/><sz val="11"/><name val="Calibri"/><family val="2"/></font></fonts><fills count="2"><fill><patternFill patternType="none"/></fill><fill><patternFill patternType="gray125"/></fill></fills><borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders><cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs><cellXfs count="2"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/><xf numFmtId="0" fontId="1" fillId="0" borderId="0" xfId="0" applyFont="1"/></cellXfs><cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles></styleSheet>"#,
+    ),
+];
+
+impl<'a> XlsxStream<'a> {
+    fn new(sink: &'a mut Sink, header: &[String]) -> Result<XlsxStream<'a>> {
+        let mut zip = zip::ZipWriter::new_stream(sink).set_auto_large_file();
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, text) in XLSX_PARTS {
+            zip.start_file(name, options).map_err(zip_err)?;
+            zip.write_all(text.as_bytes()).map_err(write_err)?;
+        }
+        Ok(XlsxStream {
+            zip,
+            header: header.to_vec(),
+            first: Some(Vec::new()),
+            next: 2,
+        })
+    }
+
+    /// One row (kept until the first page is complete, then written as it comes).
+    fn row(&mut self, row: Zeroizing<Vec<String>>) -> Result<()> {
+        if self.next >= XLSX_MAX_ROWS {
+            return Err(HoError::TooManyRowsForXlsx(u64::from(self.next)));
+        }
+        match &mut self.first {
+            Some(first) if first.len() < PAGE => {
+                first.push(row);
+                self.next += 1;
+                Ok(())
+            }
+            Some(_) => {
+                self.begin_sheet()?;
+                self.row(row)
+            }
+            None => self
+                .write_row(self.next, &row, false)
+                .map(|()| self.next += 1),
+        }
+    }
+
+    /// The sheet's start: the frozen header's view, the column widths, the header row, and
+    /// the rows kept so far.
+    fn begin_sheet(&mut self) -> Result<()> {
+        let Some(first) = self.first.take() else {
+            return Ok(());
+        };
+        let mut widths: Vec<usize> = self.header.iter().map(|h| display_width(h)).collect();
+        for row in &first {
+            for (c, v) in row.iter().enumerate() {
+                if let Some(w) = widths.get_mut(c) {
+                    *w = (*w).max(display_width(v));
+                }
+            }
+        }
+        let mut head = String::from(
+            r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheetViews><sheetView tabSelected="1" workbookViewId="0"><pane ySplit="1" topLeftCell="A2" activePane="bottomLeft" state="frozen"/><selection pane="bottomLeft" activeCell="A2" sqref="A2"/></sheetView></sheetViews><sheetFormatPr defaultRowHeight="15"/><cols>"#,
+        );
+        for (c, w) in widths.iter().enumerate() {
+            let _ = std::fmt::Write::write_fmt(
+                &mut head,
+                format_args!(
+                    r#"<col min="{n}" max="{n}" width="{w}" customWidth="1"/>"#,
+                    n = c + 1,
+                    w = (*w).clamp(8, 60) as f64 + 2.0
+                ),
+            );
+        }
+        head.push_str("</cols><sheetData>");
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        self.zip
+            .start_file("xl/worksheets/sheet1.xml", options)
+            .map_err(zip_err)?;
+        self.zip.write_all(head.as_bytes()).map_err(write_err)?;
+        let header = std::mem::take(&mut self.header);
+        self.write_row(1, &header, true)?;
+        for (i, row) in first.iter().enumerate() {
+            self.write_row(i as u32 + 2, row, false)?;
+        }
+        Ok(())
+    }
+
+    fn write_row(&mut self, r: u32, row: &[String], bold: bool) -> Result<()> {
+        let mut xml = Zeroizing::new(String::with_capacity(64 * row.len()));
+        let _ = std::fmt::Write::write_fmt(&mut *xml, format_args!(r#"<row r="{r}">"#));
+        for (c, v) in row.iter().enumerate() {
+            // Excel stores no empty strings: an empty value is an empty cell.
+            if v.is_empty() {
+                continue;
+            }
+            let _ = std::fmt::Write::write_fmt(
+                &mut *xml,
+                format_args!(
+                    r#"<c r="{}{r}" t="inlineStr"{}><is><t xml:space="preserve">"#,
+                    column_name(c),
+                    if bold { r#" s="1""# } else { "" }
+                ),
+            );
+            xml_text(v, &mut xml);
+            xml.push_str("</t></is></c>");
+        }
+        xml.push_str("</row>");
+        self.zip.write_all(xml.as_bytes()).map_err(write_err)
+    }
+
+    /// The sheet's end and the archive's directory.
+    fn finish(mut self) -> Result<()> {
+        self.begin_sheet()?;
+        self.zip
+            .write_all(b"</sheetData></worksheet>")
+            .map_err(write_err)?;
+        self.zip.finish().map_err(zip_err)?;
+        Ok(())
+    }
+}
+
+fn write_err(e: std::io::Error) -> HoError {
+    HoError::io("writing the export file")(e)
+}
+
+fn zip_err(e: zip::result::ZipError) -> HoError {
+    write_err(std::io::Error::other(e))
 }
 
 /// Writes one event's entries for the CRM: one row per entry with its consent version and time;
@@ -466,17 +646,34 @@ fn export_to(
         b
     };
     // Unmerged, the file streams: an entry repeating an earlier one (same normalised phone or
-    // email) is marked with the earliest such entry, from a map of the contact keys seen so far
-    // (kept in memory only, as digests). Merged, the event is opened into memory first, so entries linked
-    // through a third one join the same row.
-    let mut first_with: std::collections::HashMap<String, uuid::Uuid> =
-        std::collections::HashMap::new();
+    // email) is marked with the earliest such entry, from a map of the contact keys seen so far,
+    // kept in memory only and only as digests (the first 128 bits of SHA-256: 32 bytes a key
+    // with the entry's id, sized once for the event, so about 70 bytes an entry with a phone and
+    // an email, and no copy while it grows). Merged, the event is opened into memory first, so
+    // entries linked through a third one join the same row.
+    let contact_fields = config
+        .fields
+        .iter()
+        .filter(|f| matches!(f.kind, FieldKind::Phone | FieldKind::Email))
+        .count();
+    let expected_keys = if options.merge_duplicates {
+        0
+    } else {
+        (store.count_entries(Some(event))? as usize).saturating_mul(contact_fields)
+    };
+    let mut first_with: std::collections::HashMap<[u8; 16], uuid::Uuid> =
+        std::collections::HashMap::with_capacity(expected_keys);
     let mut duplicates = 0usize;
     let mut groups: std::collections::HashSet<uuid::Uuid> = std::collections::HashSet::new();
     let mut mark = |e: &Opened| -> Option<uuid::Uuid> {
-        let keys: Vec<String> = crate::duplicates::contact_keys(&config, &e.payload.values)
+        let keys: Vec<[u8; 16]> = crate::duplicates::contact_keys(&config, &e.payload.values)
             .into_iter()
-            .map(|k| sealbox_protocol::sha256_hex(Zeroizing::new(k).as_bytes()))
+            .map(|k| {
+                let digest = <sha2::Sha256 as sha2::Digest>::digest(Zeroizing::new(k).as_bytes());
+                let mut short = [0u8; 16];
+                short.copy_from_slice(&digest[..16]);
+                short
+            })
             .collect();
         let earlier = keys.iter().filter_map(|k| first_with.get(k).copied()).min();
         for k in keys {
@@ -504,23 +701,36 @@ fn export_to(
         None => Sink::Memory(Zeroizing::new(Vec::new())),
     };
     let mut rows = 0usize;
-    let mut all: Vec<Zeroizing<Vec<String>>> = Vec::new();
-    if format == Format::Csv {
+    // CSV lines and XLSX rows are written as they come (the XLSX keeps its first page until
+    // its column widths are known); the file never holds more than a page in memory.
+    enum Writer<'a> {
+        Csv(&'a mut Sink),
+        Xlsx(Box<XlsxStream<'a>>),
+    }
+    impl Writer<'_> {
+        fn finish(self) -> Result<()> {
+            match self {
+                Writer::Xlsx(x) => x.finish(),
+                Writer::Csv(_) => Ok(()),
+            }
+        }
+    }
+    let mut writer = if format == Format::Csv {
         // UTF-8 with a byte-order mark, so spreadsheet programs read Chinese correctly.
         tmp.write_all(&[0xEF, 0xBB, 0xBF])
             .and_then(|_| tmp.write_all(&csv_line(&header)))
             .map_err(HoError::io("writing the export file"))?;
-    }
-    let mut emit = |row: Zeroizing<Vec<String>>, tmp: &mut Sink| -> Result<()> {
+        Writer::Csv(&mut tmp)
+    } else {
+        Writer::Xlsx(Box::new(XlsxStream::new(&mut tmp, &header)?))
+    };
+    let mut emit = |row: Zeroizing<Vec<String>>| -> Result<()> {
         rows += 1;
-        if format == Format::Csv {
-            tmp.write_all(&csv_line(&row))
-                .map_err(HoError::io("writing the export file"))
-        } else {
-            // The XLSX workbook is built in memory (its writer's low-memory mode would spill
-            // the cells to temp files, which personal data never reaches).
-            all.push(row);
-            Ok(())
+        match &mut writer {
+            Writer::Csv(out) => out
+                .write_all(&csv_line(&row))
+                .map_err(HoError::io("writing the export file")),
+            Writer::Xlsx(x) => x.row(row),
         }
     };
     let unreadable = if options.merge_duplicates {
@@ -546,20 +756,16 @@ fn export_to(
         }
         for group in members.iter().filter(|m| !m.is_empty()) {
             let group: Vec<&Opened> = group.iter().map(|j| &entries[*j]).collect();
-            emit(row_of(&group, None), &mut tmp)?;
+            emit(row_of(&group, None))?;
         }
         bad
     } else {
         for_each_opened(&mut store, &identity, Some(event), progress, &mut |e| {
             let d = mark(&e);
-            emit(row_of(&[&e], d), &mut tmp)
+            emit(row_of(&[&e], d))
         })?
     };
-    if format == Format::Xlsx {
-        let bytes = Zeroizing::new(xlsx(&header, &all)?);
-        tmp.write_all(&bytes)
-            .map_err(HoError::io("writing the export file"))?;
-    }
+    writer.finish()?;
     let bytes = match (tmp, out) {
         (Sink::File(tmp), Some(out)) => {
             tmp.as_file()
@@ -620,7 +826,13 @@ pub fn purge(dir: &Path, now_ms: i64) -> Result<Vec<(String, u64)>> {
             }
             n += store.delete_with_tombstones(&ids, "retention", now_ms, None)?;
         }
-        n += store.purge_quarantine(&id, cutoff, now_ms)?;
+        loop {
+            let q = store.purge_quarantine(&id, cutoff, now_ms, PURGE_CHUNK)?;
+            if q == 0 {
+                break;
+            }
+            n += q;
+        }
         if n > 0 {
             tracing::info!(event = %id, entries = n, "purged at the end of retention");
         }

@@ -76,6 +76,9 @@ pub enum HoError {
     Database(String),
     #[error("the database already holds head office data ({0} not empty); nothing was written")]
     TargetNotEmpty(String),
+    /// An XLSX sheet holds at most 1,048,576 rows (the header included).
+    #[error("{0} rows do not fit in an XLSX sheet (at most 1,048,575 besides the header): export CSV instead; no file was written")]
+    TooManyRowsForXlsx(u64),
     #[error("{context}")]
     Io {
         context: String,
@@ -118,6 +121,7 @@ impl HoError {
             Storage(_) => "storage",
             Database(_) => "database",
             TargetNotEmpty(_) => "target_not_empty",
+            TooManyRowsForXlsx(_) => "too_many_rows_for_xlsx",
             Io { .. } => "io",
         }
     }
@@ -159,6 +163,9 @@ impl HoError {
             Storage(e) => format!("数据库读写出错（{e}）"),
             Database(e) => format!("数据库服务器出错（{e}）"),
             TargetNotEmpty(t) => format!("数据库中已有总部数据（{t} 非空）；未写入任何内容"),
+            TooManyRowsForXlsx(n) => format!(
+                "{n} 行超出 XLSX 工作表的上限（表头之外最多 1,048,575 行）：请改为导出 CSV；未写入任何文件"
+            ),
             Io { context, source } => format!("文件读写出错（{context}）：{}", io_kind_zh(source)),
         }
     }
@@ -226,6 +233,7 @@ mod tests {
             Storage(_) => "Storage",
             Database(_) => "Database",
             TargetNotEmpty(_) => "TargetNotEmpty",
+            TooManyRowsForXlsx(_) => "TooManyRowsForXlsx",
             Io { .. } => "Io",
         }
     }
@@ -293,6 +301,7 @@ mod tests {
             Storage(rusqlite::Error::QueryReturnedNoRows),
             Database("connection refused".into()),
             TargetNotEmpty("entries".into()),
+            TooManyRowsForXlsx(1_048_576),
             Io {
                 context: "reading x".into(),
                 source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),

@@ -332,13 +332,48 @@ impl Store {
         }
     }
 
-    /// Deletes one event's quarantined rows received before `cutoff_ms`, with tombstones.
-    pub fn purge_quarantine(&mut self, event_id: &str, cutoff_ms: i64, now_ms: i64) -> Result<u64> {
+    /// Deletes at most `limit` of one event's quarantined rows received before `cutoff_ms`,
+    /// with tombstones, in one transaction. Returns how many.
+    pub fn purge_quarantine(
+        &mut self,
+        event_id: &str,
+        cutoff_ms: i64,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<u64> {
         match self {
             Store::Sqlite(c) => sqlite_tx(c, |tx| {
-                sqlite::purge_quarantine(tx, event_id, cutoff_ms, now_ms)
+                sqlite::purge_quarantine(tx, event_id, cutoff_ms, now_ms, limit)
             }),
-            Store::Postgres(p) => p.purge_quarantine(event_id, cutoff_ms, now_ms),
+            Store::Postgres(p) => p.purge_quarantine(event_id, cutoff_ms, now_ms, limit),
+        }
+    }
+
+    /// The plans the database makes for `status`, the entry counts, the streams the CRM export
+    /// and `forget` read, and purge's chunks: `(query, plan)`. The tests check that each is
+    /// answered from an index (on PostgreSQL, with sequential scans and sorts disabled for the planning,
+    /// since a small table is scanned whatever its indexes).
+    pub fn query_plans(&mut self) -> Result<Vec<(&'static str, String)>> {
+        match self {
+            Store::Sqlite(c) => sqlite::query_plans(c),
+            Store::Postgres(p) => p.query_plans(),
+        }
+    }
+
+    /// Benchmarks and scale tests only: stores sealed entries of `device` as a sync would (with
+    /// their retention times), without batches, receipts or audit rows, in one transaction.
+    /// A million entries are generated this way, not by a million syncs.
+    pub fn bulk_insert_entries(
+        &mut self,
+        device: &str,
+        entries: &[EntryEnvelope],
+        received_at_ms: i64,
+    ) -> Result<()> {
+        match self {
+            Store::Sqlite(c) => sqlite_tx(c, |tx| {
+                sqlite::bulk_insert_entries(tx, device, entries, received_at_ms)
+            }),
+            Store::Postgres(p) => p.bulk_insert_entries(device, entries, received_at_ms),
         }
     }
 

@@ -151,6 +151,31 @@ CREATE TABLE device_rate (
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = 2;
 
+/// `status`'s counts per event, each from an index on `event_id` (see
+/// [`PgStore::query_plans`]).
+const STATUS_EVENTS: &str = "SELECT e.id,
+        (SELECT count(*) FROM entries x WHERE x.event_id = e.id),
+        (SELECT count(*) FROM quarantine q WHERE q.event_id = e.id),
+        (SELECT count(*) FROM tombstones t WHERE t.event_id = e.id)
+    FROM events e ORDER BY e.id";
+/// `status`'s counts per device, from `entries_device`.
+const STATUS_DEVICES: &str = "SELECT d.name, d.event_id,
+        (SELECT count(*) FROM entries x WHERE x.device = d.name), d.revoked
+    FROM devices d ORDER BY d.name";
+const COUNT_ALL: &str = "SELECT count(*) FROM entries";
+const COUNT_EVENT: &str = "SELECT count(*) FROM entries WHERE event_id = $1";
+/// One event's entries in capture order, from `entries_order`: no sort.
+const STREAM_EVENT: &str =
+    "SELECT id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, device
+     FROM entries WHERE event_id = $1 ORDER BY event_id, captured_at_ms, id";
+/// Every entry, event by event, each in capture order, from `entries_order`: no sort.
+const STREAM_ALL: &str =
+    "SELECT id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, device
+     FROM entries ORDER BY event_id, captured_at_ms, id";
+const EXPIRED: &str = "SELECT id FROM entries WHERE event_id = $1 AND retain_from_ms < $2 LIMIT $3";
+const EXPIRED_QUARANTINE: &str =
+    "SELECT qid, id, event_id FROM quarantine WHERE event_id = $1 AND received_at_ms < $2 LIMIT $3";
+
 /// How often a transaction that lost a serialization conflict or a deadlock is tried again.
 const RETRIES: u32 = 20;
 
@@ -429,14 +454,7 @@ impl PgStore {
         use crate::admin::{DeviceCount, EventCount};
         let events = self
             .client
-            .query(
-                "SELECT e.id,
-                    (SELECT count(*) FROM entries x WHERE x.event_id = e.id),
-                    (SELECT count(*) FROM quarantine q WHERE q.event_id = e.id),
-                    (SELECT count(*) FROM tombstones t WHERE t.event_id = e.id)
-                 FROM events e ORDER BY e.id",
-                &[],
-            )?
+            .query(STATUS_EVENTS, &[])?
             .into_iter()
             .map(|r| EventCount {
                 id: r.get(0),
@@ -447,11 +465,7 @@ impl PgStore {
             .collect();
         let devices = self
             .client
-            .query(
-                "SELECT d.name, d.event_id, (SELECT count(*) FROM entries x WHERE x.device = d.name), d.revoked
-                 FROM devices d ORDER BY d.name",
-                &[],
-            )?
+            .query(STATUS_DEVICES, &[])?
             .into_iter()
             .map(|r| DeviceCount {
                 name: r.get(0),
@@ -549,14 +563,78 @@ impl PgStore {
     }
 
     pub fn count_entries(&mut self, event: Option<&str>) -> Result<u64> {
-        let n: i64 = self
-            .client
-            .query_one(
-                "SELECT count(*) FROM entries WHERE $1::text IS NULL OR event_id = $1",
-                &[&event],
-            )?
-            .get(0);
+        let n: i64 = match event {
+            Some(e) => self.client.query_one(COUNT_EVENT, &[&e])?,
+            None => self.client.query_one(COUNT_ALL, &[])?,
+        }
+        .get(0);
         Ok(n as u64)
+    }
+
+    /// The plans PostgreSQL makes for `status`, the counts, the streams and purge's chunks,
+    /// with sequential scans and sorts disabled for the planning (a small table is scanned and
+    /// sorted whatever its indexes): a plan that still scans or sorts a table has no index to
+    /// answer from.
+    pub fn query_plans(&mut self) -> Result<Vec<(&'static str, String)>> {
+        let mut tx = self.client.transaction()?;
+        tx.batch_execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off")?;
+        let mut out = Vec::new();
+        let e = "e".to_string();
+        let (zero, one) = (0i64, 1i64);
+        let queries: [(
+            &'static str,
+            &str,
+            Vec<&(dyn postgres::types::ToSql + Sync)>,
+        ); 8] = [
+            ("status events", STATUS_EVENTS, vec![]),
+            ("status devices", STATUS_DEVICES, vec![]),
+            ("count all", COUNT_ALL, vec![]),
+            ("count event", COUNT_EVENT, vec![&e]),
+            ("stream event", STREAM_EVENT, vec![&e]),
+            ("stream all", STREAM_ALL, vec![]),
+            ("expired", EXPIRED, vec![&e, &zero, &one]),
+            (
+                "expired quarantine",
+                EXPIRED_QUARANTINE,
+                vec![&e, &zero, &one],
+            ),
+        ];
+        for (name, sql, params) in queries {
+            let lines: Vec<String> = tx
+                .query(&format!("EXPLAIN {sql}"), &params)?
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect();
+            out.push((name, lines.join("\n")));
+        }
+        tx.rollback()?;
+        Ok(out)
+    }
+
+    /// Benchmarks and scale tests only: see [`crate::store::Store::bulk_insert_entries`].
+    pub fn bulk_insert_entries(
+        &mut self,
+        device: &str,
+        entries: &[sealbox_protocol::EntryEnvelope],
+        received_at_ms: i64,
+    ) -> Result<()> {
+        let ids: Vec<uuid::Uuid> = entries.iter().map(|e| e.id).collect();
+        let events: Vec<&str> = entries.iter().map(|e| e.event_id.as_str()).collect();
+        let caps: Vec<i64> = entries.iter().map(|e| e.captured_at_ms).collect();
+        let cvs: Vec<&str> = entries.iter().map(|e| e.consent_version.as_str()).collect();
+        let css: Vec<&str> = entries.iter().map(|e| e.consent_sha256.as_str()).collect();
+        let sealed: Vec<&[u8]> = entries.iter().map(|e| e.sealed.as_slice()).collect();
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO entries
+                 (id, event_id, device, captured_at_ms, consent_version, consent_sha256, sealed, received_at_ms, retain_from_ms)
+                 SELECT id, ev, $3, cap, cv, cs, sealed, $4, cap
+                 FROM unnest($1::uuid[], $2::text[], $5::bigint[], $6::text[], $7::text[], $8::bytea[])
+                      AS t (id, ev, cap, cv, cs, sealed)",
+                &[&ids, &events, &device, &received_at_ms, &caps, &cvs, &css, &sealed],
+            )
+        })?;
+        Ok(())
     }
 
     /// Streams the entries a page at a time through a portal, in one read-only snapshot.
@@ -571,11 +649,10 @@ impl PgStore {
             .isolation_level(IsolationLevel::RepeatableRead)
             .read_only(true)
             .start()?;
-        let portal = tx.bind(
-            "SELECT id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, device
-             FROM entries WHERE $1::text IS NULL OR event_id = $1 ORDER BY captured_at_ms, id",
-            &[&event],
-        )?;
+        let portal = match event {
+            Some(e) => tx.bind(STREAM_EVENT, &[&e])?,
+            None => tx.bind(STREAM_ALL, &[])?,
+        };
         loop {
             let rows = tx.query_portal(&portal, 256)?;
             if rows.is_empty() {
@@ -626,10 +703,7 @@ impl PgStore {
     ) -> Result<Vec<uuid::Uuid>> {
         Ok(self
             .client
-            .query(
-                "SELECT id FROM entries WHERE event_id = $1 AND retain_from_ms < $2 LIMIT $3",
-                &[&event_id, &cutoff_ms, &(limit as i64)],
-            )?
+            .query(EXPIRED, &[&event_id, &cutoff_ms, &(limit as i64)])?
             .into_iter()
             .map(|r| r.get(0))
             .collect())
@@ -659,18 +733,27 @@ impl PgStore {
         })
     }
 
-    pub fn purge_quarantine(&mut self, event_id: &str, cutoff_ms: i64, now_ms: i64) -> Result<u64> {
+    /// At most `limit` of one event's quarantined rows received before `cutoff_ms`, deleted
+    /// with tombstones in one transaction.
+    pub fn purge_quarantine(
+        &mut self,
+        event_id: &str,
+        cutoff_ms: i64,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<u64> {
+        let limit = limit as i64;
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO tombstones (id, event_id, deleted_at_ms, reason)
-                 SELECT DISTINCT id, event_id, $3::bigint, 'retention' FROM quarantine
-                 WHERE event_id = $1 AND received_at_ms < $2
-                 ON CONFLICT (id) DO NOTHING",
-                &[&event_id, &cutoff_ms, &now_ms],
-            )?;
-            tx.execute(
-                "DELETE FROM quarantine WHERE event_id = $1 AND received_at_ms < $2",
-                &[&event_id, &cutoff_ms],
+                &format!(
+                    "WITH doomed AS ({EXPIRED_QUARANTINE}),
+                     tomb AS (
+                        INSERT INTO tombstones (id, event_id, deleted_at_ms, reason)
+                        SELECT DISTINCT id, event_id, $4::bigint, 'retention' FROM doomed
+                        ON CONFLICT (id) DO NOTHING)
+                     DELETE FROM quarantine WHERE qid IN (SELECT qid FROM doomed)"
+                ),
+                &[&event_id, &cutoff_ms, &limit, &now_ms],
             )
         })
     }

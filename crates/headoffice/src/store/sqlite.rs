@@ -72,7 +72,7 @@ CREATE TABLE IF NOT EXISTS entries (
 ";
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Version 2: tombstones of deleted entries, the quarantine, and the time each entry's retention
 /// counts from (`retain_from_ms`): its capture time when that is plausible, else the time head
@@ -107,6 +107,13 @@ UPDATE entries SET retain_from_ms = CASE
     THEN received_at_ms ELSE captured_at_ms END;
 CREATE INDEX entries_retention ON entries (event_id, retain_from_ms);
 CREATE INDEX entries_device ON entries (device);
+";
+
+/// Version 3: the entries of an event in capture order from an index, so the CRM export and
+/// `forget` stream them without sorting the table first (PostgreSQL's schema has had it from
+/// its first version).
+const SCHEMA_V3: &str = "
+CREATE INDEX entries_order ON entries (event_id, captured_at_ms, id);
 ";
 
 /// How far ahead of head office's clock a capture time may be before it is taken as wrong.
@@ -151,6 +158,9 @@ fn migrate(conn: &Connection) -> Result<()> {
         }
         if version < 2 {
             conn.execute_batch(SCHEMA_V2)?;
+        }
+        if version < 3 {
+            conn.execute_batch(SCHEMA_V3)?;
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
     })();
@@ -489,9 +499,7 @@ pub fn expired_ids(
     cutoff_ms: i64,
     limit: usize,
 ) -> Result<Vec<uuid::Uuid>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id FROM entries WHERE event_id = ?1 AND retain_from_ms < ?2 LIMIT ?3",
-    )?;
+    let mut stmt = conn.prepare_cached(EXPIRED)?;
     let rows = stmt.query_map(rusqlite::params![event_id, cutoff_ms, limit as i64], |r| {
         r.get::<_, String>(0)
     })?;
@@ -504,23 +512,61 @@ pub fn expired_ids(
     Ok(out)
 }
 
-/// Deletes one event's quarantined rows received before `cutoff_ms` (they hold personal data
-/// too), with tombstones. Returns how many.
+/// Deletes at most `limit` of one event's quarantined rows received before `cutoff_ms` (they
+/// hold personal data too), with tombstones. Returns how many: purge calls it until none are
+/// left, a bounded transaction at a time.
 pub fn purge_quarantine(
     tx: &rusqlite::Transaction<'_>,
     event_id: &str,
     cutoff_ms: i64,
     now_ms: i64,
+    limit: usize,
 ) -> Result<u64> {
-    tx.execute(
+    let seqs: Vec<i64> = tx
+        .prepare_cached(EXPIRED_QUARANTINE)?
+        .query_map(rusqlite::params![event_id, cutoff_ms, limit as i64], |r| {
+            r.get(0)
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut tomb = tx.prepare_cached(
         "INSERT OR IGNORE INTO tombstones (id, event_id, deleted_at_ms, reason)
-         SELECT id, event_id, ?3, 'retention' FROM quarantine WHERE event_id = ?1 AND received_at_ms < ?2",
-        rusqlite::params![event_id, cutoff_ms, now_ms],
+         SELECT id, event_id, ?2, 'retention' FROM quarantine WHERE seq = ?1",
     )?;
-    Ok(tx.execute(
-        "DELETE FROM quarantine WHERE event_id = ?1 AND received_at_ms < ?2",
-        rusqlite::params![event_id, cutoff_ms],
-    )? as u64)
+    let mut del = tx.prepare_cached("DELETE FROM quarantine WHERE seq = ?1")?;
+    let mut n = 0;
+    for seq in seqs {
+        tomb.execute(rusqlite::params![seq, now_ms])?;
+        n += del.execute([seq])? as u64;
+    }
+    Ok(n)
+}
+
+/// Benchmarks and scale tests only: see [`crate::store::Store::bulk_insert_entries`]. Each
+/// entry's retention counts from its capture time.
+pub fn bulk_insert_entries(
+    tx: &rusqlite::Transaction<'_>,
+    device: &str,
+    entries: &[sealbox_protocol::EntryEnvelope],
+    received_at_ms: i64,
+) -> Result<()> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO entries
+         (id, event_id, device, captured_at_ms, consent_version, consent_sha256, sealed, received_at_ms, retain_from_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?4)",
+    )?;
+    for e in entries {
+        insert.execute(rusqlite::params![
+            e.id.to_string(),
+            e.event_id,
+            device,
+            e.captured_at_ms,
+            e.consent_version,
+            e.consent_sha256,
+            e.sealed,
+            received_at_ms
+        ])?;
+    }
+    Ok(())
 }
 
 /// Moves an entry that does not open (or does not match its envelope) from `entries` to the
@@ -636,6 +682,61 @@ pub fn revoke_device(conn: &Connection, name: &str) -> Result<bool> {
     Ok(conn.execute("UPDATE devices SET revoked = 1 WHERE name = ?1", [name])? > 0)
 }
 
+/// `status`'s counts per event: each from an index on `event_id` (see [`query_plans`]).
+const STATUS_EVENTS: &str = "SELECT e.id,
+        (SELECT count(*) FROM entries x WHERE x.event_id = e.id),
+        (SELECT count(*) FROM quarantine q WHERE q.event_id = e.id),
+        (SELECT count(*) FROM tombstones t WHERE t.event_id = e.id)
+    FROM events e ORDER BY e.id";
+/// `status`'s counts per device, from `entries_device`.
+const STATUS_DEVICES: &str = "SELECT d.name, d.event_id,
+        (SELECT count(*) FROM entries x WHERE x.device = d.name), d.revoked
+    FROM devices d ORDER BY d.name";
+const COUNT_ALL: &str = "SELECT count(*) FROM entries";
+const COUNT_EVENT: &str = "SELECT count(*) FROM entries WHERE event_id = ?1";
+/// The entries of one event in capture order, from `entries_order`: no sort.
+const STREAM_EVENT: &str =
+    "SELECT id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, device
+     FROM entries WHERE event_id = ?1 ORDER BY event_id, captured_at_ms, id";
+/// Every entry, event by event, each in capture order, from `entries_order`: no sort.
+const STREAM_ALL: &str =
+    "SELECT id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, device
+     FROM entries ORDER BY event_id, captured_at_ms, id";
+const EXPIRED: &str = "SELECT id FROM entries WHERE event_id = ?1 AND retain_from_ms < ?2 LIMIT ?3";
+const EXPIRED_QUARANTINE: &str =
+    "SELECT seq FROM quarantine WHERE event_id = ?1 AND received_at_ms < ?2 LIMIT ?3";
+
+/// The plans SQLite makes for `status`, the counts, the streams the CRM export and `forget`
+/// read, and purge's chunks: `(query, plan)` with one line per plan step (`EXPLAIN QUERY PLAN`).
+pub fn query_plans(conn: &Connection) -> Result<Vec<(&'static str, String)>> {
+    let mut out = Vec::new();
+    for (name, sql, params) in [
+        ("status events", STATUS_EVENTS, 0),
+        ("status devices", STATUS_DEVICES, 0),
+        ("count all", COUNT_ALL, 0),
+        ("count event", COUNT_EVENT, 1),
+        ("stream event", STREAM_EVENT, 1),
+        ("stream all", STREAM_ALL, 0),
+        ("expired", EXPIRED, 3),
+        ("expired quarantine", EXPIRED_QUARANTINE, 3),
+    ] {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+        let values: Vec<rusqlite::types::Value> = [
+            rusqlite::types::Value::Text("e".into()),
+            rusqlite::types::Value::Integer(0),
+            rusqlite::types::Value::Integer(1),
+        ][..params]
+            .to_vec();
+        let lines: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(values), |r| {
+                r.get::<_, String>(3)
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        out.push((name, lines.join("\n")));
+    }
+    Ok(out)
+}
+
 /// Counts per event and per device, from the indexes.
 pub fn status(
     conn: &Connection,
@@ -644,13 +745,7 @@ pub fn status(
     Vec<crate::admin::DeviceCount>,
 )> {
     use crate::admin::{DeviceCount, EventCount};
-    let mut stmt = conn.prepare(
-        "SELECT e.id,
-                (SELECT count(*) FROM entries x WHERE x.event_id = e.id),
-                (SELECT count(*) FROM quarantine q WHERE q.event_id = e.id),
-                (SELECT count(*) FROM tombstones t WHERE t.event_id = e.id)
-         FROM events e ORDER BY e.id",
-    )?;
+    let mut stmt = conn.prepare(STATUS_EVENTS)?;
     let events = stmt
         .query_map([], |r| {
             Ok(EventCount {
@@ -661,10 +756,7 @@ pub fn status(
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
-    let mut stmt = conn.prepare(
-        "SELECT d.name, d.event_id, (SELECT count(*) FROM entries x WHERE x.device = d.name), d.revoked
-         FROM devices d ORDER BY d.name",
-    )?;
+    let mut stmt = conn.prepare(STATUS_DEVICES)?;
     let devices = stmt
         .query_map([], |r| {
             Ok(DeviceCount {
@@ -680,25 +772,29 @@ pub fn status(
 
 /// How many entries are held (of one event, or all).
 pub fn count_entries(conn: &Connection, event: Option<&str>) -> Result<u64> {
-    let n: i64 = conn.query_row(
-        "SELECT count(*) FROM entries WHERE ?1 IS NULL OR event_id = ?1",
-        [event],
-        |r| r.get(0),
-    )?;
+    let n: i64 = match event {
+        Some(e) => conn.query_row(COUNT_EVENT, [e], |r| r.get(0))?,
+        None => conn.query_row(COUNT_ALL, [], |r| r.get(0))?,
+    };
     Ok(n as u64)
 }
 
-/// Streams the stored entries (of one event, or all), oldest first, one row at a time.
+/// Streams the stored entries (of one event, or all event by event), oldest first, one row at a
+/// time, in index order.
 pub fn for_each_entry(
     conn: &Connection,
     event: Option<&str>,
     f: &mut dyn FnMut(crate::store::StoredEntry) -> Result<()>,
 ) -> Result<()> {
-    let mut stmt = conn.prepare(
-        "SELECT id, event_id, captured_at_ms, consent_version, consent_sha256, sealed, device
-         FROM entries WHERE ?1 IS NULL OR event_id = ?1 ORDER BY captured_at_ms, id",
-    )?;
-    let mut rows = stmt.query([event])?;
+    let mut stmt = conn.prepare(if event.is_some() {
+        STREAM_EVENT
+    } else {
+        STREAM_ALL
+    })?;
+    let mut rows = match event {
+        Some(e) => stmt.query([e])?,
+        None => stmt.query([])?,
+    };
     while let Some(r) = rows.next()? {
         let id: String = r.get(0)?;
         f(crate::store::StoredEntry {
