@@ -223,6 +223,20 @@ pub fn staff_code_issue(dir: &Path, event_id: &str) -> Result<IssuedStaffCode> {
         id: id.clone(),
         verifier,
     });
+    save_staff_codes(&mut store, event_id, config, "event.staff_code_issued", &id)?;
+    tracing::info!(event = event_id, staff_code = %id, "staff code issued");
+    Ok(IssuedStaffCode { id, code })
+}
+
+/// Stores an event's changed staff codes under the next version (devices take only a newer
+/// one), audited as `action` with the code's id.
+fn save_staff_codes(
+    store: &mut Store,
+    event_id: &str,
+    mut config: sealbox_protocol::EventConfig,
+    action: &str,
+    id: &str,
+) -> Result<()> {
     config.staff_codes_version += 1;
     config.validate().map_err(HoError::BadEvent)?;
     let canonical = serde_json::to_string(&config).map_err(|e| HoError::Config(e.to_string()))?;
@@ -231,12 +245,11 @@ pub fn staff_code_issue(dir: &Path, event_id: &str) -> Result<IssuedStaffCode> {
         &canonical,
         Audit::new(
             now_ms(),
-            "event.staff_code_issued",
+            action,
             serde_json::json!({"event": event_id, "staff_code": id}),
         ),
     )?;
-    tracing::info!(event = event_id, staff_code = %id, "staff code issued");
-    Ok(IssuedStaffCode { id, code })
+    Ok(())
 }
 
 /// Revokes a staff code: its verifier leaves the event's config and its id is kept as revoked
@@ -252,18 +265,7 @@ pub fn staff_code_revoke(dir: &Path, event_id: &str, id: &str) -> Result<()> {
         return Err(HoError::UnknownStaffCode(id.chars().take(16).collect()));
     }
     config.revoked_staff_codes.push(id.to_string());
-    config.staff_codes_version += 1;
-    config.validate().map_err(HoError::BadEvent)?;
-    let canonical = serde_json::to_string(&config).map_err(|e| HoError::Config(e.to_string()))?;
-    store.update_event(
-        event_id,
-        &canonical,
-        Audit::new(
-            now_ms(),
-            "event.staff_code_revoked",
-            serde_json::json!({"event": event_id, "staff_code": id}),
-        ),
-    )?;
+    save_staff_codes(&mut store, event_id, config, "event.staff_code_revoked", id)?;
     tracing::info!(event = event_id, staff_code = %id, "staff code revoked");
     Ok(())
 }
