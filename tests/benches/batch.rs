@@ -61,13 +61,16 @@ fn main() {
     assert_eq!(rows.rows, n);
 
     forget_key(&dev_dir);
+    // The keys name the entry count used: `10k`, or `2k` with --quick.
+    let label = format!("{}k", n / 1000);
     let out = serde_json::json!({
         "batch_entries": n,
+        "batch_label": label,
         "batch_bytes": batch_bytes,
-        "batch_export_10k_ms": export_ms,
-        "batch_import_10k_ms": import_ms,
-        "batch_receipt_apply_10k_ms": receipt_ms,
-        "crm_csv_export_10k_ms": csv_ms,
+        format!("batch_export_{label}_ms"): export_ms,
+        format!("batch_import_{label}_ms"): import_ms,
+        format!("batch_receipt_apply_{label}_ms"): receipt_ms,
+        format!("crm_csv_export_{label}_ms"): csv_ms,
         "headoffice_open_identity_ms": identity_ms,
     });
     let text = serde_json::to_string_pretty(&out).unwrap();

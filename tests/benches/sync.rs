@@ -132,7 +132,6 @@ fn main() {
         ],
     );
     let url = server.url();
-    let ho = HoDir::new(ho_dir);
     let rt = tokio::runtime::Runtime::new().unwrap();
 
     // One device with `entries` waiting.
@@ -146,114 +145,427 @@ fn main() {
     assert_eq!(report.erased as usize, entries);
     assert_eq!(dev.counts().unwrap().pending, 0);
 
-    // Many devices at once: each posts one batch of 10 over its own connection.
-    let mut tokens = Vec::new();
-    for d in 0..devices {
-        let f = tmp.path().join(format!("d{d}.json"));
-        admin::enroll(
-            ho_dir,
-            &format!("sim-{d}"),
-            "trade-show-2026",
-            Some(&url),
-            &f,
-        )
-        .unwrap();
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
-        tokens.push(v["device_token"].as_str().unwrap().to_string());
-    }
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(ho.ca_cert()).unwrap()).unwrap();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let make_client = || {
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(ca.clone())
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap()
-    };
-    let body = |_: usize| {
-        let entries = (0..10).map(|_| fresh(&envelopes[0])).collect();
-        serde_json::to_vec(&SyncRequest {
-            batch_id: uuid::Uuid::now_v7(),
-            entries,
-        })
-        .unwrap()
-    };
-    let sync_request = |http: &reqwest::Client, token: &str| {
-        http.post(format!("{url}/v1/sync"))
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .body(body(0))
-            .build()
-            .unwrap()
-    };
-    // Baseline: the same kind of request, one device after another.
-    let (mut seq, seq_errors) = rt.block_on(async {
-        let mut lat = Vec::new();
-        let mut errors = 0;
-        for token in tokens.iter().take(50) {
-            let http = make_client();
-            let req = sync_request(&http, token);
-            let (ms, ok) = timed(http, req).await;
-            lat.push(ms);
-            errors += usize::from(!ok);
-        }
-        (lat, errors)
-    });
-    // All devices at once, alternating with the floor under it: the same number of fresh
-    // clients, each a full TLS handshake and a request that touches no database (`/v1/health`).
-    let rounds = if quick { 1 } else { 3 };
-    let (mut conc_p50, mut conc_p99, mut floor_p99, mut wall) = (vec![], vec![], vec![], vec![]);
-    let mut conc_errors = 0;
-    for _ in 0..rounds {
-        let reqs = tokens
-            .iter()
-            .map(|token| {
-                let http = make_client();
-                let req = sync_request(&http, token);
-                (http, req)
-            })
-            .collect();
-        let (mut lat, errors, w) = rt.block_on(at_once(reqs));
-        conc_p50.push(percentile(&mut lat, 0.5));
-        conc_p99.push(percentile(&mut lat, 0.99));
-        conc_errors += errors;
-        wall.push(w);
-        let reqs = (0..devices)
-            .map(|_| {
-                let http = make_client();
-                let req = http.get(format!("{url}/v1/health")).build().unwrap();
-                (http, req)
-            })
-            .collect();
-        let (mut lat, errors, _) = rt.block_on(at_once(reqs));
-        assert_eq!(errors, 0, "health requests failed");
-        floor_p99.push(percentile(&mut lat, 0.99));
-    }
-    server.terminate();
-    forget_key(&dev_dir);
-    let out = serde_json::json!({
+    // Many devices at once on each backend, then the second copy's cost on a standby.
+    let mut out = serde_json::json!({
         "sync_entries": entries,
         "sync_entries_per_s": entries as f64 / sync_s,
         "headoffice_ingest_only_entries_per_s": entries as f64 / ingest_s,
         "headoffice_ingest_only_postgres_entries_per_s": pg_ingest_s.map(|s| entries as f64 / s),
         "simulated_devices": devices,
-        "headoffice_500_devices_rounds": rounds,
-        "headoffice_500_devices_p50_ms": percentile(&mut conc_p50, 0.5),
-        "headoffice_500_devices_p99_ms": percentile(&mut conc_p99, 0.5),
-        "headoffice_500_devices_errors": conc_errors,
-        "headoffice_500_devices_wall_ms": percentile(&mut wall, 0.5),
-        "headoffice_500_tls_handshakes_p99_ms": percentile(&mut floor_p99, 0.5),
-        "headoffice_one_device_p50_ms": percentile(&mut seq, 0.5),
-        "headoffice_one_device_errors": seq_errors,
     });
+    let rounds = if quick { 1 } else { 3 };
+    let many = Many {
+        rt: &rt,
+        devices,
+        rounds,
+        template: &envelopes[0],
+        tmp: tmp.path(),
+    };
+    many.measure("sqlite", ho_dir, &url, &mut out);
+    // One device at a time, for scale: the same request, each a fresh connection.
+    let tokens = many.enrol("sqlite", ho_dir, &url, 50);
+    let make = many.configs(&HoDir::new(ho_dir), 50);
+    let mut seq = Vec::new();
+    let mut seq_errors = 0;
+    for (token, tls) in tokens.iter().zip(&make) {
+        let (ms, ok) = rt.block_on(async {
+            let http = new_client(tls.config.clone());
+            let req = sync_request(&http, &url, token, &envelopes[0]);
+            timed(http, req).await
+        });
+        seq.push(ms);
+        seq_errors += usize::from(!ok);
+    }
+    out["headoffice_one_device_p50_ms"] = percentile(&mut seq, 0.5).into();
+    out["headoffice_one_device_errors"] = seq_errors.into();
+    server.terminate();
+    forget_key(&dev_dir);
+
+    if std::env::var("SEALBOX_TEST_PG_URL").is_ok() {
+        // The same on a head office over PostgreSQL (the private cluster, over TCP).
+        let db = sealbox_tests::pg::TestDb::new();
+        let pg_dir = tmp.path().join("ho-postgres");
+        std::fs::create_dir_all(&pg_dir).unwrap();
+        std::fs::write(
+            pg_dir.join("config.toml"),
+            sealbox_tests::pg::config_for(&db.url),
+        )
+        .unwrap();
+        admin::init(
+            &pg_dir,
+            pass,
+            &sealbox_headoffice::recovery::KitOptions::beside(&pg_dir),
+            None,
+        )
+        .unwrap();
+        let example = sealbox_tests::workspace().join("examples/trade-show.json");
+        admin::event_create(&pg_dir, &std::fs::read_to_string(example).unwrap()).unwrap();
+        let mut server = HoServer::start(
+            &pg_dir,
+            &[
+                ("SEALBOX_HO_DEVICE_RATE_PER_S", "1000000"),
+                ("SEALBOX_HO_DEVICE_BURST", "1000000"),
+            ],
+        );
+        let pg_url = server.url();
+        many.measure("postgres", &pg_dir, &pg_url, &mut out);
+        server.terminate();
+    }
+    if std::env::var("SEALBOX_TEST_PG_BIN").is_ok() {
+        standby_cost(
+            tmp.path(),
+            &template,
+            &key,
+            if quick { 20 } else { 60 },
+            &mut out,
+        );
+    }
     let text = serde_json::to_string_pretty(&out).unwrap();
     println!("{text}");
     if let Ok(p) = std::env::var("SEALBOX_BENCH_OUT") {
         std::fs::write(p, text).unwrap();
     }
+}
+
+/// Many simulated devices syncing at once against one head office server.
+struct Many<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    devices: usize,
+    rounds: usize,
+    template: &'a EntryEnvelope,
+    tmp: &'a std::path::Path,
+}
+
+impl Many<'_> {
+    /// `n` devices enrolled at the head office in `ho_dir`: their tokens.
+    fn enrol(&self, backend: &str, ho_dir: &std::path::Path, url: &str, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|d| {
+                let f = self.tmp.join(format!("{backend}-d{d}-{n}.json"));
+                admin::enroll(
+                    ho_dir,
+                    &format!("sim-{d}-{n}"),
+                    sealbox_tests::EVENT,
+                    Some(url),
+                    &f,
+                )
+                .unwrap();
+                let v: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+                std::fs::remove_file(&f).unwrap();
+                v["device_token"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    /// One TLS configuration per device, each with its own session memory, as each device
+    /// process has: trusting only head office's CA, like the device's client.
+    fn configs(&self, ho: &HoDir, n: usize) -> Vec<DeviceTls> {
+        let ca = std::fs::read(ho.ca_cert()).unwrap();
+        (0..n).map(|_| DeviceTls::new(&ca)).collect()
+    }
+
+    /// Rounds of: every device's first sync at once (a full handshake each), the floor under
+    /// it (as many full handshakes asking `/v1/health`, which touches no database), every
+    /// device's second sync (a new connection resuming its session), and the floor under that
+    /// (resumed handshakes asking `/v1/health`). Medians over the rounds, into `out` under
+    /// keys naming the number of devices and the backend.
+    fn measure(
+        &self,
+        backend: &str,
+        ho_dir: &std::path::Path,
+        url: &str,
+        out: &mut serde_json::Value,
+    ) {
+        let n = self.devices;
+        let tokens = self.enrol(backend, ho_dir, url, n);
+        let ho = HoDir::new(ho_dir);
+        let mut m: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+        let mut errors = [0usize; 2];
+        let mut offered = 0;
+        for _ in 0..self.rounds {
+            let tls = self.configs(&ho, n);
+            let syncs = |tls: &[DeviceTls]| {
+                tokens
+                    .iter()
+                    .zip(tls)
+                    .map(|(token, t)| {
+                        let http = new_client(t.config.clone());
+                        let req = sync_request(&http, url, token, self.template);
+                        (http, req)
+                    })
+                    .collect()
+            };
+            let healths = |tls: &[DeviceTls]| {
+                tls.iter()
+                    .map(|t| {
+                        let http = new_client(t.config.clone());
+                        let req = http.get(format!("{url}/v1/health")).build().unwrap();
+                        (http, req)
+                    })
+                    .collect()
+            };
+            let (mut lat, e, wall) = self.rt.block_on(at_once(syncs(&tls)));
+            m.entry("first_p50")
+                .or_default()
+                .push(percentile(&mut lat, 0.5));
+            m.entry("first_p99")
+                .or_default()
+                .push(percentile(&mut lat, 0.99));
+            m.entry("first_wall").or_default().push(wall);
+            errors[0] += e;
+            let fresh = self.configs(&ho, n);
+            let (mut lat, e, _) = self.rt.block_on(at_once(healths(&fresh)));
+            assert_eq!(e, 0, "health requests failed");
+            m.entry("floor_p99")
+                .or_default()
+                .push(percentile(&mut lat, 0.99));
+            let before: usize = tls.iter().map(DeviceTls::offered).sum();
+            let (mut lat, e, _) = self.rt.block_on(at_once(syncs(&tls)));
+            offered += tls.iter().map(DeviceTls::offered).sum::<usize>() - before;
+            m.entry("second_p50")
+                .or_default()
+                .push(percentile(&mut lat, 0.5));
+            m.entry("second_p99")
+                .or_default()
+                .push(percentile(&mut lat, 0.99));
+            errors[1] += e;
+            let (mut lat, e, _) = self.rt.block_on(at_once(healths(&tls)));
+            assert_eq!(e, 0, "health requests failed");
+            m.entry("resumed_floor_p99")
+                .or_default()
+                .push(percentile(&mut lat, 0.99));
+        }
+        let mut med = |k: &str| percentile(m.get_mut(k).unwrap(), 0.5);
+        let p = format!("headoffice_{n}_devices_{backend}");
+        let (first_p99, floor_p99) = (med("first_p99"), med("floor_p99"));
+        let (second_p99, resumed_floor) = (med("second_p99"), med("resumed_floor_p99"));
+        out[format!("{p}_first_sync_p50_ms")] = med("first_p50").into();
+        out[format!("{p}_first_sync_p99_ms")] = first_p99.into();
+        out[format!("{p}_first_sync_wall_ms")] = med("first_wall").into();
+        out[format!("{p}_first_sync_errors")] = errors[0].into();
+        out[format!("{p}_tls_floor_p99_ms")] = floor_p99.into();
+        out[format!("{p}_first_sync_vs_tls_floor_p99")] = (first_p99 / floor_p99).into();
+        out[format!("{p}_second_sync_p50_ms")] = med("second_p50").into();
+        out[format!("{p}_second_sync_p99_ms")] = second_p99.into();
+        out[format!("{p}_second_sync_errors")] = errors[1].into();
+        out[format!("{p}_second_sync_tickets_offered")] = offered.into();
+        out[format!("{p}_resumed_tls_floor_p99_ms")] = resumed_floor.into();
+        out[format!("{p}_rounds")] = self.rounds.into();
+    }
+}
+
+/// A simulated device's TLS settings (its CA and session memory), counting how often it
+/// offered head office a ticket to resume.
+struct DeviceTls {
+    config: rustls::ClientConfig,
+    sessions: Arc<CountingSessions>,
+}
+
+impl DeviceTls {
+    fn new(ca_pem: &[u8]) -> DeviceTls {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let sessions = Arc::new(CountingSessions {
+            inner: rustls::client::ClientSessionMemoryCache::new(4),
+            offered: Default::default(),
+        });
+        config.resumption = rustls::client::Resumption::store(sessions.clone());
+        DeviceTls { config, sessions }
+    }
+
+    fn offered(&self) -> usize {
+        self.sessions
+            .offered
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The device's in-memory session cache, counting the tickets taken to resume with.
+#[derive(Debug)]
+struct CountingSessions {
+    inner: rustls::client::ClientSessionMemoryCache,
+    offered: std::sync::atomic::AtomicUsize,
+}
+
+impl rustls::client::ClientSessionStore for CountingSessions {
+    fn set_kx_hint(&self, n: rustls::pki_types::ServerName<'static>, g: rustls::NamedGroup) {
+        self.inner.set_kx_hint(n, g)
+    }
+    fn kx_hint(&self, n: &rustls::pki_types::ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(n)
+    }
+    fn set_tls12_session(
+        &self,
+        n: rustls::pki_types::ServerName<'static>,
+        v: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(n, v)
+    }
+    fn tls12_session(
+        &self,
+        n: &rustls::pki_types::ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(n)
+    }
+    fn remove_tls12_session(&self, n: &rustls::pki_types::ServerName<'static>) {
+        self.inner.remove_tls12_session(n)
+    }
+    fn insert_tls13_ticket(
+        &self,
+        n: rustls::pki_types::ServerName<'static>,
+        v: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.inner.insert_tls13_ticket(n, v)
+    }
+    fn take_tls13_ticket(
+        &self,
+        n: &rustls::pki_types::ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        let t = self.inner.take_tls13_ticket(n);
+        if t.is_some() {
+            self.offered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        t
+    }
+}
+
+/// A new HTTPS client (its own connection pool, so its own connection) on `tls`.
+fn new_client(tls: rustls::ClientConfig) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A device's sync of a batch of 10 entries like `template`.
+fn sync_request(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    template: &EntryEnvelope,
+) -> reqwest::Request {
+    let body = serde_json::to_vec(&SyncRequest {
+        batch_id: uuid::Uuid::now_v7(),
+        entries: (0..10).map(|_| fresh(template)).collect(),
+    })
+    .unwrap();
+    http.post(format!("{url}/v1/sync"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .build()
+        .unwrap()
+}
+
+/// The second copy's cost: a PostgreSQL primary with a synchronous standby (streaming
+/// replication, `synchronous_commit = on`, both on this machine and disk), and head office's
+/// ingest of 500-entry batches into it, alternating batch by batch between a connection that
+/// waits for the standby (the default) and one that waits only for the primary's own disk
+/// (`synchronous_commit = local`).
+fn standby_cost(
+    tmp: &std::path::Path,
+    template: &EntryEnvelope,
+    key: &ed25519_dalek::SigningKey,
+    batches: usize,
+    out: &mut serde_json::Value,
+) {
+    use sealbox_headoffice::store::{Audit, NewDevice, Source, Store};
+    use sealbox_tests::pg::Cluster;
+    let root = tmp.join("standby-bench");
+    let mut primary = Cluster::init(
+        &root.join("primary"),
+        "wal_level = replica\nmax_wal_senders = 4\nsynchronous_commit = on\nsynchronous_standby_names = 'FIRST 1 (standby1)'\n",
+    );
+    primary.start();
+    let mut standby = Cluster::standby_of(&primary, &root.join("standby"), "standby1");
+    standby.start();
+    let mut c = postgres::Client::connect(&primary.url("postgres"), postgres::NoTls).unwrap();
+    let t = Instant::now();
+    loop {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'standby1' AND sync_state = 'sync'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if n == 1 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the standby never became synchronous"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.batch_execute("CREATE DATABASE sealbox").unwrap();
+    let url = primary.url("sealbox");
+    let mut both = Store::open_url(&url).unwrap();
+    let mut local =
+        Store::open_url(&format!("{url}?options=-c%20synchronous_commit%3Dlocal")).unwrap();
+    let config =
+        std::fs::read_to_string(sealbox_tests::workspace().join("examples/trade-show.json"))
+            .unwrap();
+    let config =
+        serde_json::to_string(&sealbox_protocol::EventConfig::from_json(&config).unwrap()).unwrap();
+    both.add_event(
+        sealbox_tests::EVENT,
+        &config,
+        1,
+        Audit::new(1, "event.created", serde_json::json!({})),
+    )
+    .unwrap();
+    both.add_device(
+        &NewDevice {
+            name: "bench-device",
+            event_id: sealbox_tests::EVENT,
+            token_sha256: "bench",
+            verifying_key: "bench",
+            enrolled_at_ms: 1,
+        },
+        Audit::new(1, "device.enrolled", serde_json::json!({})),
+    )
+    .unwrap();
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for i in 0..batches * 2 {
+        let req = SyncRequest {
+            batch_id: uuid::Uuid::now_v7(),
+            entries: (0..500).map(|_| fresh(template)).collect(),
+        };
+        let store = if i % 2 == 0 { &mut both } else { &mut local };
+        let t = Instant::now();
+        store
+            .ingest("bench-device", &req, Source::Sync, key, 1)
+            .unwrap();
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        if i % 2 == 0 {
+            with.push(ms)
+        } else {
+            without.push(ms)
+        }
+    }
+    // Every batch is on the standby once its commit returned (the default connection's).
+    drop((both, local));
+    let (w, wo) = (percentile(&mut with, 0.5), percentile(&mut without, 0.5));
+    out["standby_batches"] = batches.into();
+    out["standby_batch_500_p50_ms"] = w.into();
+    out["standby_batch_500_primary_only_p50_ms"] = wo.into();
+    out["standby_second_copy_ms_per_batch"] = (w - wo).into();
+    out["standby_vs_primary_only_ratio"] = (w / wo).into();
+    standby.stop();
+    primary.stop();
+    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// A sealed payload of the size a device makes: the example visitor, age-encrypted to head

@@ -107,6 +107,165 @@ fn two_servers_on_one_database_store_each_entry_once() {
     });
 }
 
+/// One group commit on PostgreSQL, decided in memory and written with one statement per
+/// table: each batch is stored or refused alone, as if the batches before it were stored. A
+/// conflicting batch writes nothing (not even its quarantined entries); a batch sent twice in
+/// the group gets the same receipt; an entry in two batches of the group is stored once; a
+/// deleted entry is acknowledged and not stored; an entry for another event is quarantined once;
+/// a conflict in a batch file is quarantined and the rest of the file stored.
+#[test]
+fn a_postgres_group_stores_each_batch_or_refuses_it_alone() {
+    use sealbox_headoffice::store::{IngestError, Stored};
+    let db = TestDb::new();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]);
+    let mut s = Store::open_url(&db.url).unwrap();
+    s.add_event(
+        "e",
+        "{}",
+        0,
+        Audit::new(1, "event.created", serde_json::json!({})),
+    )
+    .unwrap();
+    for d in ["d0", "d1", "d2", "d3"] {
+        let dev = sealbox_headoffice::store::NewDevice {
+            name: d,
+            event_id: "e",
+            token_sha256: d,
+            verifying_key: "k",
+            enrolled_at_ms: 0,
+        };
+        s.add_device(
+            &dev,
+            Audit::new(1, "device.enrolled", serde_json::json!({})),
+        )
+        .unwrap();
+    }
+    let envelope = || sealbox_protocol::EntryEnvelope {
+        id: uuid::Uuid::now_v7(),
+        event_id: "e".into(),
+        captured_at_ms: 1,
+        consent_version: "v".into(),
+        consent_sha256: "0".repeat(64),
+        sealed: format!("age-encryption.org/v1\n{}", uuid::Uuid::now_v7()).into_bytes(),
+    };
+    let batch = |entries| SyncRequest {
+        batch_id: uuid::Uuid::now_v7(),
+        entries,
+    };
+    let held = envelope();
+    s.ingest("d0", &batch(vec![held.clone()]), Source::Sync, &key, 1)
+        .unwrap();
+    let deleted = envelope();
+    let mut c = db.client();
+    c.execute(
+        "INSERT INTO tombstones (id, event_id, deleted_at_ms, reason) VALUES ($1, 'e', 1, 'test')",
+        &[&deleted.id],
+    )
+    .unwrap();
+
+    let shared = envelope();
+    let mut elsewhere = envelope();
+    elsewhere.event_id = "other-event".into();
+    let first = batch(vec![
+        envelope(),
+        shared.clone(),
+        deleted.clone(),
+        elsewhere.clone(),
+    ]);
+    let mut changed = held.clone();
+    changed.sealed = b"age-encryption.org/v1\nother".to_vec();
+    let mut elsewhere_too = elsewhere.clone();
+    elsewhere_too.sealed = b"age-encryption.org/v1\nelsewhere too".to_vec();
+    let conflicting = batch(vec![envelope(), elsewhere_too, changed.clone()]);
+    let third = batch(vec![shared.clone(), elsewhere.clone(), envelope()]);
+    let file = batch(vec![changed.clone(), envelope()]);
+    let out = s.ingest_group(
+        &[
+            ("d1", &first),
+            ("d2", &conflicting),
+            ("d3", &third),
+            ("d1", &first),
+        ],
+        Source::Sync,
+        &key,
+        2,
+    );
+    assert_eq!(out.len(), 4);
+    let Stored {
+        receipt: r1,
+        fresh: true,
+        quarantined: 1,
+    } = out[0].as_ref().unwrap()
+    else {
+        panic!("{:?}", out[0]);
+    };
+    assert!(matches!(&out[1], Err(IngestError::Conflict(ids)) if ids == &vec![held.id]));
+    let Stored {
+        receipt: r3,
+        fresh: true,
+        quarantined: 0,
+    } = out[2].as_ref().unwrap()
+    else {
+        panic!("{:?}", out[2]);
+    };
+    let Stored {
+        receipt: r1_again,
+        fresh: false,
+        ..
+    } = out[3].as_ref().unwrap()
+    else {
+        panic!("{:?}", out[3]);
+    };
+    assert_eq!(
+        serde_json::to_string(r1).unwrap(),
+        serde_json::to_string(r1_again).unwrap()
+    );
+    assert!(r1.verify(&key.verifying_key()).is_ok());
+    assert!(r3.verify(&key.verifying_key()).is_ok());
+    assert_eq!(
+        r1.ids.len(),
+        4,
+        "the receipt acknowledges every id, the deleted one too"
+    );
+    let count =
+        |c: &mut postgres::Client, sql: &str| -> i64 { c.query_one(sql, &[]).unwrap().get(0) };
+    // Held: the first entry, first's new one and the shared one, third's new one.
+    assert_eq!(count(&mut c, "SELECT count(*) FROM entries"), 4);
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM entries WHERE device = 'd2'"),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            &format!("SELECT count(*) FROM entries WHERE id = '{}'", deleted.id)
+        ),
+        0
+    );
+    assert_eq!(count(&mut c, "SELECT count(*) FROM batches"), 3);
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM quarantine"),
+        1,
+        "quarantined once; nothing of the refused batch"
+    );
+    // A batch file: the conflicting entry is quarantined, the rest stored.
+    let out = s.ingest_group(&[("d1", &file)], Source::BatchFile, &key, 3);
+    assert_eq!(out[0].as_ref().unwrap().quarantined, 1);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM entries"), 5);
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM quarantine WHERE reason = 'conflict'"
+        ),
+        1
+    );
+    let kept: Vec<u8> = c
+        .query_one("SELECT sealed FROM entries WHERE id = $1", &[&held.id])
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, held.sealed, "never overwritten");
+}
+
 /// Writers that conflict under SERIALIZABLE: eight connections store overlapping batches (the
 /// same batch ids and entries from several at once) and append to the audit chain together.
 /// Every call succeeds after its retries, each entry is stored once, each batch has one

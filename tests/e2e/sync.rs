@@ -742,6 +742,55 @@ fn forty_devices_at_once_each_get_their_own_receipt() {
     assert!(grouped, "no group commit held more than one batch:\n{log}");
 }
 
+#[test]
+fn a_repeat_sync_resumes_its_tls_session_and_a_lost_receipt_still_means_committed() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let sb = Sandbox::headoffice();
+    let server = HoServer::start(&sb.ho, &[]);
+    let proxy = FaultProxy::start(server.addr);
+    sb.enrol_at(&proxy.url());
+    sb.add_many(0, 20);
+    let mut dev = Device::open(&sb.dev, &OsKeychain).unwrap();
+    let sync_with_a_new_client = |dev: &mut Device| {
+        // Like the kiosk's sync loop: a new client (and connection) each round.
+        let client = dev.sync_client(Duration::from_secs(5)).unwrap();
+        dev.sync(&client, 10, &mut |_| {})
+    };
+    // The first connection of this process makes a full handshake.
+    assert_eq!(sync_with_a_new_client(&mut dev).unwrap().erased, 20);
+    assert_eq!(proxy.resumed.load(SeqCst), 0, "nothing to resume yet");
+    let first = proxy.connections.load(SeqCst);
+    assert!(first >= 1);
+    // The next round resumes the session head office's ticket allows.
+    drop(dev);
+    sb.add_many(20, 20);
+    let mut dev = Device::open(&sb.dev, &OsKeychain).unwrap();
+    assert_eq!(sync_with_a_new_client(&mut dev).unwrap().erased, 20);
+    assert!(proxy.connections.load(SeqCst) > first, "a new connection");
+    assert_eq!(proxy.resumed.load(SeqCst), 1, "the repeat sync resumed");
+    // A receipt lost on a resumed connection: head office had committed the batch (the proxy
+    // tells the ticket flight from the answer), the device erased nothing.
+    drop(dev);
+    sb.add_many(40, 10);
+    let held = ho_counts(&sb.ho).0;
+    let mut dev = Device::open(&sb.dev, &OsKeychain).unwrap();
+    proxy.next(Fault::DropResponse);
+    let err = sync_with_a_new_client(&mut dev).unwrap_err();
+    assert_eq!(err.code(), "offline", "{err}");
+    assert_eq!(proxy.resumed.load(SeqCst), 2);
+    assert_eq!(proxy.responses_dropped.load(SeqCst), 1);
+    assert_eq!(
+        ho_counts(&sb.ho).0,
+        held + 10,
+        "committed before the answer was lost"
+    );
+    assert_eq!(dev.counts().unwrap().pending, 10);
+    // Sent again: the same receipt, each entry once.
+    assert_eq!(sync_with_a_new_client(&mut dev).unwrap().erased, 10);
+    assert_eq!(ho_counts(&sb.ho), (50, 50));
+    assert_eq!(proxy.resumed.load(SeqCst), 3);
+}
+
 /// The same tests with head office on PostgreSQL (a fresh database each, on the private cluster
 /// `cargo xtask test` starts).
 mod on_postgres {
@@ -765,5 +814,12 @@ mod on_postgres {
     #[test]
     fn forty_devices_at_once_each_get_their_own_receipt() {
         on_postgres(super::forty_devices_at_once_each_get_their_own_receipt)
+    }
+
+    #[test]
+    fn a_repeat_sync_resumes_its_tls_session_and_a_lost_receipt_still_means_committed() {
+        on_postgres(
+            super::a_repeat_sync_resumes_its_tls_session_and_a_lost_receipt_still_means_committed,
+        )
     }
 }

@@ -2,15 +2,19 @@
 //!
 //! It sees only TLS records, so it tells the handshake from the HTTP response by flights: the
 //! server's first flight answers the ClientHello; once the client has sent again (its Finished
-//! and the request), whatever the server sends next is the response. (Head office sends no
-//! session tickets, so nothing else comes in between.) Faults apply to that response, or to the
-//! connection before anything reaches the server.
+//! and the request), the server sends its session tickets in one flight of one record
+//! ([`TLS13_TICKETS`] of them, sent whether the handshake was full or resumed) and then the
+//! response. Faults apply to that response, or to the connection before anything reaches the
+//! server. The ServerHello is plaintext: a `pre_shared_key` extension in it means head office
+//! accepted the device's ticket, and the proxy counts that connection as resumed.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use sealbox_headoffice::server::TLS13_TICKETS;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Fault {
@@ -47,6 +51,8 @@ pub struct FaultProxy {
     pub requests_dropped: Arc<AtomicU64>,
     /// Responses dropped after head office had answered (it committed: a lost receipt).
     pub responses_dropped: Arc<AtomicU64>,
+    /// Connections whose TLS handshake resumed an earlier session (no certificate sent).
+    pub resumed: Arc<AtomicU64>,
 }
 
 impl FaultProxy {
@@ -64,6 +70,7 @@ impl FaultProxy {
         let faulted = Arc::new(AtomicU64::new(0));
         let requests_dropped = Arc::new(AtomicU64::new(0));
         let responses_dropped = Arc::new(AtomicU64::new(0));
+        let resumed = Arc::new(AtomicU64::new(0));
         {
             let (mode, stop, connections, faulted) = (
                 mode.clone(),
@@ -71,7 +78,11 @@ impl FaultProxy {
                 connections.clone(),
                 faulted.clone(),
             );
-            let counts = (requests_dropped.clone(), responses_dropped.clone());
+            let counts = Counts {
+                requests_dropped: requests_dropped.clone(),
+                responses_dropped: responses_dropped.clone(),
+                resumed: resumed.clone(),
+            };
             std::thread::spawn(move || {
                 for client in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -113,6 +124,7 @@ impl FaultProxy {
             faulted,
             requests_dropped,
             responses_dropped,
+            resumed,
         }
     }
 
@@ -145,12 +157,79 @@ impl Drop for FaultProxy {
     }
 }
 
-fn handle(
-    client: TcpStream,
-    upstream: SocketAddr,
-    fault: Fault,
-    (requests_dropped, responses_dropped): (Arc<AtomicU64>, Arc<AtomicU64>),
-) {
+#[derive(Clone)]
+struct Counts {
+    requests_dropped: Arc<AtomicU64>,
+    responses_dropped: Arc<AtomicU64>,
+    resumed: Arc<AtomicU64>,
+}
+
+/// Finds where TLS records end in a byte stream read in arbitrary pieces.
+#[derive(Default)]
+struct Records {
+    header: Vec<u8>,
+    body_left: usize,
+}
+
+impl Records {
+    /// The offsets in `data` just after each record that ends within it.
+    fn ends(&mut self, data: &[u8]) -> Vec<usize> {
+        let mut ends = Vec::new();
+        let mut i = 0;
+        while i < data.len() {
+            if self.body_left > 0 {
+                let take = self.body_left.min(data.len() - i);
+                self.body_left -= take;
+                i += take;
+                if self.body_left == 0 {
+                    ends.push(i);
+                }
+                continue;
+            }
+            self.header.push(data[i]);
+            i += 1;
+            if self.header.len() == 5 {
+                self.body_left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                self.header.clear();
+                if self.body_left == 0 {
+                    ends.push(i);
+                }
+            }
+        }
+        ends
+    }
+}
+
+/// Whether the server's first bytes hold a ServerHello carrying a `pre_shared_key` extension
+/// (a resumed TLS 1.3 handshake). `None` until enough bytes have arrived to tell.
+fn server_hello_resumed(b: &[u8]) -> Option<bool> {
+    let get = |i: usize| b.get(i).copied().map(usize::from);
+    let u16_at = |i: usize| Some(get(i)? << 8 | get(i + 1)?);
+    // record header (5), handshake type and length (4), version (2), random (32)
+    if get(0)? != 22 || get(5)? != 2 {
+        return Some(false);
+    }
+    let mut i = 5 + 4 + 2 + 32;
+    i += 1 + get(i)?; // session id
+    i += 2 + 1; // cipher suite, compression
+    let end = i + 2 + u16_at(i)?;
+    i += 2;
+    while i + 4 <= end {
+        let (kind, len) = (u16_at(i)?, u16_at(i + 2)?);
+        if kind == 41 {
+            return Some(true);
+        }
+        i += 4 + len;
+    }
+    Some(false)
+}
+
+fn handle(client: TcpStream, upstream: SocketAddr, fault: Fault, counts: Counts) {
+    let Counts {
+        requests_dropped,
+        responses_dropped,
+        resumed,
+    } = counts;
     if fault == Fault::DropBeforeRequest {
         requests_dropped.fetch_add(1, Ordering::SeqCst);
         let _ = client.shutdown(Shutdown::Both);
@@ -190,11 +269,33 @@ fn handle(
     let (mut from, mut to) = (server, client);
     let mut buf = [0u8; 16 * 1024];
     let mut sent_in_response = 0usize;
+    let mut hello = Some(Vec::new());
+    let mut records = Records::default();
+    let mut tickets_left = TLS13_TICKETS.min(1);
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        let mut start = 0;
+        if response_phase.load(Ordering::SeqCst) && tickets_left > 0 {
+            // The ticket flight comes before the response: head office has not answered yet.
+            let ends = records.ends(&buf[..n]);
+            if let Some(&end) = ends.first() {
+                tickets_left = 0;
+                start = end;
+            } else {
+                start = n;
+            }
+            if to.write_all(&buf[..start]).is_err() {
+                break;
+            }
+            if start == n {
+                continue;
+            }
+        }
+        let n = n - start;
+        buf.copy_within(start..start + n, 0);
         if response_phase.load(Ordering::SeqCst) {
             match fault {
                 Fault::DropResponse => {
@@ -216,6 +317,18 @@ fn handle(
             }
         } else {
             server_spoke.store(true, Ordering::SeqCst);
+            if let Some(h) = hello.as_mut() {
+                h.extend_from_slice(&buf[..n]);
+                if let Some(was) = server_hello_resumed(h) {
+                    if was {
+                        resumed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    hello = None;
+                }
+            }
+            // Record boundaries are followed from the start, so the ticket flight's end is
+            // found wherever a read splits it.
+            records.ends(&buf[..n]);
         }
         if to.write_all(&buf[..n]).is_err() {
             break;

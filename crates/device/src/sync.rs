@@ -39,34 +39,66 @@ impl std::fmt::Debug for SyncClient {
     }
 }
 
+/// The TLS settings for one head office (its URL and CA), made once per process and shared by
+/// every [`SyncClient`] made for the same trust: so the sync loop's next round, which makes a
+/// new client, resumes the session instead of repeating the full handshake (rustls resumes only
+/// with the certificate verifier that checked the original handshake, so the whole config is
+/// kept, not just its sessions). Sessions live in memory only (a new process starts with a full
+/// handshake) and are never shared between trusts: a device re-enrolled to another head office,
+/// or to a new CA, starts afresh. A session only exists after a full handshake that verified
+/// head office's certificate against the pinned CA.
+fn tls_for(trust: &Trust) -> Result<rustls::ClientConfig> {
+    use sha2::{Digest, Sha256};
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CONFIGS: OnceLock<Mutex<HashMap<[u8; 32], rustls::ClientConfig>>> = OnceLock::new();
+    let mut h = Sha256::new();
+    h.update(trust.server_url.as_bytes());
+    h.update([0]);
+    h.update(trust.ca_cert_pem.as_bytes());
+    let key: [u8; 32] = h.finalize().into();
+    let mut configs = CONFIGS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(config) = configs.get(&key) {
+        return Ok(config.clone());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut trust.ca_cert_pem.as_bytes()) {
+        let cert = cert.map_err(|_| {
+            DeviceError::Enrolment("head office's CA certificate is damaged".into())
+        })?;
+        roots.add(cert).map_err(|_| {
+            DeviceError::Enrolment("head office's CA certificate is not usable".into())
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(DeviceError::Enrolment(
+            "no CA certificate from head office".into(),
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DeviceError::Enrolment(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.resumption = rustls::client::Resumption::in_memory_sessions(4);
+    configs.insert(key, tls.clone());
+    Ok(tls)
+}
+
 impl SyncClient {
-    /// A client that trusts only `trust.ca_cert_pem`.
+    /// A client that trusts only `trust.ca_cert_pem`, resuming the TLS session an earlier
+    /// client of this process made with the same head office.
     pub fn new(trust: &Trust, token: &Secret32, timeout: Duration) -> Result<SyncClient> {
         if !trust.server_url.starts_with("https://") {
             return Err(DeviceError::TlsRefused(
                 "head office's URL is not https:// (there is no plain-HTTP path)".into(),
             ));
         }
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut trust.ca_cert_pem.as_bytes()) {
-            let cert = cert.map_err(|_| {
-                DeviceError::Enrolment("head office's CA certificate is damaged".into())
-            })?;
-            roots.add(cert).map_err(|_| {
-                DeviceError::Enrolment("head office's CA certificate is not usable".into())
-            })?;
-        }
-        if roots.is_empty() {
-            return Err(DeviceError::Enrolment(
-                "no CA certificate from head office".into(),
-            ));
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| DeviceError::Enrolment(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = tls_for(trust)?;
         let http = reqwest::blocking::Client::builder()
             .use_preconfigured_tls(tls)
             .https_only(true)

@@ -93,11 +93,29 @@ fn writer_loop(mut store: Store, key: SigningKey, jobs: std::sync::mpsc::Receive
 /// Work for the reader's connection; it sends its outcome back itself.
 type ReadJob = Box<dyn FnOnce(&mut Store) + Send>;
 
-/// The reader: one thread owning the second connection, doing its jobs in turn: token lookups
-/// (with the rate limit's upsert on PostgreSQL) and health reports.
-fn reader_loop(mut store: Store, jobs: std::sync::mpsc::Receiver<ReadJob>) {
-    while let Ok(job) = jobs.recv() {
+/// A reader: one of [`readers`] threads, each owning a connection of its own, taking the
+/// next job from the shared queue: token lookups (with the rate limit's upsert on PostgreSQL),
+/// staff codes and health reports.
+fn reader_loop(mut store: Store, jobs: std::sync::Arc<Mutex<std::sync::mpsc::Receiver<ReadJob>>>) {
+    loop {
+        let job = {
+            let queue = jobs.lock().unwrap_or_else(|e| e.into_inner());
+            match queue.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
         job(&mut store);
+    }
+}
+
+/// How many reader threads (and connections) a server keeps. On PostgreSQL every lookup and
+/// rate-limit upsert is a round trip to the database, and hundreds of devices syncing at once
+/// queue behind one connection; the embedded database answers in microseconds in process.
+fn readers(store: &Store) -> usize {
+    match store.backend() {
+        "postgres" => 8,
+        _ => 2,
     }
 }
 
@@ -105,8 +123,8 @@ fn reader_loop(mut store: Store, jobs: std::sync::mpsc::Receiver<ReadJob>) {
 pub struct ServerState {
     /// The queue to the writer thread (SQLite has one writer at a time anyway).
     writer: std::sync::mpsc::Sender<Job>,
-    /// Token lookups, rate limits and health reports, on their own connection and thread beside
-    /// the writer (the PostgreSQL client blocks, so it never runs on the async runtime's
+    /// Token lookups, rate limits and health reports, on the readers' connections and threads
+    /// beside the writer (the PostgreSQL client blocks, so it never runs on the async runtime's
     /// threads).
     reader: std::sync::mpsc::Sender<ReadJob>,
     limits: Limits,
@@ -138,10 +156,19 @@ impl ServerState {
         // Health reports are kept in the console's tables.
         read.console_migrate()?;
         let (reader, jobs) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("sealbox-ho-reader".into())
-            .spawn(move || reader_loop(read, jobs))
-            .map_err(HoError::io("starting the reader thread"))?;
+        let jobs = std::sync::Arc::new(Mutex::new(jobs));
+        let more = readers(&read) - 1;
+        let mut stores = vec![read];
+        for _ in 0..more {
+            stores.push(Store::open_configured(dir, config, busy)?);
+        }
+        for (i, store) in stores.into_iter().enumerate() {
+            let jobs = jobs.clone();
+            std::thread::Builder::new()
+                .name(format!("sealbox-ho-reader-{i}"))
+                .spawn(move || reader_loop(store, jobs))
+                .map_err(HoError::io("starting a reader thread"))?;
+        }
         Ok(ServerState {
             writer,
             reader,
@@ -615,8 +642,17 @@ async fn health_report(
     }
 }
 
-/// rustls config from PEM certificate chain and key: TLS 1.2/1.3 with ring, HTTP/1.1, and no
-/// session tickets (each sync is one connection, and resumption would buy nothing).
+/// How many TLS 1.3 session tickets head office sends after each handshake, in one flight
+/// (one TLS record) right after the client's Finished and before any response. One is enough:
+/// a device uses its ticket for its next connection, which brings it a fresh one.
+pub const TLS13_TICKETS: usize = 1;
+
+/// rustls config from PEM certificate chain and key: TLS 1.2/1.3 with ring, HTTP/1.1, and
+/// resumption with stateless session tickets, so a device's next sync skips the certificate
+/// and its signature (a resumed TLS 1.3 handshake still makes a fresh ECDHE key: forward
+/// secrecy holds). The ticket key lives in this process's memory only and rotates every six
+/// hours; another head office server behind the same name does not know it, so a device that
+/// moves to it makes one full handshake there.
 pub fn tls_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
         .collect::<std::result::Result<_, _>>()
@@ -632,7 +668,9 @@ pub fn tls_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig>
         .with_single_cert(certs, key)
         .map_err(|e| HoError::Config(format!("server certificate and key: {e}")))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config.send_tls13_tickets = 0;
+    config.ticketer =
+        rustls::crypto::ring::Ticketer::new().map_err(|e| HoError::Crypto(e.to_string()))?;
+    config.send_tls13_tickets = TLS13_TICKETS;
     Ok(config)
 }
 

@@ -182,6 +182,27 @@ const RETRIES: u32 = 20;
 /// Head office's PostgreSQL connection.
 pub struct PgStore {
     client: Client,
+    prepared: Prepared,
+}
+
+/// The hot statements (a device's token and rate limit, a group commit's), prepared once per
+/// connection: a query by its text costs a round trip to prepare it before the one that runs it.
+#[derive(Default)]
+struct Prepared(HashMap<&'static str, postgres::Statement>);
+
+impl Prepared {
+    fn get(
+        &mut self,
+        c: &mut impl postgres::GenericClient,
+        sql: &'static str,
+    ) -> std::result::Result<postgres::Statement, postgres::Error> {
+        if let Some(st) = self.0.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = c.prepare(sql)?;
+        self.0.insert(sql, st.clone());
+        Ok(st)
+    }
 }
 
 /// Whether `e` is worth trying again: another transaction won (40001, 40P01), or two processes
@@ -224,7 +245,10 @@ impl PgStore {
             .parse()
             .map_err(|_| HoError::Config("database_url is not a PostgreSQL URL".into()))?;
         let client = config.connect(NoTls)?;
-        let mut store = PgStore { client };
+        let mut store = PgStore {
+            client,
+            prepared: Prepared::default(),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -409,12 +433,13 @@ impl PgStore {
     }
 
     pub fn device_by_token(&mut self, token_sha256: &str) -> Result<Option<DeviceAuth>> {
+        let st = self.prepared.get(
+            &mut self.client,
+            "SELECT name, event_id, revoked FROM devices WHERE token_sha256 = $1",
+        )?;
         Ok(self
             .client
-            .query_opt(
-                "SELECT name, event_id, revoked FROM devices WHERE token_sha256 = $1",
-                &[&token_sha256],
-            )?
+            .query_opt(&st, &[&token_sha256])?
             .map(|r| DeviceAuth {
                 name: r.get(0),
                 event_id: r.get(1),
@@ -488,10 +513,15 @@ impl PgStore {
         Ok(n as usize)
     }
 
-    /// Group commit, as the embedded backend's: every batch in its own savepoint inside one
-    /// SERIALIZABLE transaction; the whole group is tried again if it loses a conflict with
-    /// another server (the same batch sent to both: the loser then finds it stored and answers
-    /// with the same receipt).
+    /// Group commit, as the embedded backend's, in one SERIALIZABLE transaction with a fixed
+    /// number of round trips whatever the group's size: what the group needs to know (its batch
+    /// ids seen before, its devices, tombstones, quarantined and held entries) is read with one
+    /// query each, every batch is decided in order in memory as if each had been stored before
+    /// the next (a refused batch writes nothing), and the rows of the batches taken are written
+    /// with one statement per table. On PostgreSQL each statement is a round trip over the
+    /// network, and a batch at a time made hundreds of devices syncing at once queue behind
+    /// them. The whole group is tried again if it loses a conflict with another server (the same
+    /// batch sent to both: the loser then finds it stored and answers with the same receipt).
     pub fn ingest_group(
         &mut self,
         batches: &[(&str, &SyncRequest)],
@@ -501,65 +531,61 @@ impl PgStore {
     ) -> Vec<Ingested> {
         let mut attempt = 0;
         loop {
-            match self.ingest_group_once(batches, source, key, now_ms) {
-                Ok(out) => return out,
-                Err(e) if retryable(&e) && attempt < RETRIES => {
-                    attempt += 1;
-                    backoff(attempt);
-                }
-                Err(e) => {
-                    let busy = retryable(&e);
-                    let msg = HoError::from(e).to_string();
-                    return batches
-                        .iter()
-                        .map(|_| {
-                            Err(if busy {
-                                IngestError::Busy(msg.clone())
-                            } else {
-                                IngestError::Database(msg.clone())
-                            })
-                        })
-                        .collect();
-                }
+            let failed = match self.ingest_group_once(batches, source, key, now_ms) {
+                Ok(Some(out)) => return out,
+                // Rows appeared since the transaction began (see `write_group`).
+                Ok(None) => None,
+                Err(e) => Some(e),
+            };
+            let busy = failed.as_ref().is_none_or(retryable);
+            if busy && attempt < RETRIES {
+                attempt += 1;
+                backoff(attempt);
+                continue;
             }
+            let msg = match failed {
+                Some(e) => HoError::from(e).to_string(),
+                None => "other writers kept storing the same entries".into(),
+            };
+            return batches
+                .iter()
+                .map(|_| {
+                    Err(if busy {
+                        IngestError::Busy(msg.clone())
+                    } else {
+                        IngestError::Database(msg.clone())
+                    })
+                })
+                .collect();
         }
     }
 
+    /// One try of [`PgStore::ingest_group`]: `Ok(None)` when it must be tried again.
     fn ingest_group_once(
         &mut self,
         batches: &[(&str, &SyncRequest)],
         source: Source,
         key: &ed25519_dalek::SigningKey,
         now_ms: i64,
-    ) -> std::result::Result<Vec<Ingested>, postgres::Error> {
-        let mut tx = self
-            .client
+    ) -> std::result::Result<Option<Vec<Ingested>>, postgres::Error> {
+        let PgStore { client, prepared } = self;
+        let mut tx = client
             .build_transaction()
             .isolation_level(IsolationLevel::Serializable)
             .start()?;
-        let mut out = Vec::with_capacity(batches.len());
-        for (device, req) in batches {
-            let mut sp = tx.savepoint("batch")?;
-            match ingest_one(&mut sp, device, req, source, key, now_ms) {
-                Ok(Ok(r)) => {
-                    sp.commit()?;
-                    out.push(Ok(r));
-                }
-                // Refused on its own: this batch is rolled back, the group goes on.
-                Ok(Err(refused)) => {
-                    sp.rollback()?;
-                    out.push(Err(refused));
-                }
-                // A conflict with another transaction aborts the whole group (tried again).
-                Err(e) if retryable(&e) => return Err(e),
-                Err(e) => {
-                    sp.rollback()?;
-                    out.push(Err(IngestError::Database(HoError::from(e).to_string())));
-                }
-            }
+        let mut known = Known::read(&mut tx, prepared, batches)?;
+        let mut writes = Writes::default();
+        let out = batches
+            .iter()
+            .map(|(device, req)| {
+                decide_batch(&mut known, &mut writes, device, req, source, key, now_ms)
+            })
+            .collect();
+        if !writes.store(&mut tx, prepared, now_ms)? {
+            return Ok(None);
         }
         tx.commit()?;
-        Ok(out)
+        Ok(Some(out))
     }
 
     pub fn count_entries(&mut self, event: Option<&str>) -> Result<u64> {
@@ -1039,7 +1065,8 @@ impl PgStore {
     ) -> Result<std::result::Result<(), u64>> {
         let mut attempt = 0;
         loop {
-            let run = self.client.query_one(
+            let st = self.prepared.get(
+                &mut self.client,
                 "INSERT INTO device_rate AS r (device, tokens, at_ms, granted)
                  SELECT $1, $3::float8 - 1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint, $3::float8 >= 1
                  FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
@@ -1051,8 +1078,8 @@ impl PgStore {
                    granted = least($3::float8, r.tokens + greatest(0, excluded.at_ms - r.at_ms) * $2::float8 / 1000) >= 1,
                    at_ms = greatest(r.at_ms, excluded.at_ms)
                  RETURNING granted, tokens",
-                &[&device, &rate_per_s, &burst],
-            );
+            )?;
+            let run = self.client.query_one(&st, &[&device, &rate_per_s, &burst]);
             match run {
                 Ok(r) => {
                     let (granted, tokens): (bool, f64) = (r.get(0), r.get(1));
@@ -1152,197 +1179,348 @@ fn audit_append(
     Ok(())
 }
 
-/// Keeps an envelope in the quarantine (once per id and content).
-fn quarantine_envelope(
-    tx: &mut Transaction<'_>,
-    device: &str,
-    e: &sealbox_protocol::EntryEnvelope,
-    reason: &str,
-    now_ms: i64,
-) -> std::result::Result<(), postgres::Error> {
-    let held: bool = tx
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM quarantine WHERE id = $1 AND sealed = $2)",
-            &[&e.id, &e.sealed],
-        )?
-        .get(0);
-    if !held {
-        tx.execute(
-            "INSERT INTO quarantine
-             (qid, id, event_id, device, captured_at_ms, consent_version, consent_sha256, sealed, reason, received_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            &[
-                &uuid::Uuid::now_v7(),
-                &e.id,
-                &e.event_id,
-                &device,
-                &e.captured_at_ms,
-                &e.consent_version,
-                &e.consent_sha256,
-                &e.sealed,
-                &reason,
-                &now_ms,
-            ],
-        )?;
-    }
-    Ok(())
+/// An entry as head office holds it: what the same id sent again must match.
+#[derive(PartialEq)]
+struct Held {
+    event_id: String,
+    captured_at_ms: i64,
+    consent_version: String,
+    consent_sha256: String,
+    sealed: Vec<u8>,
 }
 
-/// One batch inside the group's transaction: a handful of statements per batch, not per entry
-/// (each is a round trip to the server). `Ok(Err(_))`: the batch is refused on its own.
-fn ingest_one(
-    tx: &mut Transaction<'_>,
-    device: &str,
-    req: &SyncRequest,
+impl Held {
+    fn of(e: &sealbox_protocol::EntryEnvelope) -> Held {
+        Held {
+            event_id: e.event_id.clone(),
+            captured_at_ms: e.captured_at_ms,
+            consent_version: e.consent_version.clone(),
+            consent_sha256: e.consent_sha256.clone(),
+            sealed: e.sealed.clone(),
+        }
+    }
+}
+
+/// What a group of batches needs to know from the database, read once for the whole group,
+/// then kept up to date in memory as each batch is taken.
+struct Known {
+    /// Batch id → (device, ids digest, receipt JSON).
+    batches: HashMap<uuid::Uuid, (String, String, String)>,
+    /// Device name → (its event, the event's creation time).
+    devices: HashMap<String, (String, i64)>,
+    tombstoned: std::collections::HashSet<uuid::Uuid>,
+    /// Entry id → the payloads quarantined under it.
+    quarantined: HashMap<uuid::Uuid, Vec<Vec<u8>>>,
+    held: HashMap<uuid::Uuid, Held>,
+}
+
+impl Known {
+    fn read(
+        tx: &mut Transaction<'_>,
+        prepared: &mut Prepared,
+        group: &[(&str, &SyncRequest)],
+    ) -> std::result::Result<Known, postgres::Error> {
+        let batch_ids: Vec<uuid::Uuid> = group.iter().map(|(_, r)| r.batch_id).collect();
+        let mut names: Vec<&str> = group.iter().map(|(d, _)| *d).collect();
+        names.sort_unstable();
+        names.dedup();
+        let ids: Vec<uuid::Uuid> = group
+            .iter()
+            .flat_map(|(_, r)| r.entries.iter().map(|e| e.id))
+            .collect();
+        let st = prepared.get(
+            tx,
+            "SELECT batch_id, device, ids_digest, receipt FROM batches WHERE batch_id = ANY($1)",
+        )?;
+        let batches = tx
+            .query(&st, &[&batch_ids])?
+            .into_iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+            .collect();
+        let st = prepared.get(
+            tx,
+            "SELECT d.name, d.event_id, coalesce(e.created_at_ms, 0) FROM devices d
+             LEFT JOIN events e ON e.id = d.event_id WHERE d.name = ANY($1)",
+        )?;
+        let devices = tx
+            .query(&st, &[&names])?
+            .into_iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect();
+        let st = prepared.get(tx, "SELECT id FROM tombstones WHERE id = ANY($1)")?;
+        let tombstoned = tx
+            .query(&st, &[&ids])?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        let st = prepared.get(tx, "SELECT id, sealed FROM quarantine WHERE id = ANY($1)")?;
+        let mut quarantined: HashMap<uuid::Uuid, Vec<Vec<u8>>> = HashMap::new();
+        for r in tx.query(&st, &[&ids])? {
+            quarantined.entry(r.get(0)).or_default().push(r.get(1));
+        }
+        let st = prepared.get(
+            tx,
+            "SELECT id, event_id, captured_at_ms, consent_version, consent_sha256, sealed
+             FROM entries WHERE id = ANY($1)",
+        )?;
+        let held = tx
+            .query(&st, &[&ids])?
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    Held {
+                        event_id: r.get(1),
+                        captured_at_ms: r.get(2),
+                        consent_version: r.get(3),
+                        consent_sha256: r.get(4),
+                        sealed: r.get(5),
+                    },
+                )
+            })
+            .collect();
+        Ok(Known {
+            batches,
+            devices,
+            tombstoned,
+            quarantined,
+            held,
+        })
+    }
+}
+
+/// The rows a group writes once every batch in it is decided.
+#[derive(Default)]
+struct Writes<'a> {
+    /// An entry, its device and the time its retention counts from.
+    entries: Vec<(&'a sealbox_protocol::EntryEnvelope, &'a str, i64)>,
+    /// An entry quarantined, its device and the reason's code.
+    quarantine: Vec<(&'a sealbox_protocol::EntryEnvelope, &'a str, &'static str)>,
+    /// A batch taken: id, device, ids digest, receipt JSON.
+    batches: Vec<(uuid::Uuid, &'a str, String, String)>,
+}
+
+impl<'a> Writes<'a> {
+    fn append(&mut self, other: Writes<'a>) {
+        self.entries.extend(other.entries);
+        self.quarantine.extend(other.quarantine);
+        self.batches.extend(other.batches);
+    }
+
+    /// Writes every row, one statement per table. `Ok(false)` when a row it read as absent is
+    /// there now: another writer stored it since this transaction began (SERIALIZABLE normally
+    /// reports that itself as a serialization failure), and the group must be tried again.
+    fn store(
+        &self,
+        tx: &mut Transaction<'_>,
+        prepared: &mut Prepared,
+        now_ms: i64,
+    ) -> std::result::Result<bool, postgres::Error> {
+        if !self.entries.is_empty() {
+            let e = &self.entries;
+            let st = prepared.get(tx, "INSERT INTO entries
+                 (id, event_id, device, captured_at_ms, consent_version, consent_sha256, sealed, received_at_ms, retain_from_ms)
+                 SELECT id, ev, dev, cap, cv, cs, sealed, $3, ret
+                 FROM unnest($1::uuid[], $2::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::bytea[], $9::bigint[])
+                      AS t (id, ev, dev, cap, cv, cs, sealed, ret)
+                 ON CONFLICT (id) DO NOTHING")?;
+            let n = tx.execute(
+                &st,
+                &[
+                    &e.iter().map(|x| x.0.id).collect::<Vec<_>>(),
+                    &e.iter().map(|x| x.0.event_id.as_str()).collect::<Vec<_>>(),
+                    &now_ms,
+                    &e.iter().map(|x| x.1).collect::<Vec<_>>(),
+                    &e.iter().map(|x| x.0.captured_at_ms).collect::<Vec<_>>(),
+                    &e.iter()
+                        .map(|x| x.0.consent_version.as_str())
+                        .collect::<Vec<_>>(),
+                    &e.iter()
+                        .map(|x| x.0.consent_sha256.as_str())
+                        .collect::<Vec<_>>(),
+                    &e.iter().map(|x| x.0.sealed.as_slice()).collect::<Vec<_>>(),
+                    &e.iter().map(|x| x.2).collect::<Vec<_>>(),
+                ],
+            )?;
+            if n as usize != e.len() {
+                return Ok(false);
+            }
+        }
+        if !self.quarantine.is_empty() {
+            let q = &self.quarantine;
+            let st = prepared.get(tx, "INSERT INTO quarantine
+                 (qid, id, event_id, device, captured_at_ms, consent_version, consent_sha256, sealed, reason, received_at_ms)
+                 SELECT qid, id, ev, dev, cap, cv, cs, sealed, why, $10
+                 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::bytea[], $9::text[])
+                      AS t (qid, id, ev, dev, cap, cv, cs, sealed, why)")?;
+            tx.execute(
+                &st,
+                &[
+                    &q.iter().map(|_| uuid::Uuid::now_v7()).collect::<Vec<_>>(),
+                    &q.iter().map(|x| x.0.id).collect::<Vec<_>>(),
+                    &q.iter().map(|x| x.0.event_id.as_str()).collect::<Vec<_>>(),
+                    &q.iter().map(|x| x.1).collect::<Vec<_>>(),
+                    &q.iter().map(|x| x.0.captured_at_ms).collect::<Vec<_>>(),
+                    &q.iter()
+                        .map(|x| x.0.consent_version.as_str())
+                        .collect::<Vec<_>>(),
+                    &q.iter()
+                        .map(|x| x.0.consent_sha256.as_str())
+                        .collect::<Vec<_>>(),
+                    &q.iter().map(|x| x.0.sealed.as_slice()).collect::<Vec<_>>(),
+                    &q.iter().map(|x| x.2).collect::<Vec<_>>(),
+                    &now_ms,
+                ],
+            )?;
+        }
+        if !self.batches.is_empty() {
+            let b = &self.batches;
+            let st = prepared.get(tx, "INSERT INTO batches (batch_id, device, ids_digest, receipt, received_at_ms)
+                 SELECT id, dev, digest, receipt, $5
+                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS t (id, dev, digest, receipt)
+                 ON CONFLICT (batch_id) DO NOTHING")?;
+            let n = tx.execute(
+                &st,
+                &[
+                    &b.iter().map(|x| x.0).collect::<Vec<_>>(),
+                    &b.iter().map(|x| x.1).collect::<Vec<_>>(),
+                    &b.iter().map(|x| x.2.as_str()).collect::<Vec<_>>(),
+                    &b.iter().map(|x| x.3.as_str()).collect::<Vec<_>>(),
+                    &now_ms,
+                ],
+            )?;
+            if n as usize != b.len() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// One batch of a group, decided as if the batches before it were stored: its receipt, or
+/// why it is refused (then it writes nothing). The rows it stores go into `writes`, and what
+/// it stores into `known` for the batches after it.
+fn decide_batch<'a>(
+    known: &mut Known,
+    writes: &mut Writes<'a>,
+    device: &'a str,
+    req: &'a SyncRequest,
     source: Source,
     key: &ed25519_dalek::SigningKey,
     now_ms: i64,
-) -> std::result::Result<Ingested, postgres::Error> {
-    use std::collections::{HashMap, HashSet};
+) -> Ingested {
+    use std::collections::hash_map::Entry;
     let ids: Vec<uuid::Uuid> = req.entries.iter().map(|e| e.id).collect();
     let digest = Receipt::digest_of(&ids);
-    if let Some(r) = tx.query_opt(
-        "SELECT device, ids_digest, receipt FROM batches WHERE batch_id = $1",
-        &[&req.batch_id],
-    )? {
-        let (dev, d, receipt): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-        if dev == device && d == digest {
-            let Ok(r) = serde_json::from_str::<Receipt>(&receipt) else {
-                return Ok(Err(IngestError::BatchConflict));
+    if let Some((dev, d, receipt)) = known.batches.get(&req.batch_id) {
+        if dev == device && *d == digest {
+            let Ok(r) = serde_json::from_str::<Receipt>(receipt) else {
+                return Err(IngestError::BatchConflict);
             };
             // Signed again with the current key (see the embedded backend).
             let r = Receipt::sign(r.batch_id, &r.device, r.ids, r.issued_at_ms, key);
-            return Ok(Ok(Stored {
+            return Ok(Stored {
                 receipt: r,
                 fresh: false,
                 quarantined: 0,
-            }));
+            });
         }
-        return Ok(Err(IngestError::BatchConflict));
+        return Err(IngestError::BatchConflict);
     }
-    let row = tx.query_one(
-        "SELECT d.event_id, coalesce(e.created_at_ms, 0) FROM devices d
-         LEFT JOIN events e ON e.id = d.event_id WHERE d.name = $1",
-        &[&device],
-    )?;
-    let (event_id, created_at_ms): (String, i64) = (row.get(0), row.get(1));
-    let tombstoned: HashSet<uuid::Uuid> = tx
-        .query("SELECT id FROM tombstones WHERE id = ANY($1)", &[&ids])?
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect();
-    let mut in_quarantine: HashMap<uuid::Uuid, Vec<Vec<u8>>> = HashMap::new();
-    for r in tx.query(
-        "SELECT id, sealed FROM quarantine WHERE id = ANY($1)",
-        &[&ids],
-    )? {
-        in_quarantine.entry(r.get(0)).or_default().push(r.get(1));
-    }
+    let Some((event_id, created_at_ms)) = known.devices.get(device).cloned() else {
+        return Err(IngestError::Database(format!(
+            "device {device} is not enrolled"
+        )));
+    };
+    let mut mine = Writes::default();
     let mut quarantined = 0;
-    let mut take = Vec::with_capacity(req.entries.len());
+    // Entries of this batch, by id, stored or quarantined so far (a batch may repeat an id).
+    let mut taken: HashMap<uuid::Uuid, &sealbox_protocol::EntryEnvelope> = HashMap::new();
+    let mut queued: HashMap<uuid::Uuid, Vec<&[u8]>> = HashMap::new();
+    let mut conflicts = Vec::new();
     for e in &req.entries {
         // Deleted before: acknowledged (the device may erase its copy), never stored again.
-        if tombstoned.contains(&e.id) {
+        if known.tombstoned.contains(&e.id) {
             continue;
         }
-        if in_quarantine
+        let in_quarantine = known
+            .quarantined
             .get(&e.id)
             .is_some_and(|s| s.contains(&e.sealed))
-        {
+            || queued
+                .get(&e.id)
+                .is_some_and(|s| s.contains(&e.sealed.as_slice()));
+        if in_quarantine {
             continue;
         }
         if let Err(problem) = sealbox_protocol::limits::check_envelope(e, &event_id) {
-            quarantine_envelope(tx, device, e, problem.code(), now_ms)?;
+            queued.entry(e.id).or_default().push(&e.sealed);
+            mine.quarantine.push((e, device, problem.code()));
             quarantined += 1;
             continue;
         }
-        take.push(e);
-    }
-    let retain = |e: &sealbox_protocol::EntryEnvelope| {
-        if e.captured_at_ms > now_ms + FUTURE_SKEW_MS
-            || e.captured_at_ms < created_at_ms - PAST_SKEW_MS
-        {
-            now_ms
-        } else {
-            e.captured_at_ms
-        }
-    };
-    let inserted: HashSet<uuid::Uuid> = tx
-        .query(
-            "INSERT INTO entries
-             (id, event_id, device, captured_at_ms, consent_version, consent_sha256, sealed, received_at_ms, retain_from_ms)
-             SELECT id, ev, $3, cap, cv, cs, sealed, $4, ret
-             FROM unnest($1::uuid[], $2::text[], $5::bigint[], $6::text[], $7::text[], $8::bytea[], $9::bigint[])
-                  AS t (id, ev, cap, cv, cs, sealed, ret)
-             ON CONFLICT (id) DO NOTHING
-             RETURNING id",
-            &[
-                &take.iter().map(|e| e.id).collect::<Vec<_>>(),
-                &take.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(),
-                &device,
-                &now_ms,
-                &take.iter().map(|e| e.captured_at_ms).collect::<Vec<_>>(),
-                &take
-                    .iter()
-                    .map(|e| e.consent_version.as_str())
-                    .collect::<Vec<_>>(),
-                &take
-                    .iter()
-                    .map(|e| e.consent_sha256.as_str())
-                    .collect::<Vec<_>>(),
-                &take.iter().map(|e| e.sealed.as_slice()).collect::<Vec<_>>(),
-                &take.iter().map(|e| retain(e)).collect::<Vec<_>>(),
-            ],
-        )?
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect();
-    let held_before: Vec<&&sealbox_protocol::EntryEnvelope> =
-        take.iter().filter(|e| !inserted.contains(&e.id)).collect();
-    let mut conflicts = Vec::new();
-    if !held_before.is_empty() {
-        let existing: HashMap<uuid::Uuid, (String, i64, String, String, Vec<u8>)> = tx
-            .query(
-                "SELECT id, event_id, captured_at_ms, consent_version, consent_sha256, sealed
-                 FROM entries WHERE id = ANY($1)",
-                &[&held_before.iter().map(|e| e.id).collect::<Vec<_>>()],
-            )?
-            .into_iter()
-            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))))
-            .collect();
-        for e in held_before {
-            let same = existing.get(&e.id).is_some_and(|x| {
-                x.0 == e.event_id
-                    && x.1 == e.captured_at_ms
-                    && x.2 == e.consent_version
-                    && x.3 == e.consent_sha256
-                    && x.4 == e.sealed
-            });
-            if !same {
-                match source {
-                    Source::Sync => conflicts.push(e.id),
-                    Source::BatchFile => {
-                        quarantine_envelope(tx, device, e, "conflict", now_ms)?;
-                        quarantined += 1;
-                    }
+        let same_as = |h: &Held| {
+            h.event_id == e.event_id
+                && h.captured_at_ms == e.captured_at_ms
+                && h.consent_version == e.consent_version
+                && h.consent_sha256 == e.consent_sha256
+                && h.sealed == e.sealed
+        };
+        let held_same = match (known.held.get(&e.id), taken.get(&e.id)) {
+            (Some(h), _) => Some(same_as(h)),
+            (None, Some(t)) => Some(same_as(&Held::of(t))),
+            (None, None) => None,
+        };
+        match held_same {
+            Some(true) => {}
+            Some(false) => match source {
+                Source::Sync => conflicts.push(e.id),
+                Source::BatchFile => {
+                    queued.entry(e.id).or_default().push(&e.sealed);
+                    mine.quarantine.push((e, device, "conflict"));
+                    quarantined += 1;
                 }
+            },
+            None => {
+                let retain = if e.captured_at_ms > now_ms + FUTURE_SKEW_MS
+                    || e.captured_at_ms < created_at_ms - PAST_SKEW_MS
+                {
+                    now_ms
+                } else {
+                    e.captured_at_ms
+                };
+                taken.insert(e.id, e);
+                mine.entries.push((e, device, retain));
             }
         }
     }
     if !conflicts.is_empty() {
-        return Ok(Err(IngestError::Conflict(conflicts)));
+        return Err(IngestError::Conflict(conflicts));
     }
     let receipt = Receipt::sign(req.batch_id, device, ids, now_ms, key);
     let Ok(receipt_json) = serde_json::to_string(&receipt) else {
-        return Ok(Err(IngestError::BatchConflict));
+        return Err(IngestError::BatchConflict);
     };
-    tx.execute(
-        "INSERT INTO batches (batch_id, device, ids_digest, receipt, received_at_ms) VALUES ($1, $2, $3, $4, $5)",
-        &[&req.batch_id, &device, &digest, &receipt_json, &now_ms],
-    )?;
-    Ok(Ok(Stored {
+    // Taken: what it stores is known to the batches after it.
+    for (e, _, _) in &mine.entries {
+        known.held.insert(e.id, Held::of(e));
+    }
+    for (e, _, _) in &mine.quarantine {
+        known
+            .quarantined
+            .entry(e.id)
+            .or_default()
+            .push(e.sealed.clone());
+    }
+    if let Entry::Vacant(v) = known.batches.entry(req.batch_id) {
+        v.insert((device.to_string(), digest.clone(), receipt_json.clone()));
+    }
+    mine.batches
+        .push((req.batch_id, device, digest, receipt_json));
+    writes.append(mine);
+    Ok(Stored {
         receipt,
         fresh: true,
         quarantined,
-    }))
+    })
 }
