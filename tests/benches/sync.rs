@@ -79,35 +79,15 @@ fn main() {
     // The same on PostgreSQL (the private cluster `cargo xtask bench` starts, over TCP on
     // 127.0.0.1): batches of the same size, each one transaction, into a fresh database.
     let pg_ingest_s = std::env::var("SEALBOX_TEST_PG_URL").ok().map(|_| {
-        use sealbox_headoffice::store::{Audit, NewDevice, Source, Store};
+        use sealbox_headoffice::store::Source;
         let db = sealbox_tests::pg::TestDb::new();
-        let mut store = Store::open_url(&db.url).unwrap();
-        let config =
-            std::fs::read_to_string(sealbox_tests::workspace().join("examples/trade-show.json"))
-                .unwrap();
-        let config =
-            serde_json::to_string(&sealbox_protocol::EventConfig::from_json(&config).unwrap())
-                .unwrap();
-        store
-            .add_event(
-                sealbox_tests::EVENT,
-                &config,
-                1,
-                Audit::new(1, "event.created", serde_json::json!({})),
-            )
-            .unwrap();
-        store
-            .add_device(
-                &NewDevice {
-                    name: "bench-device",
-                    event_id: sealbox_tests::EVENT,
-                    token_sha256: "bench",
-                    verifying_key: "bench",
-                    enrolled_at_ms: 1,
-                },
-                Audit::new(1, "device.enrolled", serde_json::json!({})),
-            )
-            .unwrap();
+        let config = sealbox_tests::pg::example_config();
+        let mut store = sealbox_tests::pg::store_with(
+            &db.url,
+            sealbox_tests::EVENT,
+            &config,
+            &["bench-device"],
+        );
         let batches: Vec<SyncRequest> = (0..entries / 500)
             .map(|_| SyncRequest {
                 batch_id: uuid::Uuid::now_v7(),
@@ -480,7 +460,7 @@ fn standby_cost(
     batches: usize,
     out: &mut serde_json::Value,
 ) {
-    use sealbox_headoffice::store::{Audit, NewDevice, Source, Store};
+    use sealbox_headoffice::store::{Source, Store};
     use sealbox_tests::pg::Cluster;
     let root = tmp.join("standby-bench");
     let mut primary = Cluster::init(
@@ -511,32 +491,11 @@ fn standby_cost(
     }
     c.batch_execute("CREATE DATABASE sealbox").unwrap();
     let url = primary.url("sealbox");
-    let mut both = Store::open_url(&url).unwrap();
+    let config = sealbox_tests::pg::example_config();
+    let mut both =
+        sealbox_tests::pg::store_with(&url, sealbox_tests::EVENT, &config, &["bench-device"]);
     let mut local =
         Store::open_url(&format!("{url}?options=-c%20synchronous_commit%3Dlocal")).unwrap();
-    let config =
-        std::fs::read_to_string(sealbox_tests::workspace().join("examples/trade-show.json"))
-            .unwrap();
-    let config =
-        serde_json::to_string(&sealbox_protocol::EventConfig::from_json(&config).unwrap()).unwrap();
-    both.add_event(
-        sealbox_tests::EVENT,
-        &config,
-        1,
-        Audit::new(1, "event.created", serde_json::json!({})),
-    )
-    .unwrap();
-    both.add_device(
-        &NewDevice {
-            name: "bench-device",
-            event_id: sealbox_tests::EVENT,
-            token_sha256: "bench",
-            verifying_key: "bench",
-            enrolled_at_ms: 1,
-        },
-        Audit::new(1, "device.enrolled", serde_json::json!({})),
-    )
-    .unwrap();
     let (mut with, mut without) = (Vec::new(), Vec::new());
     for i in 0..batches * 2 {
         let req = SyncRequest {

@@ -118,28 +118,7 @@ fn a_postgres_group_stores_each_batch_or_refuses_it_alone() {
     use sealbox_headoffice::store::{IngestError, Stored};
     let db = TestDb::new();
     let key = ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]);
-    let mut s = Store::open_url(&db.url).unwrap();
-    s.add_event(
-        "e",
-        "{}",
-        0,
-        Audit::new(1, "event.created", serde_json::json!({})),
-    )
-    .unwrap();
-    for d in ["d0", "d1", "d2", "d3"] {
-        let dev = sealbox_headoffice::store::NewDevice {
-            name: d,
-            event_id: "e",
-            token_sha256: d,
-            verifying_key: "k",
-            enrolled_at_ms: 0,
-        };
-        s.add_device(
-            &dev,
-            Audit::new(1, "device.enrolled", serde_json::json!({})),
-        )
-        .unwrap();
-    }
+    let mut s = sealbox_tests::pg::store_with(&db.url, "e", "{}", &["d0", "d1", "d2", "d3"]);
     let envelope = || sealbox_protocol::EntryEnvelope {
         id: uuid::Uuid::now_v7(),
         event_id: "e".into(),
@@ -274,25 +253,7 @@ fn a_postgres_group_stores_each_batch_or_refuses_it_alone() {
 fn conflicting_writers_under_serializable_are_retried_and_store_once() {
     let db = TestDb::new();
     let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
-    {
-        let mut s = Store::open_url(&db.url).unwrap();
-        s.add_event(
-            "e",
-            "{}",
-            1,
-            Audit::new(1, "event.created", serde_json::json!({})),
-        )
-        .unwrap();
-        let d = sealbox_headoffice::store::NewDevice {
-            name: "d",
-            event_id: "e",
-            token_sha256: "t",
-            verifying_key: "k",
-            enrolled_at_ms: 1,
-        };
-        s.add_device(&d, Audit::new(1, "device.enrolled", serde_json::json!({})))
-            .unwrap();
-    }
+    sealbox_tests::pg::store_with(&db.url, "e", "{}", &["d"]);
     let envelope = |i: u64| sealbox_protocol::EntryEnvelope {
         id: uuid::Uuid::now_v7(),
         event_id: "e".into(),
@@ -681,25 +642,7 @@ fn two_servers_share_one_rate_limit_per_device() {
 #[test]
 fn the_shared_rate_limit_costs_about_one_lookup_and_counts_exactly() {
     let db = TestDb::new();
-    let mut s = Store::open_url(&db.url).unwrap();
-    s.add_event(
-        "e",
-        "{}",
-        1,
-        Audit::new(1, "event.created", serde_json::json!({})),
-    )
-    .unwrap();
-    s.add_device(
-        &sealbox_headoffice::store::NewDevice {
-            name: "d",
-            event_id: "e",
-            token_sha256: "t",
-            verifying_key: "k",
-            enrolled_at_ms: 1,
-        },
-        Audit::new(1, "device.enrolled", serde_json::json!({})),
-    )
-    .unwrap();
+    let mut s = sealbox_tests::pg::store_with(&db.url, "e", "{}", &["d"]);
     let time = |f: &mut dyn FnMut()| {
         let t = Instant::now();
         for _ in 0..2000 {
@@ -708,7 +651,7 @@ fn the_shared_rate_limit_costs_about_one_lookup_and_counts_exactly() {
         t.elapsed() / 2000
     };
     let lookup = time(&mut || {
-        s.device_by_token("t").unwrap().unwrap();
+        s.device_by_token("d").unwrap().unwrap();
     });
     let mut s2 = Store::open_url(&db.url).unwrap();
     let take = time(&mut || {

@@ -321,3 +321,42 @@ impl Drop for Cluster {
         self.stop();
     }
 }
+
+/// Head office's store on the database at `url` with the event `event` (its config JSON) and
+/// `devices` enrolled in it, each device's token hash its name: for the tests and benchmarks
+/// that call the store directly.
+pub fn store_with(
+    url: &str,
+    event: &str,
+    config: &str,
+    devices: &[&str],
+) -> sealbox_headoffice::store::Store {
+    use sealbox_headoffice::store::{Audit, NewDevice, Store};
+    let mut s = Store::open_url(url).unwrap();
+    s.add_event(
+        event,
+        config,
+        0,
+        Audit::new(1, "event.created", serde_json::json!({})),
+    )
+    .unwrap();
+    for name in devices {
+        let d = NewDevice {
+            name,
+            event_id: event,
+            token_sha256: name,
+            verifying_key: "k",
+            enrolled_at_ms: 0,
+        };
+        s.add_device(&d, Audit::new(1, "device.enrolled", serde_json::json!({})))
+            .unwrap();
+    }
+    s
+}
+
+/// The example event's config as head office stores it.
+pub fn example_config() -> String {
+    let text =
+        std::fs::read_to_string(crate::workspace().join("examples/trade-show.json")).unwrap();
+    serde_json::to_string(&sealbox_protocol::EventConfig::from_json(&text).unwrap()).unwrap()
+}
