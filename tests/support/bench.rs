@@ -17,7 +17,7 @@ impl BenchSite {
         let base = std::env::var("SEALBOX_BENCH_DIR").unwrap_or_else(|_| "target".into());
         let tmp = tempfile::tempdir_in(base).unwrap();
         let ho_dir = tmp.path().join("ho");
-        let pass = Passphrase::new("bench passphrase 1");
+        let pass = Passphrase::new(crate::PASSPHRASE);
         admin::init(
             &ho_dir,
             &pass,
