@@ -339,8 +339,8 @@ impl Device {
     /// A refusal that lasts never blocks the device: a batch refused for its size is sent again
     /// in smaller pages; entries head office refuses on their own (it names them, or halving
     /// the batch finds them) are quarantined and the rest go on. A transient failure (network,
-    /// 429, 5xx, an unverifiable receipt) stops the sync: the batch in flight is resent as it
-    /// was next time, so a receipt lost on the way is answered again, not duplicated.
+    /// 429, 5xx, an unverifiable receipt) stops the sync: the batches in flight are resent as
+    /// they were next time, so a receipt lost on the way is answered again, not duplicated.
     pub fn sync(
         &mut self,
         client: &SyncClient,

@@ -3,7 +3,7 @@
 //! security on.
 //!
 //! Each table family has one home here: [`entries`] (entries and their tombstones: every state
-//! an entry goes through), [`outbox`] (the sync batch in flight).
+//! an entry goes through), [`outbox`] (the sync batches in flight).
 //! The audit log lives in [`crate::audit`], settings below.
 
 pub mod entries;

@@ -48,7 +48,7 @@ pub fn record(conn: &Connection, ids: &[Uuid], at_ms: i64) -> Result<Batch> {
     Ok(batch)
 }
 
-/// Forgets the batch in flight: its entries go out again under a new batch id.
+/// Forgets a batch in flight: its entries go out again under a new batch id.
 pub fn abandon(conn: &Connection, batch_id: Uuid) -> Result<()> {
     conn.prepare_cached("DELETE FROM outbox WHERE batch_id = ?1")?
         .execute([batch_id.to_string()])?;
