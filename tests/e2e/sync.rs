@@ -141,6 +141,80 @@ fn every_network_fault_loses_nothing_and_duplicates_nothing() {
     assert!(dev.audit_verify().unwrap().ok());
 }
 
+/// A sync keeps two batches recorded: the one on the wire and the next, read while the first
+/// is answered. When the first one's receipt is lost, the sync stops with both recorded, and
+/// the next sync sends exactly those two again, in their order (head office answers the first
+/// with the receipt it signed already), then the rest: each entry stored and erased once.
+#[test]
+fn first_receipt_lost_while_the_next_batch_waits() {
+    let sb = Sandbox::headoffice();
+    let server = HoServer::start(&sb.ho, &[]);
+    let proxy = FaultProxy::start(server.addr);
+    sb.enrol_at(&proxy.url());
+    sb.add_many(0, 25);
+    proxy.next(Fault::DropResponse);
+    let out = sync(&sb, &["--timeout", "5", "--page", "10"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the sync must fail: {err}");
+    assert_eq!(sb.pending(), 25, "nothing erased without a receipt");
+    assert_eq!(
+        ho_counts(&sb.ho).0,
+        10,
+        "head office committed the first batch"
+    );
+    let recorded: Vec<(String, Vec<uuid::Uuid>)> = {
+        let dev = Device::open(&sb.dev, &OsKeychain).unwrap();
+        let mut stmt = dev
+            .connection()
+            .prepare("SELECT batch_id, ids FROM outbox ORDER BY rowid")
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, String>(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .map(|(b, ids)| (b, serde_json::from_str(&ids).unwrap()))
+            .collect();
+        rows
+    };
+    assert_eq!(
+        recorded.len(),
+        2,
+        "the batch on the wire and the next: {recorded:?}"
+    );
+    assert_eq!((recorded[0].1.len(), recorded[1].1.len()), (10, 10));
+    assert!(
+        recorded[0].1.iter().all(|id| !recorded[1].1.contains(id)),
+        "no entry is in both"
+    );
+
+    let out = sb.dev_ok(&["sync", "--json", "--timeout", "10", "--page", "10"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (report["erased"].as_u64(), report["batches"].as_u64()),
+        (Some(25), Some(3)),
+        "{out}"
+    );
+    assert_eq!(sb.pending(), 0);
+    assert_eq!(ho_counts(&sb.ho), (25, 25), "each entry stored once");
+    assert_eq!(tombstones(&sb), 25);
+    let dev = Device::open(&sb.dev, &OsKeychain).unwrap();
+    let mut applied: Vec<String> = dev
+        .audit_recent(100)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == "receipt.applied")
+        .map(|r| r.detail["batch"].as_str().unwrap_or_default().to_string())
+        .collect();
+    applied.reverse();
+    assert_eq!(applied.len(), 3, "{applied:?}");
+    assert_eq!(
+        (&applied[0], &applied[1]),
+        (&recorded[0].0, &recorded[1].0),
+        "the recorded batches went out again under their own ids, in order"
+    );
+    assert!(dev.audit_verify().unwrap().ok());
+}
+
 #[test]
 fn server_killed_mid_batch_and_device_killed_between_receipt_and_erase() {
     let sb = Sandbox::headoffice();

@@ -338,6 +338,9 @@ fn markdown(j: &serde_json::Value) -> String {
     let _ = writeln!(s, "- **kiosk start**: from spawning the release binary to the page reporting the form on screen (keychain lookup over D-Bus, SQLCipher open, event config, render), beside an empty window built from the same crates reaching its page-loaded event; medians of alternating cold starts.");
     let _ = writeln!(s, "- **promoter scan**: the release kiosk in promoter mode under WebDriver: from sending a vCard's keys (typed by WebKitWebDriver as fast as it can, its lines separated by Enter, like a keyboard-wedge scanner) through the page taking them for a scan, the device library reading it and the fields filling, then Space (consent) and Ctrl+Enter (sealed, committed), to the empty form with the focus on its first field; medians over rounds alternating with the baseline, the same consent and Ctrl+Enter on values already in the form. The figures include WebDriver's polling (about one round trip). A real scanner types at its own speed, which adds to or takes from the typing part.");
     let _ = writeln!(s, "- **memory**: proportional set size summed over the app and its WebKit processes, 3 s after ready, the same for each; medians. The kiosk turns WebKit's accelerated compositing off (a still form gains nothing from it; under Xvfb it costs a software GL stack and layer backing stores); the empty window keeps Tauri's default, and is measured a second time with the same setting for a like-for-like ratio.");
+    // What was measured by hand around the figures (profiles, before and after), kept beside the
+    // benchmarks and carried into every rewrite of the file.
+    let _ = writeln!(s, "\n{}", include_str!("../../tests/benches/notes.md").trim_end());
     let _ = writeln!(
         s,
         "\nRaw JSON:\n\n```json\n{}\n```",

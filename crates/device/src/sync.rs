@@ -296,6 +296,10 @@ fn post_waiting_if_asked(client: &SyncClient, req: &SyncRequest) -> Result<Recei
     }
 }
 
+/// The page cache while a sync runs (negative: KiB): the rows of the batch on the wire are
+/// still cached when its receipt erases them.
+const SYNC_CACHE_KIB: i64 = -4096;
+
 /// An exclusive lock on the device's delivery (sync and receipt import), released when dropped
 /// or when the process dies.
 pub(crate) struct DeliveryLock(#[allow(dead_code)] std::fs::File);
@@ -367,8 +371,8 @@ impl Device {
     /// A refusal that lasts never blocks the device: a batch refused for its size is sent again
     /// in smaller pages; entries head office refuses on their own (it names them, or halving
     /// the batch finds them) are quarantined and the rest go on. A transient failure (network,
-    /// 429, 5xx, an unverifiable receipt) stops the sync: the batch in flight is resent as it
-    /// was next time, so a receipt lost on the way is answered again, not duplicated.
+    /// 429, 5xx, an unverifiable receipt) stops the sync: the batches in flight are resent as
+    /// they were next time, so a receipt lost on the way is answered again, not duplicated.
     pub fn sync(
         &mut self,
         client: &SyncClient,
@@ -391,6 +395,10 @@ impl Device {
         outcome
     }
 
+    /// The batches go out as a pipeline of two: while one is on the wire (posted by a second
+    /// thread), the receipt of the one before is verified and applied, and in the same
+    /// transaction that erases it the batch after the one on the wire is recorded. Each batch is
+    /// still recorded before it is sent, and only one request is on the wire at a time.
     fn sync_batches(
         &mut self,
         client: &SyncClient,
@@ -400,26 +408,104 @@ impl Device {
         // One sync (or receipt import) at a time per device: a second waits for nothing and says so.
         let _lock = self.delivery_lock()?;
         let mut report = SyncReport::default();
-        let total = {
-            let c = self.counts()?;
-            c.pending + c.exported
-        };
+        // From the indexes: `counts()` reads every row, the sync reads each of them later anyway.
+        let total = entries::count_sendable_all(&self.conn)?;
         progress(SyncProgress { erased: 0, total });
+        let cache: i64 = self.conn.query_row("PRAGMA cache_size", [], |r| r.get(0))?;
+        self.conn
+            .execute_batch(&format!("PRAGMA cache_size = {SYNC_CACHE_KIB}"))?;
+        let outcome = std::thread::scope(|scope| {
+            let (to_wire, requests) = std::sync::mpsc::channel::<SyncRequest>();
+            let (answer, answers) = std::sync::mpsc::channel::<Result<Receipt>>();
+            scope.spawn(move || {
+                for req in requests {
+                    if answer.send(post_waiting_if_asked(client, &req)).is_err() {
+                        break;
+                    }
+                }
+            });
+            self.pipeline(page, &to_wire, &answers, &mut report, total, progress)
+        });
+        // Once per sync, whatever its outcome: the erased rows' old pages leave the database
+        // file and the WAL (see `truncate_wal`).
+        if report.erased > 0 {
+            match crate::store::truncate_wal(&self.conn) {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(
+                        "the WAL could not be truncated after an erase: a reader held it"
+                    )
+                }
+                Err(e) => tracing::warn!(code = e.code(), "the WAL was not truncated"),
+            }
+        }
+        self.conn
+            .execute_batch(&format!("PRAGMA cache_size = {cache}"))?;
+        outcome?;
+        let c = self.counts()?;
+        report.pending = c.pending + c.exported;
+        report.quarantined = c.refused;
+        tracing::info!(
+            batches = report.batches,
+            erased = report.erased,
+            quarantined = report.quarantined,
+            "sync done"
+        );
+        Ok(report)
+    }
+
+    /// The body of [`Device::sync_batches`]: `to_wire` posts a request, `answers` brings back
+    /// each outcome in order.
+    fn pipeline(
+        &mut self,
+        page: usize,
+        to_wire: &std::sync::mpsc::Sender<SyncRequest>,
+        answers: &std::sync::mpsc::Receiver<Result<Receipt>>,
+        report: &mut SyncReport,
+        total: u64,
+        progress: &mut dyn FnMut(SyncProgress),
+    ) -> Result<()> {
+        let gone = || DeviceError::Offline("the sync's sending thread stopped".into());
         let mut page = page.max(1);
         // Every refusal quarantines an entry or halves the page, so this bound (far above what
         // a sync needs) only stops a head office that answers nonsense forever.
         let mut refusals_left = 4 * (total + 64);
+        // The batch on the wire, and the next one: recorded and read, not yet sent.
+        let mut sent: Option<outbox::Batch> = None;
+        let mut ready = None;
         loop {
-            let Some(batch) = self.next_batch(page)? else {
-                break;
+            if sent.is_none() {
+                if ready.is_none() {
+                    let tx = self.conn.transaction()?;
+                    ready = next_batch(&tx, page, None)?;
+                    tx.commit()?;
+                }
+                let Some((b, req)) = ready.take() else {
+                    return Ok(());
+                };
+                to_wire.send(req).map_err(|_| gone())?;
+                sent = Some(b);
+                let tx = self.conn.transaction()?;
+                ready = next_batch(&tx, page, sent.as_ref())?;
+                tx.commit()?;
+            }
+            let answer = answers.recv().map_err(|_| gone())?;
+            let Some(batch) = sent.take() else {
+                return Err(gone());
             };
-            let req = SyncRequest {
-                batch_id: batch.id,
-                entries: entries::envelopes(&self.conn, &batch.ids)?,
-            };
-            let receipt = match post_waiting_if_asked(client, &req) {
+            let receipt = match answer {
                 Ok(r) => r,
                 Err(e) => {
+                    // Nothing else is on the wire. The next batch was never sent: it is
+                    // forgotten, so that the refusal's outcome (a smaller page, quarantined
+                    // entries) shapes what goes next.
+                    if let Some((b, _)) = ready.take() {
+                        if !matches!(e, DeviceError::Server { .. }) {
+                            // A transient failure ends the sync: both stay recorded.
+                            return Err(e);
+                        }
+                        outbox::abandon(&self.conn, b.id)?;
+                    }
                     if let Some(smaller) = self.after_refusal(&batch, e)? {
                         page = smaller;
                     }
@@ -444,7 +530,20 @@ impl Device {
                 tracing::warn!(batch_id = %batch.id, "receipt refused");
                 return Err(DeviceError::BadReceipt(e));
             }
-            let erased = self.erase_acknowledged(&receipt, &batch.ids)?;
+            // The next batch goes on the wire while this one is erased.
+            if let Some((b, req)) = ready.take() {
+                to_wire.send(req).map_err(|_| gone())?;
+                sent = Some(b);
+            }
+            let now = now_ms();
+            let tx = self.conn.transaction()?;
+            let erased = apply_receipt(&tx, &receipt, &batch.ids, now)?;
+            let next = match &sent {
+                Some(on_wire) => next_batch(&tx, page, Some(on_wire))?,
+                None => None,
+            };
+            tx.commit()?;
+            ready = next;
             self.take_staff_codes(&receipt);
             report.batches += 1;
             report.erased += erased;
@@ -454,16 +553,6 @@ impl Device {
                 total,
             });
         }
-        let c = self.counts()?;
-        report.pending = c.pending + c.exported;
-        report.quarantined = c.refused;
-        tracing::info!(
-            batches = report.batches,
-            erased = report.erased,
-            quarantined = report.quarantined,
-            "sync done"
-        );
-        Ok(report)
     }
 
     /// Decides what a failed post means for the batch. Lasting refusals are dealt with here and
@@ -549,53 +638,93 @@ impl Device {
         Ok(())
     }
 
-    /// The batch to send: the one in flight if it still fits the page and all its entries are
-    /// still here to send, else a new one of the oldest entries, recorded before it is sent.
-    fn next_batch(&mut self, page: usize) -> Result<Option<outbox::Batch>> {
-        if let Some(b) = outbox::in_flight(&self.conn)? {
-            if !b.ids.is_empty()
-                && b.ids.len() <= page
-                && entries::count_sendable(&self.conn, &b.ids)? == b.ids.len()
-            {
-                return Ok(Some(b));
-            }
-            // Some were erased another way (a batch file's receipt) or quarantined, or the page
-            // is smaller now: start afresh. Head office takes the same entries again under the
-            // new batch id without storing them twice.
-            outbox::abandon(&self.conn, b.id)?;
-        }
-        let ids = entries::sendable_ids(&self.conn, page)?;
-        if ids.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(outbox::record(&self.conn, &ids, now_ms())?))
-    }
-
     /// In one transaction: erases the acknowledged entries among `sent`, leaves a tombstone for
-    /// each, forgets the batch and audits it. Call only with a verified receipt.
+    /// each, forgets the batch and audits it, then truncates the WAL. Call only with a verified
+    /// receipt.
     pub(crate) fn erase_acknowledged(&mut self, receipt: &Receipt, sent: &[Uuid]) -> Result<u64> {
-        let now = now_ms();
-        let rid = receipt.receipt_id();
-        let acknowledged: Vec<Uuid> = sent
-            .iter()
-            .filter(|id| receipt.ids.binary_search(id).is_ok())
-            .copied()
-            .collect();
         let tx = self.conn.transaction()?;
-        let erased = entries::erase_acknowledged(&tx, &acknowledged, &rid, now)?;
-        outbox::abandon(&tx, receipt.batch_id)?;
-        audit::append(
-            &tx,
-            now,
-            "receipt.applied",
-            &json!({"batch": receipt.batch_id, "receipt": rid, "erased": erased}),
-        )?;
+        let erased = apply_receipt(&tx, receipt, sent, now_ms())?;
         tx.commit()?;
         if !crate::store::truncate_wal(&self.conn)? {
             tracing::warn!("the WAL could not be truncated after an erase: a reader held it");
         }
         Ok(erased)
     }
+}
+
+/// The next batch to send and its request, inside the caller's transaction: a recorded batch
+/// (oldest first) if it still fits the page, all its entries are still here to send and none is
+/// in the batch `on_wire`; else a new one of the oldest entries not on the wire, recorded
+/// before it is sent.
+fn next_batch(
+    conn: &rusqlite::Connection,
+    page: usize,
+    on_wire: Option<&outbox::Batch>,
+) -> Result<Option<(outbox::Batch, SyncRequest)>> {
+    let wire: std::collections::HashSet<Uuid> = on_wire
+        .map(|b| b.ids.iter().copied().collect())
+        .unwrap_or_default();
+    for b in outbox::in_flight(conn)? {
+        if on_wire.is_some_and(|w| w.id == b.id) {
+            continue;
+        }
+        if !b.ids.is_empty()
+            && b.ids.len() <= page
+            && !b.ids.iter().any(|id| wire.contains(id))
+            && entries::count_sendable(conn, &b.ids)? == b.ids.len()
+        {
+            let req = SyncRequest {
+                batch_id: b.id,
+                entries: entries::envelopes(conn, &b.ids)?,
+            };
+            return Ok(Some((b, req)));
+        }
+        // Some were erased another way (a batch file's receipt) or quarantined, or the page
+        // is smaller now: start afresh. Head office takes the same entries again under the
+        // new batch id without storing them twice.
+        outbox::abandon(conn, b.id)?;
+    }
+    // After the batch on the wire. An entry that sorts before it and is not in it (a clock set
+    // back) waits for the end of the pipeline, when nothing is on the wire and this starts
+    // again from the first entry.
+    let after = on_wire.and_then(|b| b.ids.iter().max().copied());
+    // The rows are read once: their ids are recorded, their envelopes sent.
+    let envelopes = entries::sendable_envelopes_after(conn, after, page)?;
+    if envelopes.is_empty() {
+        return Ok(None);
+    }
+    let ids: Vec<Uuid> = envelopes.iter().map(|e| e.id).collect();
+    let batch = outbox::record(conn, &ids, now_ms())?;
+    let req = SyncRequest {
+        batch_id: batch.id,
+        entries: envelopes,
+    };
+    Ok(Some((batch, req)))
+}
+
+/// Inside the caller's transaction: erases the acknowledged entries among `sent`, leaves a
+/// tombstone for each, forgets the batch and audits it. Call only with a verified receipt.
+fn apply_receipt(
+    tx: &rusqlite::Transaction<'_>,
+    receipt: &Receipt,
+    sent: &[Uuid],
+    now: i64,
+) -> Result<u64> {
+    let rid = receipt.receipt_id();
+    let acknowledged: Vec<Uuid> = sent
+        .iter()
+        .filter(|id| receipt.ids.binary_search(id).is_ok())
+        .copied()
+        .collect();
+    let erased = entries::erase_acknowledged(tx, &acknowledged, &rid, now)?;
+    outbox::abandon(tx, receipt.batch_id)?;
+    audit::append(
+        tx,
+        now,
+        "receipt.applied",
+        &json!({"batch": receipt.batch_id, "receipt": rid, "erased": erased}),
+    )?;
+    Ok(erased)
 }
 
 #[cfg(test)]

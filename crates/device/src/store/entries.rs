@@ -115,12 +115,38 @@ fn ids_from(
     Ok(out)
 }
 
-/// The oldest entries a sync may send (pending or exported, never quarantined), at most `limit`.
-pub fn sendable_ids(conn: &Connection, limit: usize) -> Result<Vec<Uuid>> {
+/// The envelopes of the oldest entries a sync may send (pending or exported, never
+/// quarantined) whose ids come after `after` (none: from the first), at most `limit`, in id
+/// order: one pass over the rows.
+pub fn sendable_envelopes_after(
+    conn: &Connection,
+    after: Option<Uuid>,
+    limit: usize,
+) -> Result<Vec<EntryEnvelope>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id FROM entries WHERE quarantine_code IS NULL ORDER BY id LIMIT ?1",
+        "SELECT id, event_id, captured_at_ms, consent_version, consent_sha256, sealed
+         FROM entries WHERE quarantine_code IS NULL AND id > ?1 ORDER BY id LIMIT ?2",
     )?;
-    ids_from(&mut stmt, [limit.min(i64::MAX as usize) as i64])
+    // Ids are stored in their hyphenated lower-case form, whose text order is the ids' order;
+    // every id sorts after ''.
+    let after = after.map(|id| id.to_string()).unwrap_or_default();
+    envelopes_from(
+        &mut stmt,
+        params![after, limit.min(i64::MAX as usize) as i64],
+    )
+}
+
+/// How many entries a sync may send (pending or exported, not quarantined), from the indexes
+/// alone: the primary key's, less the quarantined entries' partial index.
+pub const COUNT_SENDABLE_SQL: &str = "SELECT (SELECT count(*) FROM entries)
+     - (SELECT count(*) FROM entries WHERE quarantine_code IS NOT NULL)";
+
+/// How many entries a sync may send: [`COUNT_SENDABLE_SQL`].
+pub fn count_sendable_all(conn: &Connection) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached(COUNT_SENDABLE_SQL)?
+        .query_row([], |r| r.get(0))?;
+    Ok(n.max(0) as u64)
 }
 
 /// How many of `ids` are still on the device and sendable (not quarantined).
@@ -149,7 +175,16 @@ pub fn all_envelopes(conn: &Connection, limit: usize) -> Result<Vec<EntryEnvelop
         "SELECT id, event_id, captured_at_ms, consent_version, consent_sha256, sealed
          FROM entries ORDER BY id LIMIT ?1",
     )?;
-    let rows = stmt.query_map([limit.min(i64::MAX as usize) as i64], |r| {
+    envelopes_from(&mut stmt, [limit.min(i64::MAX as usize) as i64])
+}
+
+/// The envelopes a query of `id, event_id, captured_at_ms, consent_version, consent_sha256,
+/// sealed` returns.
+fn envelopes_from(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    p: impl rusqlite::Params,
+) -> Result<Vec<EntryEnvelope>> {
+    let rows = stmt.query_map(p, |r| {
         Ok((
             r.get::<_, String>(0)?,
             EntryEnvelope {
