@@ -780,7 +780,23 @@
       show("fault");
     }
     refreshStatus();
-    invoke("form_ready").catch(() => {});
+    reportReady();
+  }
+
+  // The form is ready once a visitor can read it and type in it: laid out, its faces loaded
+  // (they draw nothing until then: font-display block) and a frame painted with them (a second
+  // animation frame runs only after the first was drawn). Then the page asks for the rest of
+  // the font, which the first paint did not wait for (see fonts/fonts.css), so that what a
+  // visitor types next draws at once.
+  let readyReported = false;
+  function reportReady() {
+    if (readyReported) return;
+    readyReported = true;
+    void document.body.offsetHeight; // lay out now, so the faces it needs are being fetched
+    document.fonts.ready.then(() => requestAnimationFrame(() => requestAnimationFrame(() => {
+      invoke("form_ready").catch(() => {});
+      for (const face of document.fonts) if (face.status === "unloaded") face.load().catch(() => {});
+    })));
   }
 
   async function start() {

@@ -162,8 +162,9 @@ pub fn request_close<R: Runtime>(
     })
 }
 
-/// The page reports that the form (or first-run screen) is on screen; the first report prints
-/// the time since start, which `cargo xtask bench` reads.
+/// The page reports that the form (or first-run screen) is on screen: laid out, its fonts
+/// loaded and a frame painted. The first report prints the time since start, which
+/// `cargo xtask bench` reads, and lets the background sync start.
 #[tauri::command]
 pub fn form_ready(shared: State<'_, Shared>) {
     let mut reported = shared
@@ -176,5 +177,6 @@ pub fn form_ready(shared: State<'_, Shared>) {
             "sealbox-kiosk: form ready after {} ms",
             shared.started.elapsed().as_millis()
         );
+        shared.ready_signal.notify_all();
     }
 }

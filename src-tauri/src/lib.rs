@@ -11,8 +11,8 @@ pub mod commands;
 use sealbox_device::kiosk::Kiosk;
 use sealbox_device::OsKeychain;
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 use tauri::{Manager, Runtime};
 
 /// The app's state: one kiosk, behind a mutex (the database connection is not shared).
@@ -20,6 +20,8 @@ pub struct Shared {
     pub kiosk: Mutex<Kiosk>,
     pub started: Instant,
     pub ready_reported: Mutex<bool>,
+    /// Signalled when the page first reports the form on screen.
+    pub ready_signal: Condvar,
 }
 
 impl Shared {
@@ -28,6 +30,7 @@ impl Shared {
             kiosk: Mutex::new(Kiosk::new(dir, std::sync::Arc::new(OsKeychain))),
             started,
             ready_reported: Mutex::new(false),
+            ready_signal: Condvar::new(),
         }
     }
 
@@ -149,6 +152,46 @@ pub fn private_webview(window: &tauri::WebviewWindow) {
     }
 }
 
+/// How long the background sync waits for the form's first paint at most.
+const SYNC_HOLD_MAX: Duration = Duration::from_secs(5);
+
+/// Opens the device (keychain lookup over D-Bus, SQLCipher, the event config) on its own
+/// thread while WebKit starts its processes and loads the page, so the page's first
+/// `kiosk_state` finds it open instead of waiting for it. The thread holds the kiosk's lock
+/// while it opens: a page that asks sooner waits for the same open, never a second one.
+/// Then it lets the background sync start, once the page reports the form on screen (or after
+/// [`SYNC_HOLD_MAX`]): the loop opens the device again and connects to head office, work that
+/// would otherwise take the start's CPU on a two-core kiosk.
+fn open_device_early<R: Runtime>(app: tauri::AppHandle<R>) {
+    let handle = app.clone();
+    let spawned = std::thread::Builder::new()
+        .name("sealbox-open".into())
+        .spawn(move || {
+            let opening = Instant::now();
+            let shared = handle.state::<Shared>();
+            let screen = shared.kiosk().state().screen;
+            tracing::debug!(
+                screen,
+                ms = opening.elapsed().as_secs_f64() * 1000.0,
+                "device opened ahead of the page"
+            );
+            let reported = shared
+                .ready_reported
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let waited = shared
+                .ready_signal
+                .wait_timeout_while(reported, SYNC_HOLD_MAX, |ready| !*ready);
+            drop(waited);
+            shared.kiosk().release_sync();
+        });
+    if let Err(e) = spawned {
+        // The page's first `kiosk_state` opens the device instead, and the sync starts with it.
+        tracing::warn!(error = %e, "could not open the device ahead of the page");
+        app.state::<Shared>().kiosk().release_sync();
+    }
+}
+
 /// Runs the kiosk app.
 pub fn run() {
     // First of all, before WebKit starts its processes (they inherit the limit).
@@ -176,7 +219,10 @@ pub fn run() {
     .setup(move |app| {
         let dir = data_dir(app.handle());
         let shared = app.state::<Shared>();
-        *shared.kiosk() = Kiosk::new(dir, std::sync::Arc::new(OsKeychain));
+        let mut kiosk = Kiosk::new(dir, std::sync::Arc::new(OsKeychain));
+        kiosk.hold_sync();
+        *shared.kiosk() = kiosk;
+        open_device_early(app.handle().clone());
         // The window is made here rather than from the config at start ("create": false), so
         // that under WebDriver it can leave the ephemeral context: wry 0.57 marks a webview as
         // controlled by automation only in its shared, persistent context, and WebKit refuses

@@ -27,6 +27,10 @@ const done = arguments[arguments.length - 1];
       for (const weight of [400, 700]) texts.push([String(str), `${weight} 20px ${family}`]);
     }
   }
+  // What visitors type, beyond the UI's own strings: the hundred commonest surnames, most of them
+  // only in the full faces that load after the first paint (the UI's small faces lack them).
+  const names = '王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤';
+  for (const weight of [400, 700]) texts.push([names, `${weight} 20px ${family}`]);
   const fonts = [...new Set(texts.map(t => t[1]))];
   for (const f of fonts) await document.fonts.load(f, texts.filter(t => t[1] === f).map(t => t[0]).join(''));
   await document.fonts.ready;

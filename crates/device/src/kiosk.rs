@@ -151,6 +151,8 @@ pub struct Kiosk {
     promoter: Option<(String, Instant)>,
     sync: Option<SyncLoop>,
     sync_options: Option<LoopOptions>,
+    /// Set by [`Kiosk::hold_sync`]: the device may open, the sync loop waits.
+    sync_held: bool,
 }
 
 impl Kiosk {
@@ -165,6 +167,7 @@ impl Kiosk {
             promoter: None,
             sync: None,
             sync_options: Some(LoopOptions::default()),
+            sync_held: false,
         }
     }
 
@@ -183,13 +186,31 @@ impl Kiosk {
     fn device(&mut self) -> Result<&mut Device, DeviceError> {
         if self.device.is_none() {
             self.device = Some(Device::open(&self.dir, self.keys.as_ref())?);
-            if self.sync.is_none() {
-                if let Some(opts) = self.sync_options.clone() {
-                    self.sync = Some(SyncLoop::start(self.dir.clone(), self.keys.clone(), opts));
-                }
-            }
+            self.start_sync_if_open();
         }
         self.device.as_mut().ok_or(DeviceError::NotEnrolled)
+    }
+
+    fn start_sync_if_open(&mut self) {
+        if self.sync.is_none() && !self.sync_held && self.device.is_some() {
+            if let Some(opts) = self.sync_options.clone() {
+                self.sync = Some(SyncLoop::start(self.dir.clone(), self.keys.clone(), opts));
+            }
+        }
+    }
+
+    /// Holds the background sync back until [`Kiosk::release_sync`]: the app opens the device
+    /// while its window starts, and lets the loop (which opens the device a second time and
+    /// connects to head office) start only once the form is on screen, so that it takes none
+    /// of the start's CPU.
+    pub fn hold_sync(&mut self) {
+        self.sync_held = true;
+    }
+
+    /// Lets the background sync start (at once if the device is open, else when it opens).
+    pub fn release_sync(&mut self) {
+        self.sync_held = false;
+        self.start_sync_if_open();
     }
 
     /// Which screen to show; opens the device if it can.
@@ -545,6 +566,21 @@ mod tests {
         fn delete(&self, s: &str, a: &str) -> Result<(), crate::keychain::KeychainError> {
             self.0.delete(s, a)
         }
+    }
+
+    #[test]
+    fn a_held_sync_starts_only_once_released() {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = Arc::new(MemoryKeyStore::default());
+        let mut k = Kiosk::new(tmp.path(), Arc::new(SharedKeys(keys)));
+        k.hold_sync();
+        k.enroll(&crate::device::tests::enrolment(), &Pin::new("246810"))
+            .unwrap();
+        assert_eq!(k.state().screen, "form");
+        assert!(k.device.is_some());
+        assert!(k.sync.is_none(), "held: the device opens, the loop waits");
+        k.release_sync();
+        assert!(k.sync.is_some(), "released: the loop starts");
     }
 
     #[test]
