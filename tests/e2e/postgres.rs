@@ -635,6 +635,45 @@ fn two_servers_share_one_rate_limit_per_device() {
     });
 }
 
+/// Tokens looked up many at once, as the server's token checker does with every request
+/// waiting: each request gets its own answer in order; a device with three requests waiting
+/// and a burst of two gets two through and a wait; an unknown token finds nothing; a revoked
+/// device is found revoked and its bucket is not touched.
+#[test]
+fn many_tokens_at_once_each_get_their_own_answer() {
+    let db = TestDb::new();
+    let mut s = sealbox_tests::pg::store_with(&db.url, "e", "{}", &["d1", "d2", "d3"]);
+    s.revoke_device("d3", Audit::new(1, "device.revoked", serde_json::json!({})))
+        .unwrap();
+    let hashes: Vec<String> = ["d1", "d1", "d2", "nobody", "d1", "d3"]
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
+    let found = s.authenticate_many(&hashes, 0.001, 2.0).unwrap();
+    let got: Vec<Option<(String, bool, Option<bool>)>> = found
+        .into_iter()
+        .map(|f| f.map(|(d, taken)| (d.name, d.revoked, taken.map(|t| t.is_ok()))))
+        .collect();
+    let some = |n: &str, revoked, taken| Some((n.to_string(), revoked, taken));
+    assert_eq!(
+        got,
+        vec![
+            some("d1", false, Some(true)),
+            some("d1", false, Some(true)),
+            some("d2", false, Some(true)),
+            None,
+            some("d1", false, Some(false)),
+            some("d3", true, None),
+        ]
+    );
+    let mut c = db.client();
+    let rows: i64 = c
+        .query_one("SELECT count(*) FROM device_rate WHERE device = 'd3'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "a revoked device's bucket is not touched");
+}
+
 /// What the shared rate limit costs on the sync path: the upsert beside the token lookup that
 /// every request makes anyway, timed over 2,000 of each on the test cluster (printed; the
 /// upsert must stay within a few lookups, so no WAL flush per request), and the

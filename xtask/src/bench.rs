@@ -8,7 +8,11 @@ use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::process::Command;
 
-pub fn bench(quick: bool) -> Result<()> {
+/// `only`: run those parts alone (comma-separated: `store`, `sync`, `batch`, `scale`, `app`,
+/// `scan`) and take the others' figures from the files the last run left in target/xtask;
+/// BENCHMARKS.md says so.
+pub fn bench(quick: bool, only: Option<&str>) -> Result<()> {
+    let run = |part: &str| only.is_none_or(|o| o.split(',').any(|p| p == part));
     ensure_packages(&[BUILD_PACKAGES, TAURI_PACKAGES, WINDOW_TEST_PACKAGES].concat())?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // Release builds of everything measured (cargo bench uses the same artifacts).
@@ -55,6 +59,10 @@ pub fn bench(quick: bool) -> Result<()> {
         ("sealbox-tests", "scale"),
     ] {
         let out = work.join(format!("bench-{bench}.json"));
+        if !run(bench) {
+            merge(&mut all, &out)?;
+            continue;
+        }
         let _ = std::fs::remove_file(&out);
         std::env::set_var("SEALBOX_BENCH_OUT", &out);
         let mut cmd: Vec<String> = [
@@ -79,7 +87,31 @@ pub fn bench(quick: bool) -> Result<()> {
 
     // The app: release kiosk beside an empty Tauri window, on a virtual screen.
     let out = work.join("bench-app.json");
-    let _ = std::fs::remove_file(&out);
+    if run("app") {
+        app_part(&out, &work, quick)?;
+    }
+    merge(&mut all, &out)?;
+
+    // A promoter's visitor in the release window through WebDriver: scan to the next form.
+    let out = work.join("bench-scan.json");
+    if run("scan") {
+        scan_part(&out, &work, &cargo, quick)?;
+    }
+    merge(&mut all, &out)?;
+
+    all.insert("quick".into(), quick.into());
+    if let Some(o) = only {
+        all.insert("only".into(), o.into());
+    }
+    let json = serde_json::Value::Object(all);
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    std::fs::write("BENCHMARKS.md", markdown(&json))?;
+    eprintln!("xtask: wrote BENCHMARKS.md");
+    Ok(())
+}
+
+fn app_part(out: &std::path::Path, work: &std::path::Path, quick: bool) -> Result<()> {
+    let _ = std::fs::remove_file(out);
     std::env::set_var("SEALBOX_XVFB", "1");
     let mut cmd = vec![
         "target/xtask/xtask-session".to_string(),
@@ -89,16 +121,20 @@ pub fn bench(quick: bool) -> Result<()> {
     if quick {
         cmd.push("--quick".into());
     }
-    with_keyring(&work.join("keyring-bench-app"), true, &cmd)?;
-    merge(&mut all, &out)?;
+    with_keyring(&work.join("keyring-bench-app"), true, &cmd)
+}
 
-    // A promoter's visitor in the release window through WebDriver: scan to the next form.
+fn scan_part(
+    out: &std::path::Path,
+    work: &std::path::Path,
+    cargo: &str,
+    quick: bool,
+) -> Result<()> {
     crate::ensure_tauri_driver()?;
-    let out = work.join("bench-scan.json");
-    let _ = std::fs::remove_file(&out);
-    std::env::set_var("SEALBOX_BENCH_OUT", &out);
+    let _ = std::fs::remove_file(out);
+    std::env::set_var("SEALBOX_BENCH_OUT", out);
     let mut cmd: Vec<String> = [
-        cargo.as_str(),
+        cargo,
         "bench",
         "--locked",
         "-p",
@@ -113,15 +149,7 @@ pub fn bench(quick: bool) -> Result<()> {
     if quick {
         cmd.push("--quick".into());
     }
-    with_keyring(&work.join("keyring-bench-scan"), true, &cmd)?;
-    merge(&mut all, &out)?;
-
-    all.insert("quick".into(), quick.into());
-    let json = serde_json::Value::Object(all);
-    println!("{}", serde_json::to_string_pretty(&json)?);
-    std::fs::write("BENCHMARKS.md", markdown(&json))?;
-    eprintln!("xtask: wrote BENCHMARKS.md");
-    Ok(())
+    with_keyring(&work.join("keyring-bench-scan"), true, &cmd)
 }
 
 fn merge(
@@ -177,6 +205,12 @@ fn markdown(j: &serde_json::Value) -> String {
         },
         machine()
     );
+    if let Some(o) = j["only"].as_str() {
+        let _ = writeln!(
+            s,
+            "The `{o}` figures are from a later run (`cargo xtask bench --only {o}`) than the others, each beside its own baseline from that run.\n"
+        );
+    }
     let _ = writeln!(
         s,
         "Every figure is measured beside its baseline in the same run, interleaved, because this kind of machine is noisy: read the ratios and medians, not single times. Entries per run: {}; sealed payload: {} bytes.\n",
@@ -311,6 +345,11 @@ fn markdown(j: &serde_json::Value) -> String {
     );
     let _ = writeln!(
         s,
+        "| kiosk cold start beside the floor under it: a window from the same crates that makes one call to the app and paints one line in the kiosk's face, rendering like the kiosk | {:.0} ms | that window ready (painted, its face loaded) {:.0} ms | {:.2} (median of each round's ratio) | (what the kiosk adds to what any form pays) |",
+        f("app_ready_ms"), f("floor_text_ipc_ready_ms"), f("app_vs_floor_text_ipc_ready_ratio")
+    );
+    let _ = writeln!(
+        s,
         "| kiosk memory, PSS over its processes | {:.0} MB | empty Tauri window {:.0} MB | {:.2} | ≤ 1.15 |",
         f("app_pss_mb"), f("empty_tauri_pss_mb"), f("app_vs_empty_tauri_pss_ratio")
     );
@@ -395,22 +434,27 @@ pub fn app_bench_in_session(out: &std::path::Path, quick: bool) -> Result<()> {
     let mut kiosk = Vec::new();
     let mut empty = Vec::new();
     let mut empty_sw = Vec::new();
+    let mut floor = Vec::new();
+    let empty_window = "target/release/examples/empty-window";
     for _ in 0..runs {
         kiosk.push(start_and_measure(
             "target/release/sealbox-kiosk",
             &dev,
-            false,
+            &[],
         )?);
-        empty.push(start_and_measure(
-            "target/release/examples/empty-window",
-            &dev,
-            false,
-        )?);
+        empty.push(start_and_measure(empty_window, &dev, &[])?);
         // The same empty window rendering like the kiosk (no accelerated compositing).
         empty_sw.push(start_and_measure(
-            "target/release/examples/empty-window",
+            empty_window,
             &dev,
-            true,
+            &[("SEALBOX_EMPTY_SOFTWARE_RENDERING", "1")],
+        )?);
+        // The floor under the kiosk's start: one call to the app, one line painted in the
+        // kiosk's face, rendering like the kiosk.
+        floor.push(start_and_measure(
+            empty_window,
+            &dev,
+            &[("SEALBOX_EMPTY_TEXT", "1")],
         )?);
     }
     let med = |v: &mut Vec<f64>| {
@@ -420,6 +464,10 @@ pub fn app_bench_in_session(out: &std::path::Path, quick: bool) -> Result<()> {
     // The machine's load drifts between rounds: each round's kiosk beside its own empty window.
     let mut ready_ratios: Vec<f64> = kiosk.iter().zip(&empty).map(|(k, e)| k.0 / e.0).collect();
     let ready_ratio = med(&mut ready_ratios);
+    let mut floor_ratios: Vec<f64> = kiosk.iter().zip(&floor).map(|(k, f)| k.0 / f.0).collect();
+    let floor_ratio = med(&mut floor_ratios);
+    let mut fr: Vec<f64> = floor.iter().map(|x| x.0).collect();
+    let fr = med(&mut fr);
     let (mut kr, mut kp): (Vec<f64>, Vec<f64>) = kiosk.iter().cloned().unzip();
     let (mut er, mut ep): (Vec<f64>, Vec<f64>) = empty.iter().cloned().unzip();
     let (kr, kp, er, ep) = (med(&mut kr), med(&mut kp), med(&mut er), med(&mut ep));
@@ -430,6 +478,8 @@ pub fn app_bench_in_session(out: &std::path::Path, quick: bool) -> Result<()> {
         "app_ready_ms": kr,
         "empty_tauri_ready_ms": er,
         "app_vs_empty_tauri_ready_ratio": ready_ratio,
+        "floor_text_ipc_ready_ms": fr,
+        "app_vs_floor_text_ipc_ready_ratio": floor_ratio,
         "app_pss_mb": kp,
         "empty_tauri_pss_mb": ep,
         "app_vs_empty_tauri_pss_ratio": kp / ep,
@@ -443,17 +493,11 @@ pub fn app_bench_in_session(out: &std::path::Path, quick: bool) -> Result<()> {
 
 /// Starts an app, waits for its "form ready" line, lets it settle, sums PSS over its process
 /// tree, and stops it. Returns (ms from spawn to ready, PSS in MB).
-fn start_and_measure(
-    exe: &str,
-    dev: &std::path::Path,
-    software_rendering: bool,
-) -> Result<(f64, f64)> {
+fn start_and_measure(exe: &str, dev: &std::path::Path, env: &[(&str, &str)]) -> Result<(f64, f64)> {
     use std::io::BufRead;
     let t = std::time::Instant::now();
     let mut cmd = Command::new(exe);
-    if software_rendering {
-        cmd.env("SEALBOX_EMPTY_SOFTWARE_RENDERING", "1");
-    }
+    cmd.envs(env.iter().copied());
     let mut child = cmd
         .env("SEALBOX_DATA_DIR", dev)
         .env("NO_AT_BRIDGE", "1")

@@ -75,7 +75,13 @@ fn real_main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("run") => demo::run(),
-        Some("bench") => bench::bench(args.iter().any(|a| a == "--quick")),
+        Some("bench") => bench::bench(
+            args.iter().any(|a| a == "--quick"),
+            args.iter()
+                .position(|a| a == "--only")
+                .and_then(|i| args.get(i + 1))
+                .map(String::as_str),
+        ),
         Some("lint") => lint(),
         Some("font") => font::font(),
         Some("dist") if args.iter().any(|a| a == "--test") => package_test::dist_and_test(),

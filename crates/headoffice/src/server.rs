@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::db::{self, DeviceAuth, IngestError};
 use crate::error::{HoError, Result};
 use crate::keys::HoDir;
+use crate::store::Authenticated;
 use crate::store::Store;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -109,12 +110,51 @@ fn reader_loop(mut store: Store, jobs: std::sync::Arc<Mutex<std::sync::mpsc::Rec
     }
 }
 
+/// A request's token waiting to be looked up, and where the answer goes.
+struct AuthJob {
+    token_sha256: String,
+    reply: tokio::sync::oneshot::Sender<Result<Authenticated>>,
+}
+
+/// The most tokens one lookup takes; the rest wait for the next.
+const AUTH_GROUP_MAX: usize = 512;
+
+/// The token checker: one thread owning a connection of its own, looking up every token
+/// waiting in one go (with the shared rate limit's upsert on PostgreSQL), so that hundreds of
+/// devices arriving at once cost a few round trips to the database instead of two each. No
+/// token waits for a timer: while one lookup runs, the next group gathers.
+fn auth_loop(mut store: Store, limits: (f64, f64), jobs: std::sync::mpsc::Receiver<AuthJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < AUTH_GROUP_MAX {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let hashes: Vec<String> = group.iter().map(|j| j.token_sha256.clone()).collect();
+        match store.authenticate_many(&hashes, limits.0, limits.1) {
+            Ok(found) => {
+                for (job, f) in group.into_iter().zip(found) {
+                    let _ = job.reply.send(Ok(f));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for job in group {
+                    let _ = job.reply.send(Err(HoError::Database(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
 /// How many reader threads (and connections) a server keeps. On PostgreSQL every lookup and
 /// rate-limit upsert is a round trip to the database, and hundreds of devices syncing at once
 /// queue behind one connection; the embedded database answers in microseconds in process.
 fn readers(store: &Store) -> usize {
     match store.backend() {
-        "postgres" => 8,
+        "postgres" => 4,
         _ => 2,
     }
 }
@@ -123,8 +163,10 @@ fn readers(store: &Store) -> usize {
 pub struct ServerState {
     /// The queue to the writer thread (SQLite has one writer at a time anyway).
     writer: std::sync::mpsc::Sender<Job>,
-    /// Token lookups, rate limits and health reports, on the readers' connections and threads
-    /// beside the writer (the PostgreSQL client blocks, so it never runs on the async runtime's
+    /// Token lookups (and the shared rate limit), grouped on their own connection and thread.
+    auth: std::sync::mpsc::Sender<AuthJob>,
+    /// Staff codes and health reports, on the readers' connections and threads beside the
+    /// writer (the PostgreSQL client blocks, so it never runs on the async runtime's
     /// threads).
     reader: std::sync::mpsc::Sender<ReadJob>,
     limits: Limits,
@@ -162,6 +204,13 @@ impl ServerState {
         for _ in 0..more {
             stores.push(Store::open_configured(dir, config, busy)?);
         }
+        let (auth, auth_jobs) = std::sync::mpsc::channel();
+        let auth_store = Store::open_configured(dir, config, busy)?;
+        let limits = (config.device_rate_per_s, config.device_burst);
+        std::thread::Builder::new()
+            .name("sealbox-ho-auth".into())
+            .spawn(move || auth_loop(auth_store, limits, auth_jobs))
+            .map_err(HoError::io("starting the token checker"))?;
         for (i, store) in stores.into_iter().enumerate() {
             let jobs = jobs.clone();
             std::thread::Builder::new()
@@ -171,6 +220,7 @@ impl ServerState {
         }
         Ok(ServerState {
             writer,
+            auth,
             reader,
             limits: Limits::from_config(config),
             buckets: Mutex::new(HashMap::new()),
@@ -345,27 +395,17 @@ async fn authenticate(
         .and_then(sealbox_protocol::entry::b64_decode)
         .filter(|t| t.len() == 32)
         .ok_or_else(unauthorized)?;
-    let hash = sealbox_protocol::sha256_hex(&token);
-    let (rate, burst) = (state.limits.device_rate_per_s, state.limits.device_burst);
-    // One trip to the reader: the lookup, and on PostgreSQL the rate limit's upsert.
-    let found = state
-        .on_reader(move |s| {
-            let Some(d) = s.device_by_token(&hash)? else {
-                return Ok(None);
-            };
-            if d.revoked {
-                return Ok(Some((d, None)));
-            }
-            let taken = match s.rate_take(&d.name, rate, burst) {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::error!(error = %e, "the shared rate limit did not answer; this server's own applies");
-                    None
-                }
-            };
-            Ok(Some((d, taken)))
-        })
-        .await;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let job = AuthJob {
+        token_sha256: sealbox_protocol::sha256_hex(&token),
+        reply,
+    };
+    // One trip to the token checker, grouped with every other request waiting.
+    let stopped = || HoError::Config("the token checker stopped".into());
+    let found = match state.auth.send(job) {
+        Ok(()) => answer.await.unwrap_or_else(|_| Err(stopped())),
+        Err(_) => Err(stopped()),
+    };
     match found {
         Ok(Some((d, taken))) if !d.revoked => match taken.unwrap_or_else(|| state.take(&d.name)) {
             Ok(()) => Ok(d),

@@ -22,6 +22,10 @@ use std::time::Duration;
 
 pub use sqlite::{DeviceAuth, IngestError, Ingested, Source, Stored};
 
+/// What a request's token found: the device, and whether its shared bucket granted the
+/// request (see [`Store::authenticate_many`]).
+pub type Authenticated = Option<(DeviceAuth, Option<std::result::Result<(), u64>>)>;
+
 /// A device being enrolled: only the hash of its token and its verifying key are kept.
 #[derive(Debug, Clone)]
 pub struct NewDevice<'a> {
@@ -590,6 +594,24 @@ impl Store {
         match self {
             Store::Sqlite(_) => Ok(None),
             Store::Postgres(p) => p.rate_take(device, rate_per_s, burst).map(Some),
+        }
+    }
+
+    /// Many requests' tokens at once, in their order: each one's device (if any), and whether
+    /// the device's shared bucket granted the request (`None`: revoked, on the embedded
+    /// database, or the shared buckets did not answer: the server's own bucket decides).
+    pub fn authenticate_many(
+        &mut self,
+        token_sha256s: &[String],
+        rate_per_s: f64,
+        burst: f64,
+    ) -> Result<Vec<Authenticated>> {
+        match self {
+            Store::Sqlite(c) => token_sha256s
+                .iter()
+                .map(|h| Ok(sqlite::device_by_token(c, h)?.map(|d| (d, None))))
+                .collect(),
+            Store::Postgres(p) => p.authenticate_many(token_sha256s, rate_per_s, burst),
         }
     }
 }
