@@ -251,10 +251,7 @@ fn deleted_entries_never_come_back_with_a_late_delivery() {
     let server = HoServer::start(&sb.ho, &[]);
     let token = sb.enrol_at(&server.url());
     sb.add_many(0, 3);
-    let envs = Device::open(&sb.dev, &OsKeychain)
-        .unwrap()
-        .pending_envelopes(3)
-        .unwrap();
+    let envs = sb.pending_envelopes(3);
     // A batch file written before the sync: it will arrive late.
     let batch = sb.tmp.path().join("late.sealbox-batch");
     sb.dev_ok(&["export", "--out", batch.to_str().unwrap()]);

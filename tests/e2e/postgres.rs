@@ -40,10 +40,7 @@ fn two_servers_on_one_database_store_each_entry_once() {
         let b = HoServer::start(&sb.ho, &[]);
         let token = sb.enrol_at(&a.url());
         sb.add_many(0, 50);
-        let envs = Device::open(&sb.dev, &OsKeychain)
-            .unwrap()
-            .pending_envelopes(50)
-            .unwrap();
+        let envs = sb.pending_envelopes(50);
         let http = ho_client(&sb.ho);
         // One after the other: to A, then the very same batch to B.
         let first = SyncRequest {
@@ -380,13 +377,7 @@ fn every_receipted_entry_survives_the_primary_dying() {
         "no receipt while the standby is down"
     );
     assert_eq!(sb.pending(), 5, "nothing erased without a receipt");
-    let waiting: Vec<uuid::Uuid> = Device::open(&sb.dev, &OsKeychain)
-        .unwrap()
-        .pending_envelopes(10)
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let waiting: Vec<uuid::Uuid> = sb.pending_envelopes(10).iter().map(|e| e.id).collect();
     standby.start();
     sb.dev_ok(&["sync"]);
     assert_eq!(sb.pending(), 0);
@@ -588,10 +579,7 @@ fn two_servers_share_one_rate_limit_per_device() {
         let b = HoServer::start(&sb.ho, &limits);
         let token = sb.enrol_at(&a.url());
         sb.add_many(0, 2);
-        let envs = Device::open(&sb.dev, &OsKeychain)
-            .unwrap()
-            .pending_envelopes(2)
-            .unwrap();
+        let envs = sb.pending_envelopes(2);
         let req = SyncRequest {
             batch_id: uuid::Uuid::now_v7(),
             entries: envs,

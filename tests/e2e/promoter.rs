@@ -88,6 +88,21 @@ async fn field_then_enter(c: &Client, text: &str) {
     keys(c, &char::from(Key::Enter).to_string()).await;
 }
 
+/// Opens the staff code dialog from the form.
+async fn open_staff_dialog(c: &Client) -> Result<(), String> {
+    js(
+        c,
+        "document.getElementById('open-promoter').click(); return 1;",
+    )
+    .await;
+    wait_for(
+        c,
+        "the staff code dialog",
+        "document.getElementById('promoter-dialog').open",
+    )
+    .await
+}
+
 pub(crate) fn promo_event(sb: &Sandbox) {
     sb.create_event(PROMO_EVENT, |v| {
         let fields = v["fields"].as_array_mut().unwrap();
@@ -139,17 +154,7 @@ async fn scans_promoter_mode_and_the_crm_file_in_the_real_window() {
         kept.is_empty(),
         "head office keeps only the verifier: {kept:?}"
     );
-    let file = sb.tmp.path().join("booth.enrol.json");
-    sb.ho_ok(&[
-        "enroll",
-        "--device",
-        "booth-1",
-        "--event",
-        PROMO_EVENT,
-        "--out",
-        file.to_str().unwrap(),
-    ]);
-    sb.dev_ok(&["enroll", file.to_str().unwrap(), "--shred"]);
+    enrol_promo(&sb, None);
     sb.dev_ok_env(&["pin", "set"], &[("SEALBOX_PIN", PIN)]);
 
     let site = site(&sb);
@@ -463,17 +468,7 @@ async fn drive(c: &Client, code: &str) -> Result<(), String> {
 
     // Promoter mode: a wrong staff code is refused, the right one opens it.
     clear_form(c).await;
-    js(
-        c,
-        "document.getElementById('open-promoter').click(); return 1;",
-    )
-    .await;
-    wait_for(
-        c,
-        "the staff code dialog",
-        "document.getElementById('promoter-dialog').open",
-    )
-    .await?;
+    open_staff_dialog(c).await?;
     keys(c, &format!("s1-00000000{}", char::from(Key::Enter))).await;
     wait_for(
         c,
@@ -575,6 +570,25 @@ async fn drive(c: &Client, code: &str) -> Result<(), String> {
 }
 
 /// Issues a staff code at head office and returns it (`s1-12345678`).
+/// Enrols `booth-1` in the promoters' event, at `url` or head office's configured address.
+pub(crate) fn enrol_promo(sb: &Sandbox, url: Option<&str>) {
+    let file = sb.tmp.path().join("booth.enrol.json");
+    let mut args = vec![
+        "enroll",
+        "--device",
+        "booth-1",
+        "--event",
+        PROMO_EVENT,
+        "--out",
+        file.to_str().unwrap(),
+    ];
+    if let Some(u) = url {
+        args.extend(["--url", u]);
+    }
+    sb.ho_ok(&args);
+    sb.dev_ok(&["enroll", file.to_str().unwrap(), "--shred"]);
+}
+
 pub(crate) fn issue_code(sb: &Sandbox, event: &str) -> String {
     let issued = sb.ho_ok(&["event", "staff-code", event]);
     issued
@@ -595,17 +609,7 @@ async fn promoter_mode_locks_on_the_librarys_clock_in_the_real_window() {
     let sb = Sandbox::headoffice();
     promo_event(&sb);
     let code = issue_code(&sb, PROMO_EVENT);
-    let file = sb.tmp.path().join("booth.enrol.json");
-    sb.ho_ok(&[
-        "enroll",
-        "--device",
-        "booth-1",
-        "--event",
-        PROMO_EVENT,
-        "--out",
-        file.to_str().unwrap(),
-    ]);
-    sb.dev_ok(&["enroll", file.to_str().unwrap(), "--shred"]);
+    enrol_promo(&sb, None);
     sb.dev_ok_env(&["pin", "set"], &[("SEALBOX_PIN", PIN)]);
     let site = site(&sb);
     std::fs::create_dir_all(&site.xdg).unwrap();
@@ -639,17 +643,7 @@ async fn lock_drive(c: &Client, code: &str, skew: &std::path::Path) -> Result<()
         "document.querySelector('input[name=\"name\"]')",
     )
     .await?;
-    js(
-        c,
-        "document.getElementById('open-promoter').click(); return 1;",
-    )
-    .await;
-    wait_for(
-        c,
-        "the staff code dialog",
-        "document.getElementById('promoter-dialog').open",
-    )
-    .await?;
+    open_staff_dialog(c).await?;
     keys(c, &format!("{code}{}", char::from(Key::Enter))).await;
     wait_for(
         c,

@@ -4,7 +4,7 @@
 //! add` on the command line takes staff-only fields only with a staff code verified like the
 //! kiosk's, read from the terminal or stdin, never an argument.
 
-use crate::promoter::{issue_code, promo_event, PROMO_EVENT};
+use crate::promoter::{enrol_promo, issue_code, promo_event, PROMO_EVENT};
 use sealbox_device::protocol::staff::{StaffCodesError, StaffCodesUpdate};
 use sealbox_device::{Device, DeviceError, OsKeychain};
 use sealbox_tests::server::HoServer;
@@ -16,24 +16,6 @@ fn promoter_entry(i: u32) -> String {
     format!(
         r#"{{"name":"Qzstaffp{i}","phone":"1390000300{i}","rating":"3","notes":"Qznote{i}","consent":true}}"#
     )
-}
-
-fn enrol_promo(sb: &Sandbox, url: Option<&str>) {
-    let file = sb.tmp.path().join("booth.enrol.json");
-    let mut args = vec![
-        "enroll",
-        "--device",
-        "booth-1",
-        "--event",
-        PROMO_EVENT,
-        "--out",
-        file.to_str().unwrap(),
-    ];
-    if let Some(u) = url {
-        args.extend(["--url", u]);
-    }
-    sb.ho_ok(&args);
-    sb.dev_ok(&["enroll", file.to_str().unwrap(), "--shred"]);
 }
 
 /// `sealbox add --json - --staff-code` with the code on stdin's first line, then the entry.

@@ -335,6 +335,14 @@ impl Sandbox {
         self.status()["pending"].as_u64().expect("pending count")
     }
 
+    /// Up to `n` of the device's entries waiting, as it would send them.
+    pub fn pending_envelopes(&self, n: usize) -> Vec<sealbox_protocol::EntryEnvelope> {
+        sealbox_device::Device::open(&self.dev, &OsKeychain)
+            .unwrap()
+            .pending_envelopes(n)
+            .unwrap()
+    }
+
     pub fn device_json(&self) -> sealbox_device::files::DeviceJson {
         DataDir::new(&self.dev)
             .read_device_json()
