@@ -28,14 +28,7 @@ fn post(
         batch_id: uuid::Uuid::now_v7(),
         entries: entries.to_vec(),
     };
-    let r = http
-        .post(format!("{}/v1/sync", server.url()))
-        .header("authorization", format!("Bearer {token}"))
-        .json(&req)
-        .send()
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().unwrap_or(serde_json::Value::Null))
+    sealbox_tests::server::post_sync(http, server, token, &req)
 }
 
 /// A lasting refusal for size never blocks the device: head office takes at most 3 entries a

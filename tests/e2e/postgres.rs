@@ -7,27 +7,10 @@ use sealbox_device::{Device, OsKeychain};
 use sealbox_headoffice::store::{Audit, Source, Store};
 use sealbox_protocol::sync::SyncRequest;
 use sealbox_tests::pg::{on_postgres, Cluster, TestDb};
-use sealbox_tests::server::{ho_counts, HoServer};
+use sealbox_tests::server::{ho_counts, post_sync, HoServer};
 use sealbox_tests::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Posts a batch as the device would: `(status, body)`.
-fn post(
-    http: &reqwest::blocking::Client,
-    server: &HoServer,
-    token: &str,
-    req: &SyncRequest,
-) -> (u16, serde_json::Value) {
-    let r = http
-        .post(format!("{}/v1/sync", server.url()))
-        .header("authorization", format!("Bearer {token}"))
-        .json(req)
-        .send()
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().unwrap_or(serde_json::Value::Null))
-}
 
 /// Two `serve` processes on one PostgreSQL database: the same batch sent to both (one after the
 /// other, and both at the same moment) gets the same receipt from each and is stored once;
@@ -47,8 +30,8 @@ fn two_servers_on_one_database_store_each_entry_once() {
             batch_id: uuid::Uuid::now_v7(),
             entries: envs[..10].to_vec(),
         };
-        let (sa, ra) = post(&http, &a, &token, &first);
-        let (sb_, rb) = post(&http, &b, &token, &first);
+        let (sa, ra) = post_sync(&http, &a, &token, &first);
+        let (sb_, rb) = post_sync(&http, &b, &token, &first);
         assert_eq!((sa, sb_), (200, 200), "{ra} {rb}");
         assert_eq!(ra, rb, "the other server answers with the same receipt");
         assert_eq!(ho_counts(&sb.ho), (10, 10));
@@ -59,8 +42,8 @@ fn two_servers_on_one_database_store_each_entry_once() {
                 entries: chunk.to_vec(),
             };
             let (r1, r2) = std::thread::scope(|s| {
-                let t1 = s.spawn(|| post(&http, &a, &token, &req));
-                let t2 = s.spawn(|| post(&http, &b, &token, &req));
+                let t1 = s.spawn(|| post_sync(&http, &a, &token, &req));
+                let t2 = s.spawn(|| post_sync(&http, &b, &token, &req));
                 (t1.join().unwrap(), t2.join().unwrap())
             });
             assert_eq!((r1.0, r2.0), (200, 200), "{} {}", r1.1, r2.1);

@@ -251,3 +251,20 @@ pub fn ho_strings(ho_dir: &Path, sql: &str) -> Vec<String> {
     let rows = stmt.query_map([], |r| r.get(0)).unwrap();
     rows.map(|r| r.unwrap()).collect()
 }
+
+/// Posts `req` to `server`'s `/v1/sync` as the device with `token` would: `(status, body)`.
+pub fn post_sync(
+    http: &reqwest::blocking::Client,
+    server: &HoServer,
+    token: &str,
+    req: &sealbox_protocol::sync::SyncRequest,
+) -> (u16, serde_json::Value) {
+    let r = http
+        .post(format!("{}/v1/sync", server.url()))
+        .header("authorization", format!("Bearer {token}"))
+        .json(req)
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(serde_json::Value::Null))
+}
